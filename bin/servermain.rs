@@ -1,0 +1,145 @@
+//! `servermain HOST PORT`: runs a leviathan server until Ctrl-C or SIGTERM.
+
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use leviathan::{Config, Server};
+
+/// leviathan: a real-time messaging server. Speak to it with telnet/nc (one text
+/// command per line, or one JSON object per line) or over WebSocket on the same port.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    after_help = "Try: telnet HOST PORT, then type HELP.\n\
+Logging: RUST_LOG=debug for more detail (default: info)."
+)]
+struct Args {
+    /// Address to listen on, e.g. 127.0.0.1 or 0.0.0.0
+    host: String,
+    /// Port to listen on (0 picks a free one; the chosen address is printed)
+    port: u16,
+    /// Longest request line or WebSocket message, in bytes
+    #[arg(long, default_value_t = Config::default().max_line)]
+    max_line: usize,
+    /// Most connections served at once
+    #[arg(long, default_value_t = Config::default().max_connections)]
+    max_connections: usize,
+    /// Bytes queued for one client before it is disconnected as a slow consumer
+    #[arg(long, default_value_t = Config::default().outbox_limit)]
+    outbox_limit: usize,
+    /// Milliseconds a silent new TCP connection waits before its HELLO greeting
+    #[arg(long, default_value_t = 200)]
+    greet_delay_ms: u64,
+    /// Coroutine worker threads (the channel manager has its own thread)
+    #[arg(long, default_value_t = leviathan::server::default_workers())]
+    workers: usize,
+    /// Stack per connection coroutine, in KiB (only touched pages use memory)
+    #[arg(long, default_value_t = Config::default().stack_size >> 10)]
+    stack_kib: usize,
+    /// Disconnected clients remembered by HISTORY
+    #[arg(long, default_value_t = Config::default().history_limit)]
+    history_limit: usize,
+    /// Seconds to wait at shutdown for clients to receive their last lines
+    #[arg(long, default_value_t = 5)]
+    drain_secs: u64,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,may=warn"))
+        .init();
+    let args = Args::parse();
+    let config = Config {
+        max_line: args.max_line,
+        max_connections: args.max_connections,
+        outbox_limit: args.outbox_limit,
+        greet_delay: Duration::from_millis(args.greet_delay_ms),
+        workers: args.workers,
+        stack_size: args.stack_kib << 10,
+        history_limit: args.history_limit,
+        drain_timeout: Duration::from_secs(args.drain_secs),
+        ..Config::default()
+    };
+    let addr = format!("{}:{}", args.host, args.port);
+    let listener = match TcpListener::bind(&addr) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("cannot listen on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    report_limits(&config);
+    let mut server = match Server::start(listener, config) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    if let Err(e) = ctrlc::set_handler(move || {
+        let _ = stop_tx.try_send(());
+    }) {
+        log::error!("cannot install the Ctrl-C/SIGTERM handler: {e}");
+        return ExitCode::FAILURE;
+    }
+    log::info!(
+        "leviathan {} listening on {} (text, JSON and WebSocket)",
+        env!("CARGO_PKG_VERSION"),
+        server.local_addr()
+    );
+    let _ = stop_rx.recv();
+    log::info!("shutting down: telling clients, flushing");
+    server.shutdown();
+    let s = server.stats();
+    log::info!(
+        "stopped; served {} connections ({} slow consumers disconnected)",
+        s.connections_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        s.slow_consumers.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    ExitCode::SUCCESS
+}
+
+/// Says at start which system limits bound the connection count, and warns when the
+/// configured maximum exceeds them.
+fn report_limits(config: &Config) {
+    let files = open_file_limit();
+    let maps = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok());
+    log::info!(
+        "limits: max connections {}, open files {}, vm.max_map_count {}",
+        config.max_connections,
+        files.map_or("unknown".into(), |n| n.to_string()),
+        maps.map_or("unknown".into(), |n| n.to_string())
+    );
+    if let Some(f) = files {
+        if config.max_connections + 64 > f {
+            log::warn!(
+                "--max-connections {} is more than the open-file limit ({f}) allows; raise it with ulimit -n",
+                config.max_connections
+            );
+        }
+    }
+    if let Some(m) = maps {
+        // Each connection's coroutine stack takes about two memory maps.
+        if config.max_connections * 2 + 1000 > m {
+            log::warn!(
+                "--max-connections {} may exceed vm.max_map_count ({m}): each connection uses about 2 maps",
+                config.max_connections
+            );
+        }
+    }
+}
+
+fn open_file_limit() -> Option<usize> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and nothing else.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    (rc == 0).then_some(lim.rlim_cur as usize)
+}

@@ -1,0 +1,307 @@
+//! Channel commands, applied on the channel-manager thread: `CREATE`, `DROP`,
+//! `CHANNELS`, `SUB`, `UNSUB`, `PUB`, `SEND`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::CommandSpec;
+use crate::conn::outbox::ConnId;
+use crate::manager::channel::Channel;
+use crate::manager::subject::{self, Target};
+use crate::manager::Manager;
+use crate::protocol::args::clip;
+use crate::protocol::{Command, ErrorReply, Item, Message, MessageKind, Payload, Push, Reply};
+
+pub static SPECS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "CREATE",
+        usage: "CREATE <channel>",
+        json: r#"{"op":"create","channel":"news"}"#,
+        summary: "create a channel (dot-separated tokens of [A-Za-z0-9_-])",
+        parse_text: |mut a| {
+            let c = a.required("channel")?.to_string();
+            a.finish()?;
+            Ok(Command::Create(c))
+        },
+        parse_json: |mut a| {
+            let c = a.required_str("channel")?;
+            a.finish()?;
+            Ok(Command::Create(c))
+        },
+    },
+    CommandSpec {
+        name: "DROP",
+        usage: "DROP <channel>",
+        json: r#"{"op":"drop","channel":"news"}"#,
+        summary: "remove a channel; its subscribers get DROPPED <channel>",
+        parse_text: |mut a| {
+            let c = a.required("channel")?.to_string();
+            a.finish()?;
+            Ok(Command::Drop(c))
+        },
+        parse_json: |mut a| {
+            let c = a.required_str("channel")?;
+            a.finish()?;
+            Ok(Command::Drop(c))
+        },
+    },
+    CommandSpec {
+        name: "CHANNELS",
+        usage: "CHANNELS",
+        json: r#"{"op":"channels"}"#,
+        summary: "list channels with their subscriber counts",
+        parse_text: |a| a.finish().map(|_| Command::Channels),
+        parse_json: |a| a.finish().map(|_| Command::Channels),
+    },
+    CommandSpec {
+        name: "SUB",
+        usage: "SUB <channel or pattern>",
+        json: r#"{"op":"sub","channel":"news.*"}"#,
+        summary: "subscribe to a channel, or to a pattern ('*' = one token, final '>' = the rest)",
+        parse_text: |mut a| {
+            let c = a.required("channel or pattern")?.to_string();
+            a.finish()?;
+            Ok(Command::Sub(c))
+        },
+        parse_json: |mut a| {
+            let c = a.required_str("channel")?;
+            a.finish()?;
+            Ok(Command::Sub(c))
+        },
+    },
+    CommandSpec {
+        name: "UNSUB",
+        usage: "UNSUB <channel or pattern>",
+        json: r#"{"op":"unsub","channel":"news.*"}"#,
+        summary: "stop a subscription made with SUB",
+        parse_text: |mut a| {
+            let c = a.required("channel or pattern")?.to_string();
+            a.finish()?;
+            Ok(Command::Unsub(c))
+        },
+        parse_json: |mut a| {
+            let c = a.required_str("channel")?;
+            a.finish()?;
+            Ok(Command::Unsub(c))
+        },
+    },
+    CommandSpec {
+        name: "PUB",
+        usage: "PUB <channel> <message...>",
+        json: r#"{"op":"pub","channel":"news","data":{"any":"json"}}"#,
+        summary: "publish the rest of the line; answered +OK <receivers>",
+        parse_text: |mut a| {
+            let channel = a.required("channel")?.to_string();
+            let data = Payload::Text(a.required_rest("message")?.to_string());
+            Ok(Command::Pub { channel, data })
+        },
+        parse_json: |mut a| {
+            let channel = a.required_str("channel")?;
+            let data = Payload::Json(a.required_value("data")?);
+            a.finish()?;
+            Ok(Command::Pub { channel, data })
+        },
+    },
+    CommandSpec {
+        name: "SEND",
+        usage: "SEND <name> <message...>",
+        json: r#"{"op":"send","to":"bob","data":"hi"}"#,
+        summary: "send a direct message to one client, who gets DM <from> <message>",
+        parse_text: |mut a| {
+            let to = a.required("name")?.to_string();
+            let data = Payload::Text(a.required_rest("message")?.to_string());
+            Ok(Command::Send { to, data })
+        },
+        parse_json: |mut a| {
+            let to = a.required_str("to")?;
+            let data = Payload::Json(a.required_value("data")?);
+            a.finish()?;
+            Ok(Command::Send { to, data })
+        },
+    },
+];
+
+/// Applies a channel command for connection `id`.
+pub fn apply(m: &mut Manager, id: ConnId, cmd: Command) -> Reply {
+    let result = match cmd {
+        Command::Create(name) => create(m, name),
+        Command::Drop(name) => drop_channel(m, &name),
+        Command::Channels => Ok(channels(m)),
+        Command::Sub(target) => subscribe(m, id, target),
+        Command::Unsub(target) => unsubscribe(m, id, &target),
+        Command::Pub { channel, data } => publish(m, id, &channel, data),
+        Command::Send { to, data } => send(m, id, &to, data),
+        _ => Err(ErrorReply::new("internal", "not a channel command".into())),
+    };
+    result.unwrap_or_else(Reply::Error)
+}
+
+fn bad_name(e: String) -> ErrorReply {
+    ErrorReply::new("bad_args", e)
+}
+
+fn no_such_channel(name: &str) -> ErrorReply {
+    ErrorReply::new(
+        "no_such_channel",
+        format!(
+            "no channel named '{}' (CREATE it first; CHANNELS lists them)",
+            clip(name)
+        ),
+    )
+}
+
+fn create(m: &mut Manager, name: String) -> Result<Reply, ErrorReply> {
+    subject::check_channel(&name).map_err(bad_name)?;
+    if m.channels.contains_key(name.as_str()) {
+        return Err(ErrorReply::new(
+            "channel_exists",
+            format!("channel '{name}' already exists"),
+        ));
+    }
+    let name: Arc<str> = name.into();
+    let mut chan = Channel::new(name.clone());
+    for (pattern, subs) in &m.patterns {
+        if subject::matches(pattern, &name) {
+            for sub in subs {
+                if let Some(c) = m.clients.get(sub) {
+                    chan.add_ref(&c.outbox);
+                }
+            }
+        }
+    }
+    m.channels.insert(name, chan);
+    Ok(Reply::Done(None))
+}
+
+fn drop_channel(m: &mut Manager, name: &str) -> Result<Reply, ErrorReply> {
+    let chan = m
+        .channels
+        .remove(name)
+        .ok_or_else(|| no_such_channel(name))?;
+    for outbox in chan.receivers() {
+        m.push(outbox, Push::Dropped(chan.name.clone()));
+        if let Some(c) = m.clients.get_mut(&outbox.id) {
+            c.channels.remove(name);
+        }
+    }
+    Ok(Reply::Done(None))
+}
+
+fn channels(m: &Manager) -> Reply {
+    let mut list: Vec<&Channel> = m.channels.values().collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    Reply::List {
+        key: "channels",
+        items: list
+            .into_iter()
+            .map(|c| {
+                let n = c.receivers().len();
+                Item {
+                    text: format!("{} {n}", c.name),
+                    json: json!({"name": &*c.name, "subscribers": n}),
+                }
+            })
+            .collect(),
+    }
+}
+
+fn subscribe(m: &mut Manager, id: ConnId, target: String) -> Result<Reply, ErrorReply> {
+    let kind = subject::classify(&target).map_err(bad_name)?;
+    let Manager {
+        clients,
+        channels,
+        patterns,
+        ..
+    } = m;
+    let Some(client) = clients.get_mut(&id) else {
+        return Ok(Reply::Done(None));
+    };
+    match kind {
+        Target::Channel => {
+            let chan = channels
+                .get_mut(target.as_str())
+                .ok_or_else(|| no_such_channel(&target))?;
+            if client.channels.insert(chan.name.clone()) {
+                chan.add_ref(&client.outbox);
+            }
+        }
+        Target::Pattern => {
+            let p: Arc<str> = target.into();
+            if client.patterns.insert(p.clone()) {
+                for chan in channels.values_mut() {
+                    if subject::matches(&p, &chan.name) {
+                        chan.add_ref(&client.outbox);
+                    }
+                }
+                patterns.entry(p).or_insert_with(HashSet::new).insert(id);
+            }
+        }
+    }
+    Ok(Reply::Done(None))
+}
+
+fn unsubscribe(m: &mut Manager, id: ConnId, target: &str) -> Result<Reply, ErrorReply> {
+    let Some(client) = m.clients.get_mut(&id) else {
+        return Ok(Reply::Done(None));
+    };
+    if client.channels.remove(target) {
+        if let Some(chan) = m.channels.get_mut(target) {
+            chan.release(id);
+        }
+    } else if client.patterns.remove(target) {
+        m.unsubscribe_pattern(id, target);
+    } else {
+        return Err(ErrorReply::new(
+            "not_subscribed",
+            format!("you are not subscribed to '{}'", clip(target)),
+        ));
+    }
+    Ok(Reply::Done(None))
+}
+
+fn publish(m: &mut Manager, id: ConnId, channel: &str, data: Payload) -> Result<Reply, ErrorReply> {
+    let Some(chan) = m.channels.get(channel) else {
+        if let Err(e) = subject::check_channel(channel) {
+            return Err(bad_name(e));
+        }
+        return Err(no_such_channel(channel));
+    };
+    let from = m
+        .clients
+        .get(&id)
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    let msg = Message::new(MessageKind::Channel, chan.name.clone(), from, data);
+    let n = m.fan_out(channel, Push::Message(Arc::new(msg)));
+    Ok(Reply::Count {
+        key: "receivers",
+        n,
+    })
+}
+
+fn send(m: &mut Manager, id: ConnId, to: &str, data: Payload) -> Result<Reply, ErrorReply> {
+    let target = m
+        .names
+        .get(to)
+        .and_then(|t| m.clients.get(t))
+        .map(|c| c.outbox.clone())
+        .ok_or_else(|| {
+            ErrorReply::new(
+                "no_such_client",
+                format!(
+                    "no connected client named '{}' (CLIENTS lists them)",
+                    clip(to)
+                ),
+            )
+        })?;
+    let from = m
+        .clients
+        .get(&id)
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    let msg = Message::new(MessageKind::Direct, Arc::from(""), from, data);
+    m.push(&target, Push::Message(Arc::new(msg)));
+    Ok(Reply::Done(None))
+}

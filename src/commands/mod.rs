@@ -1,0 +1,135 @@
+//! Commands, one file per family. Each family lists its [`CommandSpec`]s (usage, help,
+//! text and JSON parsers) and applies its commands; adding a command means one spec
+//! and one match arm in its family.
+//!
+//! Where a command is applied:
+//! - `PING`, `HELP`, `QUIT`: by the connection itself (`apply_local`);
+//! - everything else: by the channel-manager thread (`manager::Manager::apply`),
+//!   which owns names, channels and subscriptions.
+
+pub mod channels;
+pub mod session;
+
+use crate::protocol::args::{clip, Args, JsonArgs};
+use crate::protocol::{Command, ErrorReply, Item, Reply};
+
+/// A command's contract: how it is written and how it is parsed.
+pub struct CommandSpec {
+    /// The verb in upper case.
+    pub name: &'static str,
+    /// Text usage, quoted in `bad_args` errors and `HELP`.
+    pub usage: &'static str,
+    /// JSON form, shown by `HELP <command>`.
+    pub json: &'static str,
+    /// One line saying what it does.
+    pub summary: &'static str,
+    pub parse_text: fn(Args) -> Result<Command, ErrorReply>,
+    pub parse_json: fn(JsonArgs) -> Result<Command, ErrorReply>,
+}
+
+/// Every command family's specs, in `HELP` order.
+fn families() -> [&'static [CommandSpec]; 2] {
+    [session::SPECS, channels::SPECS]
+}
+
+/// Looks a command up by verb or JSON op, in any case.
+pub fn spec(verb: &str) -> Option<&'static CommandSpec> {
+    families()
+        .into_iter()
+        .flatten()
+        .find(|s| s.name.eq_ignore_ascii_case(verb))
+}
+
+/// Parses a text command from its verb and the rest of its line.
+pub fn parse_text(verb: &str, rest: &str) -> Result<Command, ErrorReply> {
+    match spec(verb) {
+        Some(spec) => (spec.parse_text)(Args::new(rest, spec.usage)),
+        None => Err(ErrorReply::new(
+            "unknown_command",
+            format!("unknown command '{}'; type HELP for the list", clip(verb)),
+        )),
+    }
+}
+
+/// `HELP` lists every command; `HELP <command>` shows one in detail.
+pub fn help(topic: Option<&str>) -> Reply {
+    let item = |text: String, json: serde_json::Value| Item { text, json };
+    match topic {
+        None => Reply::List {
+            key: "commands",
+            items: families()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    item(
+                        format!("{:<34} {}", s.usage, s.summary),
+                        serde_json::json!({"name": s.name, "usage": s.usage, "summary": s.summary}),
+                    )
+                })
+                .collect(),
+        },
+        Some(t) => match spec(t) {
+            Some(s) => Reply::List {
+                key: "lines",
+                items: [
+                    format!("usage: {}", s.usage),
+                    format!("json:  {}", s.json),
+                    s.summary.to_string(),
+                ]
+                .into_iter()
+                .map(|l| item(l.clone(), serde_json::Value::String(l)))
+                .collect(),
+            },
+            None => Reply::Error(ErrorReply::new(
+                "unknown_command",
+                format!("no command named '{}'; type HELP for the list", clip(t)),
+            )),
+        },
+    }
+}
+
+/// Applies a command the connection answers itself. `QUIT` is answered here and the
+/// connection closes after writing the reply.
+pub fn apply_local(cmd: &Command) -> Reply {
+    match cmd {
+        Command::Ping(text) => Reply::Pong(text.clone()),
+        Command::Help(topic) => help(topic.as_deref()),
+        Command::Quit => Reply::Done(Some("bye".into())),
+        _ => Reply::Error(ErrorReply::new(
+            "internal",
+            "command routed to the wrong place".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spec_name_is_unique_upper_case_and_in_its_usage() {
+        let all: Vec<_> = families().into_iter().flatten().collect();
+        for s in &all {
+            assert_eq!(s.name, s.name.to_ascii_uppercase());
+            assert!(s.usage.starts_with(s.name), "{}", s.usage);
+            assert_eq!(all.iter().filter(|o| o.name == s.name).count(), 1);
+        }
+    }
+
+    #[test]
+    fn help_lists_everything() {
+        match help(None) {
+            Reply::List { items, .. } => assert!(items.len() >= 14),
+            other => panic!("{other:?}"),
+        }
+        assert!(help(Some("nope")).is_error());
+        assert!(!help(Some("pub")).is_error());
+    }
+
+    #[test]
+    fn unknown_verbs_point_at_help() {
+        let e = parse_text("FROB", "").unwrap_err();
+        assert_eq!(e.code, "unknown_command");
+        assert!(e.message.contains("HELP"));
+    }
+}

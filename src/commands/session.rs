@@ -1,0 +1,271 @@
+//! Session commands: who you are and who else is here.
+//! `PING`, `HELP` and `QUIT` are answered by the connection; `NAME`, `WHOAMI`,
+//! `CLIENTS` and `HISTORY` by the channel manager, which owns names.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::{json, Value};
+
+use super::CommandSpec;
+use crate::conn::outbox::ConnId;
+use crate::manager::Manager;
+use crate::protocol::args::clip;
+use crate::protocol::{Command, ErrorReply, Item, Reply};
+
+/// Longest client name.
+pub const MAX_NAME: usize = 64;
+
+pub static SPECS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "PING",
+        usage: "PING [text]",
+        json: r#"{"op":"ping","data":"text"}"#,
+        summary: "liveness check; answered +PONG [text]",
+        parse_text: |mut a| {
+            let t = a.rest();
+            Ok(Command::Ping((!t.is_empty()).then(|| t.to_string())))
+        },
+        parse_json: |mut a| {
+            let t = a.optional_str("data")?;
+            a.finish()?;
+            Ok(Command::Ping(t))
+        },
+    },
+    CommandSpec {
+        name: "HELP",
+        usage: "HELP [command]",
+        json: r#"{"op":"help","command":"pub"}"#,
+        summary: "list the commands, or show one command's usage",
+        parse_text: |mut a| {
+            let t = a.next_word().map(str::to_string);
+            a.finish()?;
+            Ok(Command::Help(t))
+        },
+        parse_json: |mut a| {
+            let t = a.optional_str("command")?;
+            a.finish()?;
+            Ok(Command::Help(t))
+        },
+    },
+    CommandSpec {
+        name: "NAME",
+        usage: "NAME <name>",
+        json: r#"{"op":"name","name":"alice"}"#,
+        summary: "set your name: 1-64 of [A-Za-z0-9_.-], unique among connected clients",
+        parse_text: |mut a| {
+            let n = a.required("name")?.to_string();
+            a.finish()?;
+            Ok(Command::Name(n))
+        },
+        parse_json: |mut a| {
+            let n = a.required_str("name")?;
+            a.finish()?;
+            Ok(Command::Name(n))
+        },
+    },
+    CommandSpec {
+        name: "WHOAMI",
+        usage: "WHOAMI",
+        json: r#"{"op":"whoami"}"#,
+        summary: "your id, name, address and connect time",
+        parse_text: |a| a.finish().map(|_| Command::Whoami),
+        parse_json: |a| a.finish().map(|_| Command::Whoami),
+    },
+    CommandSpec {
+        name: "CLIENTS",
+        usage: "CLIENTS",
+        json: r#"{"op":"clients"}"#,
+        summary: "who is connected now, and since when",
+        parse_text: |a| a.finish().map(|_| Command::Clients),
+        parse_json: |a| a.finish().map(|_| Command::Clients),
+    },
+    CommandSpec {
+        name: "HISTORY",
+        usage: "HISTORY",
+        json: r#"{"op":"history"}"#,
+        summary: "past and present connections with connect and disconnect times",
+        parse_text: |a| a.finish().map(|_| Command::History),
+        parse_json: |a| a.finish().map(|_| Command::History),
+    },
+    CommandSpec {
+        name: "QUIT",
+        usage: "QUIT",
+        json: r#"{"op":"quit"}"#,
+        summary: "close the connection (answered +OK bye)",
+        parse_text: |a| a.finish().map(|_| Command::Quit),
+        parse_json: |a| a.finish().map(|_| Command::Quit),
+    },
+];
+
+/// The name every client has until it sets one; names of this form are reserved.
+pub fn default_name(id: ConnId) -> String {
+    format!("client-{id}")
+}
+
+fn is_reserved(name: &str) -> bool {
+    name.strip_prefix("client-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Checks a requested client name.
+pub fn check_name(name: &str) -> Result<(), ErrorReply> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if name.is_empty() || name.len() > MAX_NAME || !ok_chars {
+        return Err(ErrorReply::new(
+            "bad_args",
+            format!(
+                "bad name '{}': use 1 to {MAX_NAME} of [A-Za-z0-9_.-]",
+                clip(name)
+            ),
+        ));
+    }
+    if is_reserved(name) {
+        return Err(ErrorReply::new(
+            "bad_args",
+            format!("names of the form client-<number> are reserved ('{name}')"),
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 3339 time in UTC with milliseconds.
+pub fn time(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Applies `NAME`, `WHOAMI`, `CLIENTS`, `HISTORY` on the manager thread.
+pub fn apply(m: &mut Manager, id: ConnId, cmd: Command) -> Reply {
+    match cmd {
+        Command::Name(name) => set_name(m, id, name),
+        Command::Whoami => whoami(m, id),
+        Command::Clients => clients(m),
+        Command::History => history(m),
+        _ => Reply::Error(ErrorReply::new("internal", "not a session command".into())),
+    }
+}
+
+fn set_name(m: &mut Manager, id: ConnId, name: String) -> Reply {
+    if let Err(e) = check_name(&name) {
+        return e.into();
+    }
+    let Some(client) = m.clients.get_mut(&id) else {
+        return Reply::Done(None);
+    };
+    if &*client.name != name.as_str() {
+        if m.names.contains_key(name.as_str()) {
+            return ErrorReply::new(
+                "name_taken",
+                format!("the name '{name}' is taken by a connected client"),
+            )
+            .into();
+        }
+        let name: Arc<str> = name.into();
+        m.names.remove(&client.name);
+        m.names.insert(name.clone(), id);
+        client.name = name;
+    }
+    Reply::Record {
+        key: "client",
+        fields: vec![("name", Value::from(&*client.name))],
+    }
+}
+
+fn whoami(m: &Manager, id: ConnId) -> Reply {
+    let Some(c) = m.clients.get(&id) else {
+        return Reply::Done(None);
+    };
+    Reply::Record {
+        key: "client",
+        fields: vec![
+            ("id", json!(id)),
+            ("name", json!(&*c.name)),
+            ("addr", json!(c.addr.to_string())),
+            ("since", json!(time(c.since))),
+            ("via", json!(c.transport.as_str())),
+        ],
+    }
+}
+
+fn clients(m: &Manager) -> Reply {
+    let mut list: Vec<_> = m.clients.iter().collect();
+    list.sort_by_key(|(id, _)| **id);
+    let items = list
+        .into_iter()
+        .map(|(id, c)| {
+            let since = time(c.since);
+            Item {
+                text: format!(
+                    "{id} {} {} since={since} via={}",
+                    c.name,
+                    c.addr,
+                    c.transport.as_str()
+                ),
+                json: json!({"id": id, "name": &*c.name, "addr": c.addr.to_string(),
+                             "since": since, "via": c.transport.as_str()}),
+            }
+        })
+        .collect();
+    Reply::List {
+        key: "clients",
+        items,
+    }
+}
+
+fn history(m: &Manager) -> Reply {
+    let past = m.history.iter().map(|p| {
+        (
+            p.id,
+            &p.name,
+            p.addr,
+            p.connected,
+            Some(p.disconnected),
+            p.transport,
+        )
+    });
+    let present = m
+        .clients
+        .iter()
+        .map(|(id, c)| (*id, &c.name, c.addr, c.since, None, c.transport));
+    let mut rows: Vec<_> = past.chain(present).collect();
+    rows.sort_by_key(|r| r.0);
+    let items = rows
+        .into_iter()
+        .map(|(id, name, addr, connected, disconnected, via)| {
+            let connected = time(connected);
+            let disconnected = disconnected.map(time);
+            Item {
+                text: format!(
+                    "{id} {name} {addr} connected={connected} disconnected={} via={}",
+                    disconnected.as_deref().unwrap_or("-"),
+                    via.as_str()
+                ),
+                json: json!({"id": id, "name": &**name, "addr": addr.to_string(),
+                             "connected": connected, "disconnected": disconnected,
+                             "via": via.as_str()}),
+            }
+        })
+        .collect();
+    Reply::List {
+        key: "history",
+        items,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(check_name("alice").is_ok());
+        assert!(check_name("a.b-c_9").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("has space").is_err());
+        assert!(check_name(&"x".repeat(65)).is_err());
+        assert!(check_name("client-12").is_err());
+        assert!(check_name("client-bob").is_ok());
+    }
+}

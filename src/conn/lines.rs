@@ -1,0 +1,205 @@
+//! Line framing over a byte buffer: finds complete lines, enforces the line limit and
+//! skips the rest of an overlong line. No I/O here: the connection reads into
+//! [`LineReader::spare`] and calls [`LineReader::filled`].
+
+/// Bytes allocated for reading when the buffer is empty.
+const INITIAL: usize = 4096;
+
+/// Buffered input of one connection.
+pub struct LineReader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    scan: usize,
+    max_line: usize,
+    /// True while the rest of an overlong line is being discarded.
+    skipping: bool,
+}
+
+/// What the reader found in its buffer.
+pub enum Line<'a> {
+    /// A complete line, without `\n` (a trailing `\r` is left to the parser).
+    Complete(&'a [u8]),
+    /// A line longer than the limit; its first bytes say what format it looked like.
+    TooLong(Vec<u8>),
+}
+
+impl LineReader {
+    pub fn new(max_line: usize, initial: Vec<u8>) -> Self {
+        let end = initial.len();
+        LineReader {
+            buf: initial,
+            start: 0,
+            end,
+            scan: 0,
+            max_line,
+            skipping: false,
+        }
+    }
+
+    /// Longest buffer needed: a line at the limit plus `\r\n`.
+    fn cap(&self) -> usize {
+        self.max_line + 2
+    }
+
+    /// Room to read into, growing or compacting the buffer as needed. Empty only when
+    /// the buffer holds a full line's worth with no newline, which `next_line` reports.
+    pub fn spare(&mut self) -> &mut [u8] {
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.scan -= self.start;
+                self.start = 0;
+            }
+            if self.end == self.buf.len() && self.buf.len() < self.cap() {
+                let want = (self.buf.len() * 2).max(INITIAL).min(self.cap());
+                self.buf.resize(want, 0);
+            }
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Records that `n` bytes were read into `spare()`.
+    pub fn filled(&mut self, n: usize) {
+        self.end += n;
+    }
+
+    /// The next complete (or overlong) line, if any.
+    pub fn next_line(&mut self) -> Option<Line<'_>> {
+        loop {
+            let found = memchr::memchr(b'\n', &self.buf[self.scan..self.end]);
+            match found {
+                Some(i) => {
+                    let nl = self.scan + i;
+                    let line_start = self.start;
+                    self.start = nl + 1;
+                    self.scan = self.start;
+                    if self.skipping {
+                        self.skipping = false;
+                        continue;
+                    }
+                    let line = &self.buf[line_start..nl];
+                    let body = line.strip_suffix(b"\r").unwrap_or(line);
+                    if body.len() > self.max_line {
+                        return Some(Line::TooLong(head(body)));
+                    }
+                    return Some(Line::Complete(line));
+                }
+                None => {
+                    self.scan = self.end;
+                    if self.skipping {
+                        self.start = self.end;
+                        self.scan = self.end;
+                        return None;
+                    }
+                    if self.end - self.start > self.max_line + 1 {
+                        let first = head(&self.buf[self.start..self.end]);
+                        self.skipping = true;
+                        self.start = self.end;
+                        return Some(Line::TooLong(first));
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Whether unprocessed bytes are buffered.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Frees the buffer of an idle connection with nothing buffered.
+    pub fn shrink_idle(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            self.scan = 0;
+            if !self.buf.is_empty() {
+                self.buf = Vec::new();
+            }
+        }
+    }
+}
+
+fn head(b: &[u8]) -> Vec<u8> {
+    b[..b.len().min(16)].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `chunks` the way a connection does (taking lines whenever the buffer is
+    /// full) and returns every line reported.
+    fn run(r: &mut LineReader, chunks: &[&[u8]]) -> Vec<String> {
+        let mut out = Vec::new();
+        for chunk in chunks {
+            let mut rest = *chunk;
+            while !rest.is_empty() {
+                let spare = r.spare();
+                if spare.is_empty() {
+                    let before = out.len();
+                    drain(r, &mut out);
+                    assert!(out.len() > before, "full buffer but no line reported");
+                    continue;
+                }
+                let n = spare.len().min(rest.len());
+                spare[..n].copy_from_slice(&rest[..n]);
+                r.filled(n);
+                rest = &rest[n..];
+            }
+            drain(r, &mut out);
+        }
+        out
+    }
+
+    fn drain(r: &mut LineReader, out: &mut Vec<String>) {
+        while let Some(l) = r.next_line() {
+            out.push(match l {
+                Line::Complete(b) => String::from_utf8_lossy(b).into_owned(),
+                Line::TooLong(h) => format!("TOOLONG:{}", String::from_utf8_lossy(&h)),
+            });
+        }
+    }
+
+    #[test]
+    fn splits_lines_across_reads() {
+        let mut r = LineReader::new(100, Vec::new());
+        assert_eq!(run(&mut r, &[b"PING a\r\nPI"]), vec!["PING a\r"]);
+        assert_eq!(run(&mut r, &[b"NG b\n\n"]), vec!["PING b", ""]);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn overlong_line_is_reported_once_and_skipped() {
+        let mut r = LineReader::new(10, Vec::new());
+        let got = run(
+            &mut r,
+            &[b"PUB news 0123456789", b"0123456789", b"tail\nPING\n"],
+        );
+        assert_eq!(got, vec!["TOOLONG:PUB news 012", "PING"]);
+    }
+
+    #[test]
+    fn line_at_the_limit_passes_and_one_over_fails() {
+        let mut r = LineReader::new(4, Vec::new());
+        let got = run(&mut r, &[b"abcd\r\nabcde\nok\n"]);
+        assert_eq!(got, vec!["abcd\r", "TOOLONG:abcde", "ok"]);
+    }
+
+    #[test]
+    fn starts_from_sniffed_bytes() {
+        let mut r = LineReader::new(100, b"PING\nPA".to_vec());
+        assert_eq!(run(&mut r, &[b"RT\n"]), vec!["PING", "PART"]);
+    }
+
+    #[test]
+    fn idle_shrink_frees_the_buffer() {
+        let mut r = LineReader::new(100, Vec::new());
+        run(&mut r, &[b"PING\n"]);
+        r.shrink_idle();
+        assert_eq!(r.buf.capacity(), 0);
+    }
+}

@@ -1,0 +1,238 @@
+//! One coroutine per connection. It first sniffs what the client is (a line client
+//! that stays silent or sends a command, or an HTTP request, possibly a WebSocket
+//! upgrade), then runs that transport's loop: read what has arrived, handle every
+//! complete request, encode replies and pushes, write what the socket takes, and
+//! sleep in `wait_io` when nothing more can be done. The channel manager wakes it
+//! through its [`outbox::Outbox`].
+
+pub mod lines;
+pub mod outbox;
+pub mod session;
+mod sniff;
+mod ws;
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use may::io::WaitIo;
+use may::net::TcpStream;
+
+use crate::manager::Transport;
+use crate::protocol::push::ByeReason;
+use crate::server::ServerContext;
+use lines::{Line, LineReader};
+use outbox::Outbox;
+use session::{Ending, Session};
+
+/// Encoded output held before the connection stops taking more from its outbox or
+/// reading more requests: enough for large batches, small enough to bound memory.
+const OUT_BUDGET: usize = 256 << 10;
+
+/// Loop passes with progress before a busy connection yields its worker to others.
+const PASSES_BEFORE_YIELD: u32 = 16;
+
+/// How long a slow consumer's last `BYE` may take to write.
+const BYE_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Keeps `connections_current` true however the coroutine ends.
+struct LiveGuard(Arc<ServerContext>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0
+            .stats
+            .connections_current
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves one accepted connection to its end.
+pub(crate) fn serve(mut stream: TcpStream, addr: SocketAddr, ctx: Arc<ServerContext>) {
+    let _live = LiveGuard(ctx.clone());
+    let _ = stream.set_nodelay(true);
+    match sniff::sniff(&mut stream, &ctx.config) {
+        sniff::Sniffed::Lines(initial) => {
+            if ctx.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            run_lines(stream, addr, initial, ctx);
+        }
+        sniff::Sniffed::Http(head) => ws::serve_http(stream, addr, head, ctx),
+        sniff::Sniffed::Gone => {}
+    }
+}
+
+/// Turns away a connection over `max_connections`, with a reason.
+pub(crate) fn refuse(mut stream: TcpStream, ctx: Arc<ServerContext>) {
+    let _live = LiveGuard(ctx.clone());
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let msg = format!(
+        "-ERR too_many_connections the server is serving its maximum of {} connections; try again later\n",
+        ctx.config.max_connections
+    );
+    let _ = stream.write_all(msg.as_bytes());
+}
+
+fn new_id(ctx: &ServerContext) -> u64 {
+    ctx.next_id.fetch_add(1, Ordering::Relaxed)
+}
+
+fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc<ServerContext>) {
+    let id = new_id(&ctx);
+    let outbox = Arc::new(Outbox::new(id, stream.waker(), ctx.config.outbox_limit));
+    let max_line = ctx.config.max_line;
+    let Some(mut session) = Session::start(ctx, id, outbox, addr, Transport::Tcp) else {
+        return;
+    };
+    let mut reader = LineReader::new(max_line, initial);
+    let mut written = 0usize;
+    let mut eof = false;
+    let mut passes = 0u32;
+    loop {
+        let mut progress = session.pump(OUT_BUDGET);
+        progress |= handle_lines(&mut reader, &mut session, max_line);
+        if !eof && session.wants_input(OUT_BUDGET) {
+            match read_into(&mut stream, &mut reader) {
+                Ok(0) => eof = true,
+                Ok(_) => {
+                    progress = true;
+                    handle_lines(&mut reader, &mut session, max_line);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                Err(e) => {
+                    log::debug!("connection {id}: read failed: {e}");
+                    return;
+                }
+            }
+        }
+        match write_out(&mut stream, &mut session.out, &mut written) {
+            Ok(true) => progress = true,
+            Ok(false) => {}
+            Err(e) => {
+                log::debug!("connection {id}: write failed: {e}");
+                return;
+            }
+        }
+        if session.is_finished() {
+            finish(&mut stream, &mut session, written);
+            return;
+        }
+        if eof && !session.awaiting_replies() && session.out.is_empty() && reader.is_empty() {
+            return;
+        }
+        if progress {
+            passes += 1;
+            if passes >= PASSES_BEFORE_YIELD {
+                passes = 0;
+                may::coroutine::yield_now();
+            }
+            continue;
+        }
+        passes = 0;
+        if session.out.is_empty() {
+            reader.shrink_idle();
+            session.shrink_idle();
+            written = 0;
+        }
+        stream.wait_io();
+    }
+}
+
+/// Handles the complete lines buffered, as many as the session accepts now.
+fn handle_lines(reader: &mut LineReader, session: &mut Session, max_line: usize) -> bool {
+    let mut any = false;
+    while session.wants_input(OUT_BUDGET) {
+        match reader.next_line() {
+            Some(Line::Complete(line)) => session.handle_line(line),
+            Some(Line::TooLong(first)) => session.reject_line(
+                &first,
+                "line_too_long",
+                format!("line longer than {max_line} bytes; the rest of it was skipped"),
+            ),
+            None => break,
+        }
+        any = true;
+    }
+    any
+}
+
+/// One non-blocking read into the reader's spare room.
+fn read_into(stream: &mut TcpStream, reader: &mut LineReader) -> io::Result<usize> {
+    let spare = reader.spare();
+    if spare.is_empty() {
+        // Full of an overlong line the next pass reports; report "progress".
+        return Err(io::ErrorKind::Interrupted.into());
+    }
+    let n = stream.inner_mut().read(spare)?;
+    reader.filled(n);
+    Ok(n)
+}
+
+/// Writes as much of `out[*written..]` as the socket takes. `Ok(true)` when anything was
+/// written. Clears `out` once it is all written.
+fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>, written: &mut usize) -> io::Result<bool> {
+    let mut any = false;
+    while *written < out.len() {
+        match stream.inner_mut().write(&out[*written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                *written += n;
+                any = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if *written == out.len() {
+        out.clear();
+        *written = 0;
+    }
+    Ok(any)
+}
+
+/// Writes what is left (bounded in time, since the client may not be reading) and
+/// closes.
+fn finish(stream: &mut TcpStream, session: &mut Session, written: usize) {
+    let out = &session.out;
+    let written = written.min(out.len());
+    if session.ending == Some(Ending::Bye(ByeReason::SlowConsumer)) {
+        // The client is not reading: skip the backlog, finish the line it is in the
+        // middle of (if any), then try to say BYE, the last line queued.
+        let mut last = Vec::new();
+        let rest = &out[written..];
+        if written > 0 && out[written - 1] != b'\n' {
+            let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+            last.extend_from_slice(&rest[..end]);
+        }
+        let body = out.strip_suffix(b"\n").unwrap_or(out);
+        let bye_start = memchr::memrchr(b'\n', body).map_or(0, |i| i + 1);
+        last.extend_from_slice(&out[bye_start.max(written)..]);
+        let _ = write_until(stream, &last, Instant::now() + BYE_TIMEOUT);
+    } else {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let _ = write_until(stream, &out[written..], deadline);
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+/// Blocking write (as far as this coroutine is concerned) that gives up at `deadline`.
+fn write_until(stream: &mut TcpStream, mut buf: &[u8], deadline: Instant) -> io::Result<()> {
+    while !buf.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_write_timeout(Some(left))?;
+        let n = stream.write(buf)?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+    }
+    Ok(())
+}

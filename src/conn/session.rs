@@ -1,0 +1,251 @@
+//! The transport-independent half of a connection: turns request lines into replies
+//! and outbox items into encoded lines, keeping replies in request order.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::outbox::{ConnId, OutItem, Outbox};
+use crate::commands;
+use crate::manager::{ChannelOp, Transport};
+use crate::protocol::push::ByeReason;
+use crate::protocol::{self, guess_format, Command, ErrorReply, Format, Push, Reply};
+use crate::server::ServerContext;
+
+/// Requests a connection may have waiting on the channel manager before it stops
+/// reading: this is what keeps a fast pipelining publisher from queueing without bound.
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// Why a connection is ending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The client sent `QUIT` (the reply is written first).
+    Quit,
+    /// The server said `BYE` (shutdown, slow consumer).
+    Bye(ByeReason),
+    /// The channel manager is gone (the server is stopping).
+    ManagerGone,
+}
+
+/// A reply that must wait for an earlier one still being computed by the manager.
+enum Pending {
+    Manager { format: Format, id: Option<Value> },
+    Ready(Vec<u8>),
+    Quit,
+}
+
+/// One client's protocol state, whichever transport carries it.
+pub struct Session {
+    pub id: ConnId,
+    pub outbox: Arc<Outbox>,
+    ctx: Arc<ServerContext>,
+    /// Format of the most recent request; pushes are encoded in it.
+    format: Format,
+    pending: VecDeque<Pending>,
+    in_flight: usize,
+    /// Items taken from the outbox and not yet encoded.
+    inbox: VecDeque<OutItem>,
+    /// Encoded lines, each ending in `\n`, waiting for the transport.
+    pub out: Vec<u8>,
+    /// Set once the connection must stop reading and close after flushing `out`.
+    pub ending: Option<Ending>,
+    quit_requested: bool,
+}
+
+impl Session {
+    /// Registers the connection with the channel manager and queues the greeting.
+    /// `None` when the manager is gone (the server is stopping).
+    pub(crate) fn start(
+        ctx: Arc<ServerContext>,
+        id: ConnId,
+        outbox: Arc<Outbox>,
+        addr: std::net::SocketAddr,
+        transport: Transport,
+    ) -> Option<Session> {
+        let name = commands::session::default_name(id);
+        let hello = format!("HELLO leviathan {} {name}\n", env!("CARGO_PKG_VERSION"));
+        ctx.ops
+            .send(ChannelOp::Connect {
+                outbox: outbox.clone(),
+                name: name.into(),
+                addr,
+                transport,
+            })
+            .ok()?;
+        Some(Session {
+            id,
+            outbox,
+            ctx,
+            format: Format::Text,
+            pending: VecDeque::new(),
+            in_flight: 0,
+            inbox: VecDeque::new(),
+            out: hello.into_bytes(),
+            ending: None,
+            quit_requested: false,
+        })
+    }
+
+    /// Whether more requests should be read now. False while too many requests wait on
+    /// the manager, while `out` holds more than `out_budget` bytes, or once ending.
+    pub fn wants_input(&self, out_budget: usize) -> bool {
+        self.ending.is_none()
+            && !self.quit_requested
+            && self.in_flight < MAX_IN_FLIGHT
+            && self.out.len() < out_budget
+    }
+
+    /// Whether everything owed to the client has been encoded (the transport may close
+    /// once `out` is written).
+    pub fn is_finished(&self) -> bool {
+        self.ending.is_some() && self.pending.is_empty() || self.ending == Some(Ending::ManagerGone)
+    }
+
+    /// Whether requests still wait on the manager.
+    pub fn awaiting_replies(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Handles one request line (without its `\n`).
+    pub fn handle_line(&mut self, line: &[u8]) {
+        let Some(req) = protocol::parse_request(line, &self.ctx.limits) else {
+            return;
+        };
+        self.format = req.format;
+        match req.command {
+            Err(e) => self.local_reply(req.format, req.id, Reply::Error(e)),
+            Ok(Command::Quit) => {
+                self.local_reply(req.format, req.id, commands::apply_local(&Command::Quit));
+                self.quit_requested = true;
+                self.pending.push_back(Pending::Quit);
+                self.flush_ready();
+            }
+            Ok(cmd) if cmd.is_local() => {
+                let reply = commands::apply_local(&cmd);
+                self.local_reply(req.format, req.id, reply);
+            }
+            Ok(command) => {
+                let op = ChannelOp::Apply {
+                    id: self.id,
+                    command,
+                };
+                if self.ctx.ops.send(op).is_err() {
+                    self.ending = Some(Ending::ManagerGone);
+                    return;
+                }
+                self.in_flight += 1;
+                self.pending.push_back(Pending::Manager {
+                    format: req.format,
+                    id: req.id,
+                });
+            }
+        }
+    }
+
+    /// Answers a line that could not be read as a request (too long, say), in the
+    /// format its first bytes suggest (the connection's current format when none are given).
+    pub fn reject_line(&mut self, first_bytes: &[u8], code: &'static str, message: String) {
+        let format = if first_bytes.is_empty() {
+            self.format
+        } else {
+            guess_format(first_bytes)
+        };
+        self.format = format;
+        self.local_reply(format, None, Reply::Error(ErrorReply::new(code, message)));
+    }
+
+    fn local_reply(&mut self, format: Format, id: Option<Value>, reply: Reply) {
+        if self.pending.is_empty() {
+            reply.encode(format, id.as_ref(), &mut self.out);
+        } else {
+            let mut buf = Vec::new();
+            reply.encode(format, id.as_ref(), &mut buf);
+            self.pending.push_back(Pending::Ready(buf));
+        }
+    }
+
+    /// Moves replies that no longer wait on anything into `out`.
+    fn flush_ready(&mut self) {
+        while let Some(p) = self.pending.front_mut() {
+            match p {
+                Pending::Manager { .. } => break,
+                Pending::Ready(buf) => {
+                    self.out.extend_from_slice(buf);
+                    self.pending.pop_front();
+                }
+                Pending::Quit => {
+                    self.pending.pop_front();
+                    self.ending.get_or_insert(Ending::Quit);
+                }
+            }
+        }
+    }
+
+    /// Encodes outbox items into `out` until it holds `budget` bytes. Returns whether
+    /// anything was encoded.
+    pub fn pump(&mut self, budget: usize) -> bool {
+        if self.inbox.is_empty() {
+            self.outbox.take_all(&mut self.inbox);
+        }
+        let mut progressed = false;
+        while self.out.len() < budget {
+            let Some(item) = self.inbox.pop_front() else {
+                break;
+            };
+            progressed = true;
+            match item {
+                OutItem::Reply(reply) => self.manager_reply(reply),
+                OutItem::Push(Push::Bye(reason)) => {
+                    Push::Bye(reason).encode(self.format, &mut self.out);
+                    self.ending = Some(Ending::Bye(reason));
+                    self.pending.clear();
+                    self.inbox.clear();
+                }
+                OutItem::Push(push) => push.encode(self.format, &mut self.out),
+            }
+        }
+        progressed
+    }
+
+    fn manager_reply(&mut self, reply: Reply) {
+        match self.pending.pop_front() {
+            Some(Pending::Manager { format, id }) => {
+                self.in_flight -= 1;
+                reply.encode(format, id.as_ref(), &mut self.out);
+                self.flush_ready();
+            }
+            other => {
+                // Cannot happen: the manager answers each request once, in order.
+                if let Some(p) = other {
+                    self.pending.push_front(p);
+                }
+                log::error!("connection {}: unexpected reply from the manager", self.id);
+            }
+        }
+    }
+
+    /// Frees buffers an idle connection does not need, so idle connections stay small.
+    pub fn shrink_idle(&mut self) {
+        if self.out.is_empty() && self.out.capacity() > 0 {
+            self.out = Vec::new();
+        }
+        if self.inbox.is_empty() && self.inbox.capacity() > 0 {
+            self.inbox = VecDeque::new();
+        }
+        if self.pending.is_empty() && self.pending.capacity() > 0 {
+            self.pending = VecDeque::new();
+        }
+    }
+
+    /// Whether the outbox holds anything not yet taken.
+    pub fn outbox_pending(&self) -> bool {
+        !self.inbox.is_empty() || self.outbox.has_items()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.ctx.ops.send(ChannelOp::Disconnect { id: self.id });
+    }
+}

@@ -1,0 +1,259 @@
+//! HTTP on the line port: WebSocket upgrades are handed to tungstenite, anything else
+//! gets a short HTTP error saying how to connect.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use may::io::WaitIo;
+use may::net::TcpStream;
+use tungstenite::error::{CapacityError, Error as WsError};
+use tungstenite::handshake::HandshakeError;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tungstenite::{Message, WebSocket};
+
+use super::outbox::Outbox;
+use super::session::Session;
+use super::{new_id, write_until, OUT_BUDGET, PASSES_BEFORE_YIELD};
+use crate::manager::Transport;
+use crate::server::ServerContext;
+
+/// The socket as tungstenite sees it: the bytes already read while sniffing, then the
+/// socket itself, read and written without blocking.
+pub struct PrefixStream {
+    prefix: Vec<u8>,
+    pos: usize,
+    pub stream: TcpStream,
+}
+
+impl Read for PrefixStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos < self.prefix.len() {
+            let n = buf.len().min(self.prefix.len() - self.pos);
+            buf[..n].copy_from_slice(&self.prefix[self.pos..self.pos + n]);
+            self.pos += n;
+            if self.pos == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.pos = 0;
+            }
+            return Ok(n);
+        }
+        self.stream.inner_mut().read(buf)
+    }
+}
+
+impl Write for PrefixStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.inner_mut().write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Serves a connection whose first line was an HTTP request line.
+pub(crate) fn serve_http(
+    stream: TcpStream,
+    addr: SocketAddr,
+    head: Vec<u8>,
+    ctx: Arc<ServerContext>,
+) {
+    let mut s = PrefixStream {
+        prefix: head,
+        pos: 0,
+        stream,
+    };
+    match classify(&s.prefix) {
+        Ok(true) => {}
+        Ok(false) => return http_error(s.stream, 426, "Upgrade Required", ""),
+        Err(why) => return http_error(s.stream, 400, "Bad Request", &why),
+    }
+    let max = ctx.config.max_line;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut attempt = tungstenite::accept_with_config(&mut s, Some(config));
+    let ws = loop {
+        match attempt {
+            Ok(ws) => break ws,
+            Err(HandshakeError::Interrupted(mid)) => {
+                if Instant::now() > deadline {
+                    return;
+                }
+                // The head is already buffered, so only writing the 101 can stall:
+                // rare and short, a brief sleep suffices.
+                may::coroutine::sleep(Duration::from_millis(5));
+                attempt = mid.handshake();
+            }
+            Err(HandshakeError::Failure(e)) => {
+                let why = format!("WebSocket handshake failed: {e}");
+                return http_error(s.stream, 400, "Bad Request", &why);
+            }
+        }
+    };
+    run_ws(ws, addr, ctx);
+}
+
+/// `Ok(true)` for a WebSocket upgrade request, `Ok(false)` for other HTTP.
+fn classify(head: &[u8]) -> Result<bool, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err("incomplete HTTP request head".into()),
+        Err(e) => return Err(format!("malformed HTTP request: {e}")),
+    }
+    let upgrade = req.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("upgrade")
+            && String::from_utf8_lossy(h.value)
+                .to_ascii_lowercase()
+                .contains("websocket")
+    });
+    Ok(req.method == Some("GET") && upgrade)
+}
+
+fn http_error(mut stream: TcpStream, status: u16, reason: &str, detail: &str) {
+    let mut body = format!(
+        "leviathan {}: connect with WebSocket (ws://HOST:PORT/, one command per text frame) \
+         or plain TCP (telnet HOST PORT, one command per line; try HELP). \
+         Plain HTTP requests are not served.\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    if !detail.is_empty() {
+        body.push_str(detail);
+        body.push('\n');
+    }
+    let resp = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Upgrade: websocket\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = write_until(
+        &mut stream,
+        resp.as_bytes(),
+        Instant::now() + Duration::from_secs(2),
+    );
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+fn is_would_block(e: &WsError) -> bool {
+    matches!(e, WsError::Io(io) if io.kind() == io::ErrorKind::WouldBlock)
+}
+
+fn run_ws(mut ws: WebSocket<&mut PrefixStream>, addr: SocketAddr, ctx: Arc<ServerContext>) {
+    let id = new_id(&ctx);
+    let limit = ctx.config.outbox_limit;
+    let max_line = ctx.config.max_line;
+    let outbox = Arc::new(Outbox::new(id, ws.get_ref().stream.waker(), limit));
+    let Some(mut session) = Session::start(ctx, id, outbox, addr, Transport::WebSocket) else {
+        return;
+    };
+    let mut dirty = false;
+    let mut passes = 0u32;
+    loop {
+        let mut progress = session.pump(OUT_BUDGET);
+        if !session.out.is_empty() {
+            match send_lines(&mut ws, &mut session.out) {
+                Ok(()) => dirty = true,
+                Err(e) => {
+                    log::debug!("connection {id}: websocket write failed: {e}");
+                    return;
+                }
+            }
+        }
+        while session.wants_input(OUT_BUDGET) {
+            match ws.read() {
+                Ok(Message::Text(t)) => {
+                    for line in t.as_bytes().split(|&b| b == b'\n') {
+                        session.handle_line(line);
+                    }
+                }
+                Ok(Message::Binary(b)) => {
+                    for line in b.split(|&b| b == b'\n') {
+                        session.handle_line(line);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if is_would_block(&e) => break,
+                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => return,
+                Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. })) => {
+                    session.reject_line(
+                        &[],
+                        "line_too_long",
+                        format!("message of {size} bytes is longer than the {max_line}-byte limit"),
+                    );
+                    let _ = send_lines(&mut ws, &mut session.out);
+                    close(&mut ws, CloseCode::Size, "message too long");
+                    return;
+                }
+                Err(e) => {
+                    log::debug!("connection {id}: websocket read failed: {e}");
+                    return;
+                }
+            }
+            progress = true;
+        }
+        if dirty {
+            match ws.flush() {
+                Ok(()) => {
+                    dirty = false;
+                    progress = true;
+                }
+                Err(e) if is_would_block(&e) => {}
+                Err(e) => {
+                    log::debug!("connection {id}: websocket flush failed: {e}");
+                    return;
+                }
+            }
+        }
+        if session.is_finished() {
+            let _ = send_lines(&mut ws, &mut session.out);
+            close(&mut ws, CloseCode::Away, "bye");
+            return;
+        }
+        if progress {
+            passes += 1;
+            if passes >= PASSES_BEFORE_YIELD {
+                passes = 0;
+                may::coroutine::yield_now();
+            }
+            continue;
+        }
+        passes = 0;
+        session.shrink_idle();
+        ws.get_ref().stream.wait_io();
+    }
+}
+
+/// Queues each encoded line as its own text frame.
+fn send_lines(ws: &mut WebSocket<&mut PrefixStream>, out: &mut Vec<u8>) -> Result<(), WsError> {
+    let body = out.strip_suffix(b"\n").unwrap_or(out);
+    for line in body.split(|&b| b == b'\n') {
+        let text = String::from_utf8_lossy(line).into_owned();
+        match ws.write(Message::text(text)) {
+            Ok(()) => {}
+            Err(e) if is_would_block(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.clear();
+    Ok(())
+}
+
+/// Sends a close frame and flushes for a bounded time.
+fn close(ws: &mut WebSocket<&mut PrefixStream>, code: CloseCode, reason: &str) {
+    let _ = ws.close(Some(CloseFrame {
+        code,
+        reason: reason.to_string().into(),
+    }));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match ws.flush() {
+            Err(e) if is_would_block(&e) => may::coroutine::sleep(Duration::from_millis(5)),
+            _ => break,
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! leviathan: a lightweight real-time messaging server on `may` coroutines.
+//!
+//! # Layout
+//! - [`server`]: [`server::Config`], [`server::Server::start`] on a bound listener, and
+//!   the [`server::ServerHandle`] that stops it.
+//! - [`conn`]: one coroutine per connection: sniffs line client vs HTTP/WebSocket,
+//!   frames lines ([`conn::lines`]), and keeps replies in order ([`conn::session`]);
+//!   [`conn::outbox`] is how other threads hand it replies and pushes.
+//! - [`protocol`]: bytes → [`protocol::Request`] → [`protocol::Command`]; [`protocol::Reply`]
+//!   and [`protocol::Push`] encoded for text or JSON. No I/O.
+//! - [`commands`]: one file per command family: specs (usage, help, parsers) and apply.
+//! - [`manager`]: the channel-manager OS thread owning names, channels, subscriptions.
+//!
+//! # Flow of a command
+//! socket bytes → `LineReader` (or a WebSocket frame) → `parse_request` → `Command` →
+//! applied by the connection (`PING`, `HELP`, `QUIT`) or sent as a `ChannelOp` to the
+//! manager, which answers through the connection's `Outbox` in request order → encoded
+//! in the request's format → written in batches.
+
+pub mod commands;
+pub mod conn;
+pub mod manager;
+pub mod protocol;
+pub mod server;
+
+pub use server::{Config, Server, ServerHandle};

@@ -1,0 +1,185 @@
+//! Pushes: lines the server sends when something happens, not in answer to a request.
+//! A published message is encoded at most once per format, lazily, and shared by every
+//! receiver through an `Arc`.
+
+use std::sync::{Arc, OnceLock};
+
+use super::{write_json_str, Format, Payload};
+
+/// Whether a message came through a channel or directly from another client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    /// `MSG <channel> <from> <payload>`.
+    Channel,
+    /// `DM <from> <payload>`.
+    Direct,
+}
+
+/// A message with its encodings, computed on first use by whichever receiver needs
+/// them and then shared.
+#[derive(Debug)]
+pub struct Message {
+    pub kind: MessageKind,
+    /// The channel for `MSG`; empty for `DM`.
+    pub channel: Arc<str>,
+    pub from: Arc<str>,
+    pub data: Payload,
+    text: OnceLock<Box<[u8]>>,
+    json: OnceLock<Box<[u8]>>,
+}
+
+impl Message {
+    pub fn new(kind: MessageKind, channel: Arc<str>, from: Arc<str>, data: Payload) -> Self {
+        Message {
+            kind,
+            channel,
+            from,
+            data,
+            text: OnceLock::new(),
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The encoded line, `\n` included.
+    pub fn encoded(&self, format: Format) -> &[u8] {
+        match format {
+            Format::Text => self.text.get_or_init(|| self.encode_text()),
+            Format::Json => self.json.get_or_init(|| self.encode_json()),
+        }
+    }
+
+    /// Approximate size of one encoding, for outbox accounting.
+    pub fn approx_len(&self) -> usize {
+        self.channel.len() + self.from.len() + self.data.approx_len() + 48
+    }
+
+    fn encode_text(&self) -> Box<[u8]> {
+        let mut out = Vec::with_capacity(self.approx_len());
+        match self.kind {
+            MessageKind::Channel => {
+                out.extend_from_slice(b"MSG ");
+                out.extend_from_slice(self.channel.as_bytes());
+                out.push(b' ');
+            }
+            MessageKind::Direct => out.extend_from_slice(b"DM "),
+        }
+        out.extend_from_slice(self.from.as_bytes());
+        out.push(b' ');
+        self.data.write_text(&mut out);
+        out.push(b'\n');
+        out.into_boxed_slice()
+    }
+
+    fn encode_json(&self) -> Box<[u8]> {
+        let mut out = Vec::with_capacity(self.approx_len() + 32);
+        match self.kind {
+            MessageKind::Channel => {
+                out.extend_from_slice(b"{\"event\":\"msg\",\"channel\":");
+                write_json_str(&mut out, &self.channel);
+                out.extend_from_slice(b",\"from\":");
+            }
+            MessageKind::Direct => out.extend_from_slice(b"{\"event\":\"dm\",\"from\":"),
+        }
+        write_json_str(&mut out, &self.from);
+        out.extend_from_slice(b",\"data\":");
+        self.data.write_json(&mut out);
+        out.extend_from_slice(b"}\n");
+        out.into_boxed_slice()
+    }
+}
+
+/// Why the server is closing a connection, sent as `BYE <reason>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ByeReason {
+    Shutdown,
+    SlowConsumer,
+}
+
+impl ByeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ByeReason::Shutdown => "shutdown",
+            ByeReason::SlowConsumer => "slow_consumer",
+        }
+    }
+}
+
+/// Everything the server pushes.
+#[derive(Clone, Debug)]
+pub enum Push {
+    /// `MSG` or `DM`, shared by all receivers.
+    Message(Arc<Message>),
+    /// `DROPPED <channel>`: a channel you were subscribed to was removed.
+    Dropped(Arc<str>),
+    /// `BYE <reason>`.
+    Bye(ByeReason),
+}
+
+impl Push {
+    /// Appends the push's line in `format`.
+    pub fn encode(&self, format: Format, out: &mut Vec<u8>) {
+        match (self, format) {
+            (Push::Message(m), f) => out.extend_from_slice(m.encoded(f)),
+            (Push::Dropped(c), Format::Text) => {
+                out.extend_from_slice(b"DROPPED ");
+                out.extend_from_slice(c.as_bytes());
+                out.push(b'\n');
+            }
+            (Push::Dropped(c), Format::Json) => {
+                out.extend_from_slice(b"{\"event\":\"dropped\",\"channel\":");
+                write_json_str(out, c);
+                out.extend_from_slice(b"}\n");
+            }
+            (Push::Bye(r), Format::Text) => {
+                out.extend_from_slice(b"BYE ");
+                out.extend_from_slice(r.as_str().as_bytes());
+                out.push(b'\n');
+            }
+            (Push::Bye(r), Format::Json) => {
+                out.extend_from_slice(b"{\"event\":\"bye\",\"reason\":\"");
+                out.extend_from_slice(r.as_str().as_bytes());
+                out.extend_from_slice(b"\"}\n");
+            }
+        }
+    }
+
+    /// Approximate encoded size, for outbox accounting.
+    pub fn approx_len(&self) -> usize {
+        match self {
+            Push::Message(m) => m.approx_len(),
+            Push::Dropped(c) => c.len() + 40,
+            Push::Bye(_) => 40,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn message_encodings() {
+        let m = Message::new(
+            MessageKind::Channel,
+            "news".into(),
+            "alice".into(),
+            Payload::Json(json!({"x": 1})),
+        );
+        assert_eq!(m.encoded(Format::Text), b"MSG news alice {\"x\":1}\n");
+        let v: serde_json::Value = serde_json::from_slice(m.encoded(Format::Json)).unwrap();
+        assert_eq!(
+            v,
+            json!({"event":"msg","channel":"news","from":"alice","data":{"x":1}})
+        );
+        let d = Message::new(
+            MessageKind::Direct,
+            "".into(),
+            "bob".into(),
+            Payload::Text("yo".into()),
+        );
+        assert_eq!(d.encoded(Format::Text), b"DM bob yo\n");
+        let v: serde_json::Value = serde_json::from_slice(d.encoded(Format::Json)).unwrap();
+        assert_eq!(v, json!({"event":"dm","from":"bob","data":"yo"}));
+    }
+}

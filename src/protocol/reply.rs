@@ -1,0 +1,299 @@
+//! Replies: built once as values by whoever applies a command, encoded for the
+//! requester's format at the connection's edge.
+
+use serde_json::Value;
+
+use super::{write_json_str, write_json_value, Format};
+
+/// An error reply: a stable snake_case `code` and a message for people.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ErrorReply {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ErrorReply {
+    pub fn new(code: &'static str, message: String) -> Self {
+        ErrorReply { code, message }
+    }
+}
+
+/// One item of a list reply, with its text line (after `* `) and its JSON form.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Item {
+    pub text: String,
+    pub json: Value,
+}
+
+/// The final answer to one request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    /// `+PONG [text]` / `{"ok":true,"pong":"text"}`.
+    Pong(Option<String>),
+    /// `+OK [text]` / `{"ok":true}` (with `"message"` when there is text).
+    Done(Option<String>),
+    /// `+OK <n>` / `{"ok":true,"<key>":n}`.
+    Count { key: &'static str, n: u64 },
+    /// `+OK k=v k=v` / `{"ok":true,"<key>":{"k":v,...}}` (nested so that a field named
+    /// `id` cannot clash with the echoed request id).
+    Record {
+        key: &'static str,
+        fields: Vec<(&'static str, Value)>,
+    },
+    /// Items as `* ...` lines then `+OK <n>` / `{"ok":true,"count":n,"<key>":[...]}`.
+    List { key: &'static str, items: Vec<Item> },
+    /// `-ERR <code> <message>` / `{"ok":false,"error":{"code":...,"message":...}}`.
+    Error(ErrorReply),
+}
+
+impl From<ErrorReply> for Reply {
+    fn from(e: ErrorReply) -> Self {
+        Reply::Error(e)
+    }
+}
+
+impl Reply {
+    pub fn is_error(&self) -> bool {
+        matches!(self, Reply::Error(_))
+    }
+
+    /// Appends the reply's lines (each ending in `\n`) in `format`, echoing `id` in JSON.
+    pub fn encode(&self, format: Format, id: Option<&Value>, out: &mut Vec<u8>) {
+        match format {
+            Format::Text => self.encode_text(out),
+            Format::Json => self.encode_json(id, out),
+        }
+    }
+
+    fn encode_text(&self, out: &mut Vec<u8>) {
+        match self {
+            Reply::Pong(None) => out.extend_from_slice(b"+PONG\n"),
+            Reply::Pong(Some(t)) => line(out, &["+PONG ", t]),
+            Reply::Done(None) => out.extend_from_slice(b"+OK\n"),
+            Reply::Done(Some(t)) => line(out, &["+OK ", t]),
+            Reply::Count { n, .. } => {
+                out.extend_from_slice(b"+OK ");
+                push_u64(out, *n);
+                out.push(b'\n');
+            }
+            Reply::Record { fields, .. } => {
+                out.extend_from_slice(b"+OK");
+                for (k, v) in fields {
+                    out.push(b' ');
+                    out.extend_from_slice(k.as_bytes());
+                    out.push(b'=');
+                    write_text_value(out, v);
+                }
+                out.push(b'\n');
+            }
+            Reply::List { items, .. } => {
+                for item in items {
+                    line(out, &["* ", &item.text]);
+                }
+                out.extend_from_slice(b"+OK ");
+                push_u64(out, items.len() as u64);
+                out.push(b'\n');
+            }
+            Reply::Error(e) => line(out, &["-ERR ", e.code, " ", &one_line(&e.message)]),
+        }
+    }
+
+    fn encode_json(&self, id: Option<&Value>, out: &mut Vec<u8>) {
+        let ok = !self.is_error();
+        out.extend_from_slice(if ok {
+            b"{\"ok\":true"
+        } else {
+            b"{\"ok\":false"
+        });
+        if let Some(id) = id {
+            out.extend_from_slice(b",\"id\":");
+            write_json_value(out, id);
+        }
+        match self {
+            Reply::Pong(t) => {
+                out.extend_from_slice(b",\"pong\":");
+                write_json_str(out, t.as_deref().unwrap_or(""));
+            }
+            Reply::Done(None) => {}
+            Reply::Done(Some(t)) => {
+                out.extend_from_slice(b",\"message\":");
+                write_json_str(out, t);
+            }
+            Reply::Count { key, n } => {
+                field_key(out, key);
+                push_u64(out, *n);
+            }
+            Reply::Record { key, fields } => {
+                field_key(out, key);
+                out.push(b'{');
+                for (i, (k, v)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_json_str(out, k);
+                    out.push(b':');
+                    write_json_value(out, v);
+                }
+                out.push(b'}');
+            }
+            Reply::List { key, items } => {
+                out.extend_from_slice(b",\"count\":");
+                push_u64(out, items.len() as u64);
+                field_key(out, key);
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_json_value(out, &item.json);
+                }
+                out.push(b']');
+            }
+            Reply::Error(e) => {
+                out.extend_from_slice(b",\"error\":{\"code\":");
+                write_json_str(out, e.code);
+                out.extend_from_slice(b",\"message\":");
+                write_json_str(out, &e.message);
+                out.push(b'}');
+            }
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+fn field_key(out: &mut Vec<u8>, key: &str) {
+    out.push(b',');
+    write_json_str(out, key);
+    out.push(b':');
+}
+
+fn line(out: &mut Vec<u8>, parts: &[&str]) {
+    for p in parts {
+        out.extend_from_slice(p.as_bytes());
+    }
+    out.push(b'\n');
+}
+
+/// A text line must stay one line whatever a message contains.
+fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['\n', '\r']) {
+        s.replace(['\n', '\r'], " ").into()
+    } else {
+        s.into()
+    }
+}
+
+/// Writes a value for a `key=value` text field: bare when it is a plain word,
+/// else as JSON (so a value with spaces stays one token, quoted).
+pub fn write_text_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::String(s)
+            if !s.is_empty() && !s.contains(|c: char| c.is_whitespace() || c == '"') =>
+        {
+            out.extend_from_slice(s.as_bytes())
+        }
+        Value::Null => out.push(b'-'),
+        other => write_json_value(out, other),
+    }
+}
+
+pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn text(r: &Reply) -> String {
+        let mut out = Vec::new();
+        r.encode(Format::Text, None, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn js(r: &Reply, id: Option<Value>) -> Value {
+        let mut out = Vec::new();
+        r.encode(Format::Json, id.as_ref(), &mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn text_shapes() {
+        assert_eq!(text(&Reply::Pong(None)), "+PONG\n");
+        assert_eq!(text(&Reply::Pong(Some("hi".into()))), "+PONG hi\n");
+        assert_eq!(
+            text(&Reply::Count {
+                key: "receivers",
+                n: 120
+            }),
+            "+OK 120\n"
+        );
+        let r = Reply::Record {
+            key: "client",
+            fields: vec![("id", json!(3)), ("name", json!("a b")), ("x", Value::Null)],
+        };
+        assert_eq!(text(&r), "+OK id=3 name=\"a b\" x=-\n");
+        let l = Reply::List {
+            key: "channels",
+            items: vec![Item {
+                text: "news 2".into(),
+                json: json!({}),
+            }],
+        };
+        assert_eq!(text(&l), "* news 2\n+OK 1\n");
+        let e = Reply::Error(ErrorReply::new("bad_args", "two\nlines".into()));
+        assert_eq!(text(&e), "-ERR bad_args two lines\n");
+    }
+
+    #[test]
+    fn json_shapes_echo_id() {
+        assert_eq!(
+            js(
+                &Reply::Count {
+                    key: "receivers",
+                    n: 2
+                },
+                Some(json!("a"))
+            ),
+            json!({"ok":true,"id":"a","receivers":2})
+        );
+        assert_eq!(
+            js(
+                &Reply::Error(ErrorReply::new("no_such_channel", "x".into())),
+                None
+            ),
+            json!({"ok":false,"error":{"code":"no_such_channel","message":"x"}})
+        );
+        let l = Reply::List {
+            key: "channels",
+            items: vec![Item {
+                text: String::new(),
+                json: json!({"name":"n"}),
+            }],
+        };
+        assert_eq!(
+            js(&l, None),
+            json!({"ok":true,"count":1,"channels":[{"name":"n"}]})
+        );
+    }
+
+    #[test]
+    fn numbers() {
+        let mut v = Vec::new();
+        push_u64(&mut v, 0);
+        push_u64(&mut v, u64::MAX);
+        assert_eq!(v, format!("0{}", u64::MAX).as_bytes());
+    }
+}

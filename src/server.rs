@@ -1,0 +1,232 @@
+//! Starting and stopping a server: [`Config`], [`Server::start`] and the
+//! [`ServerHandle`] it returns.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
+use std::os::unix::io::{FromRawFd, IntoRawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use may::net::TcpListener;
+
+use crate::conn;
+use crate::manager::{ChannelOp, Manager};
+use crate::protocol::ParseLimits;
+
+/// Server settings; every limit has a default a small deployment can keep.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Longest request line (or WebSocket message) in bytes, newline excluded.
+    pub max_line: usize,
+    /// Most connections served at once; more are told `-ERR too_many_connections`.
+    pub max_connections: usize,
+    /// Bytes that may wait in one connection's outbox before it is disconnected as a
+    /// slow consumer.
+    pub outbox_limit: usize,
+    /// How long a new TCP connection may stay silent before it is greeted as a line client.
+    pub greet_delay: Duration,
+    /// Coroutine worker threads (the channel manager has its own thread besides).
+    pub workers: usize,
+    /// Stack per connection coroutine, in bytes. Only touched pages use memory.
+    pub stack_size: usize,
+    /// Disconnected clients remembered for `HISTORY`.
+    pub history_limit: usize,
+    /// Deepest JSON nesting accepted in a request.
+    pub max_json_depth: usize,
+    /// How long shutdown waits for connections to flush their last lines.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_line: 1 << 20,
+            max_connections: 10_000,
+            outbox_limit: 4 << 20,
+            greet_delay: Duration::from_millis(200),
+            workers: default_workers(),
+            stack_size: if cfg!(debug_assertions) {
+                256 << 10
+            } else {
+                128 << 10
+            },
+            history_limit: 1000,
+            max_json_depth: 32,
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One worker per core, less one for the channel manager: on two cores, one worker
+/// beside the manager thread measured faster than two.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().saturating_sub(1).max(1))
+        .unwrap_or(1)
+}
+
+/// Counters anyone may read while the server runs.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Connections being served now.
+    pub connections_current: AtomicUsize,
+    /// Connections refused because `max_connections` were already served.
+    pub connections_refused: AtomicU64,
+    /// Connections closed because their outbox overflowed.
+    pub slow_consumers: AtomicU64,
+}
+
+/// What every connection coroutine shares.
+pub(crate) struct ServerContext {
+    pub config: Config,
+    pub limits: ParseLimits,
+    pub ops: Sender<ChannelOp>,
+    pub stats: Arc<Stats>,
+    pub stopping: AtomicBool,
+    pub next_id: AtomicU64,
+}
+
+/// The server entry point.
+pub struct Server;
+
+impl Server {
+    /// Serves `listener` until [`ServerHandle::shutdown`]. Sets `may`'s worker count
+    /// and stack size, which take effect only if no coroutine has run yet in this process.
+    pub fn start(listener: StdListener, config: Config) -> io::Result<ServerHandle> {
+        may::config()
+            .set_workers(config.workers.max(1))
+            .set_stack_size(config.stack_size / 8);
+        let local_addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        // SAFETY: the fd comes from a listener we own and give up here, so the may
+        // listener becomes its only owner.
+        let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
+
+        let stats = Arc::new(Stats::default());
+        let (ops, ops_rx) = crossbeam_channel::unbounded();
+        let manager = Manager::new(stats.clone(), config.history_limit);
+        let manager = std::thread::Builder::new()
+            .name("channel-manager".into())
+            .spawn(move || manager.run(ops_rx))?;
+        let ctx = Arc::new(ServerContext {
+            limits: ParseLimits {
+                max_json_depth: config.max_json_depth,
+            },
+            config,
+            ops,
+            stats: stats.clone(),
+            stopping: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+        });
+        let acceptor = {
+            let ctx = ctx.clone();
+            may::go!(move || accept_loop(listener, ctx))
+        };
+        Ok(ServerHandle {
+            local_addr,
+            ctx,
+            stats,
+            acceptor: Some(acceptor),
+            manager: Some(manager),
+        })
+    }
+}
+
+fn accept_loop(listener: TcpListener, ctx: Arc<ServerContext>) {
+    loop {
+        let (stream, addr) = match listener.accept() {
+            Ok(s) => s,
+            Err(e) => {
+                if ctx.stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                // Out of file descriptors and the like: say so and let the pressure
+                // ease instead of spinning.
+                log::warn!("accept failed: {e}");
+                may::coroutine::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if ctx.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        ctx.stats.connections_total.fetch_add(1, Ordering::Relaxed);
+        let current = ctx.stats.connections_current.fetch_add(1, Ordering::AcqRel);
+        let ctx = ctx.clone();
+        if current >= ctx.config.max_connections {
+            ctx.stats
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            may::go!(move || conn::refuse(stream, ctx));
+        } else {
+            may::go!(move || conn::serve(stream, addr, ctx));
+        }
+    }
+}
+
+/// A running server.
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    ctx: Arc<ServerContext>,
+    stats: Arc<Stats>,
+    acceptor: Option<may::coroutine::JoinHandle<()>>,
+    manager: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Stops accepting, sends every client `BYE shutdown`, waits up to
+    /// `drain_timeout` for them to flush and close, and stops the channel manager.
+    /// Call it from an OS thread, not from a coroutine.
+    pub fn shutdown(&mut self) {
+        if self.ctx.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // The acceptor sleeps in accept(); a connection of our own wakes it to see
+        // the flag.
+        let mut wake_addr = self.local_addr;
+        if wake_addr.ip().is_unspecified() {
+            wake_addr.set_ip(match wake_addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let _ = StdStream::connect_timeout(&wake_addr, Duration::from_secs(1));
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+        let _ = self.ctx.ops.send(ChannelOp::Shutdown);
+        if let Some(m) = self.manager.take() {
+            let _ = m.join();
+        }
+        let deadline = Instant::now() + self.ctx.config.drain_timeout;
+        while self.stats.connections_current.load(Ordering::Acquire) > 0
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let left = self.stats.connections_current.load(Ordering::Acquire);
+        if left > 0 {
+            log::warn!("shutdown: {left} connections still open after the drain timeout");
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

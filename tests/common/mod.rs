@@ -1,0 +1,152 @@
+//! Helpers for integration tests: an in-process server on 127.0.0.1:0 and a line
+//! client with bounded waits.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use leviathan::{Config, Server, ServerHandle};
+
+/// How long any single expected line may take to arrive.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn start() -> ServerHandle {
+    start_with(Config::default())
+}
+
+pub fn start_with(config: Config) -> ServerHandle {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    Server::start(listener, config).expect("server starts")
+}
+
+/// A test client speaking the line protocol.
+pub struct Client {
+    pub reader: BufReader<TcpStream>,
+    pub writer: TcpStream,
+    /// The name from the greeting.
+    pub name: String,
+    /// Pushes read while waiting for a reply, handed out by `push()` first.
+    pub seen_pushes: std::collections::VecDeque<String>,
+}
+
+impl Client {
+    /// Connects and reads the greeting (sent once the client has been silent a moment).
+    pub fn connect(addr: SocketAddr) -> Client {
+        let mut c = Client::connect_raw(addr);
+        let hello = c.line();
+        assert!(hello.starts_with("HELLO leviathan "), "greeting: {hello:?}");
+        c.name = hello.rsplit(' ').next().unwrap_or_default().to_string();
+        c
+    }
+
+    /// Connects without reading anything.
+    pub fn connect_raw(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.set_nodelay(true).unwrap();
+        Client {
+            reader: BufReader::new(s.try_clone().unwrap()),
+            writer: s,
+            name: String::new(),
+            seen_pushes: Default::default(),
+        }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.writer.write_all(line.as_bytes()).unwrap();
+        self.writer.write_all(b"\n").unwrap();
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    /// The next line, without its line ending; panics after `WAIT` or at EOF.
+    pub fn line(&mut self) -> String {
+        let mut buf = Vec::new();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut buf)
+            .expect("a line before the timeout");
+        assert!(n > 0, "connection closed while waiting for a line");
+        assert_eq!(buf.pop(), Some(b'\n'), "partial line {buf:?}");
+        String::from_utf8(buf).expect("server sent UTF-8")
+    }
+
+    /// The next line, or None at EOF.
+    pub fn line_or_eof(&mut self) -> Option<String> {
+        let mut buf = Vec::new();
+        match self.reader.read_until(b'\n', &mut buf) {
+            Ok(0) => None,
+            Ok(_) => Some(
+                String::from_utf8_lossy(&buf)
+                    .trim_end_matches('\n')
+                    .to_string(),
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+
+    /// Sends a command and returns its reply lines (items then the status line). Push
+    /// lines arriving meanwhile are returned separately, and also kept for `push()`.
+    pub fn request(&mut self, line: &str) -> (Vec<String>, Vec<String>) {
+        self.send(line);
+        self.reply()
+    }
+
+    /// Reads lines up to and including the next status line.
+    pub fn reply(&mut self) -> (Vec<String>, Vec<String>) {
+        let mut reply = Vec::new();
+        let mut pushes = Vec::new();
+        loop {
+            let l = self.line();
+            if l.starts_with('+') || l.starts_with('-') {
+                reply.push(l);
+                return (reply, pushes);
+            } else if l.starts_with("* ") {
+                reply.push(l);
+            } else {
+                self.seen_pushes.push_back(l.clone());
+                pushes.push(l);
+            }
+        }
+    }
+
+    /// Sends a command whose reply is one status line, and returns it.
+    pub fn ok(&mut self, line: &str) -> String {
+        let (reply, _) = self.request(line);
+        assert_eq!(reply.len(), 1, "{line}: {reply:?}");
+        reply.into_iter().next().unwrap()
+    }
+
+    /// Sends a JSON request and returns the parsed reply (pushes kept for `push()`).
+    pub fn json(&mut self, req: serde_json::Value) -> serde_json::Value {
+        self.send(&req.to_string());
+        loop {
+            let l = self.line();
+            let v: serde_json::Value = serde_json::from_str(&l).expect("JSON reply");
+            if v.get("ok").is_some() {
+                return v;
+            }
+            self.seen_pushes.push_back(l);
+        }
+    }
+
+    /// The next push: one already seen while waiting for a reply, else the next push
+    /// line to arrive.
+    pub fn push(&mut self) -> String {
+        if let Some(p) = self.seen_pushes.pop_front() {
+            return p;
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            assert!(Instant::now() < deadline, "no push arrived");
+            let l = self.line();
+            if !(l.starts_with('+') || l.starts_with('-') || l.starts_with("* ")) {
+                return l;
+            }
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! A few thousand concurrent connections on one server.
+
+mod common;
+use common::{start, Client};
+
+/// Raises this process's open-file limit to its hard limit (client and server sockets
+/// share it here), and returns it.
+fn raise_fd_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+    }
+    lim.rlim_cur as usize
+}
+
+#[test]
+fn three_thousand_clients_subscribe_and_receive() {
+    let limit = raise_fd_limit();
+    // Two descriptors per connection in this process (client and server side).
+    let n = 3000.min(limit.saturating_sub(200) / 2);
+    assert!(n >= 1000, "open-file limit {limit} too low for this test");
+    let server = start();
+    let addr = server.local_addr();
+    let mut admin = Client::connect(addr);
+    admin.ok("CREATE all");
+    let mut clients: Vec<Client> = (0..n).map(|_| Client::connect_raw(addr)).collect();
+    // Speaking first gets the greeting at once instead of after the silent delay.
+    for c in clients.iter_mut() {
+        c.send("SUB all");
+    }
+    for c in clients.iter_mut() {
+        assert!(c.line().starts_with("HELLO "));
+        assert_eq!(c.line(), "+OK");
+    }
+    assert_eq!(admin.ok("PUB all hello everyone"), format!("+OK {n}"));
+    for c in clients.iter_mut() {
+        assert_eq!(c.line(), format!("MSG all {} hello everyone", admin.name));
+    }
+    let (list, _) = admin.request("CLIENTS");
+    assert_eq!(list.last().unwrap(), &format!("+OK {}", n + 1));
+}

@@ -1,0 +1,80 @@
+//! The real `servermain` binary: started, used, and stopped by SIGINT with status 0.
+
+mod common;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Client;
+
+#[test]
+fn servermain_serves_and_shuts_down_cleanly_on_sigint() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_servermain"))
+        .args(["127.0.0.1", "0"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("servermain starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a log line");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    let mut c = Client::connect(addr);
+    c.ok("NAME sam");
+    c.ok("CREATE x");
+    c.ok("SUB x");
+    assert_eq!(c.ok("PUB x hi"), "+OK 1");
+    assert_eq!(c.push(), "MSG x sam hi");
+
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(c.line(), "BYE shutdown");
+    assert_eq!(c.line_or_eof(), None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "servermain did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    let logs: Vec<String> = rx.try_iter().collect();
+    assert!(logs.iter().any(|l| l.contains("stopped")), "{logs:?}");
+}
+
+#[test]
+fn servermain_help_and_bad_args() {
+    let out = Command::new(env!("CARGO_BIN_EXE_servermain"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--max-line",
+        "--max-connections",
+        "--outbox-limit",
+        "--workers",
+        "HOST",
+        "PORT",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_servermain"))
+        .args(["127.0.0.1", "notaport"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
