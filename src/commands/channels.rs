@@ -274,7 +274,12 @@ fn publish(m: &mut Manager, id: ConnId, channel: &str, data: Payload) -> Result<
         .map(|c| c.name.clone())
         .unwrap_or_default();
     let msg = Message::new(MessageKind::Channel, chan.name.clone(), from, data);
-    let n = m.fan_out(channel, Push::Message(Arc::new(msg)));
+    let (n, crowded) = m.fan_out(channel, Push::Message(Arc::new(msg)));
+    if crowded {
+        if let Some(c) = m.clients.get(&id) {
+            c.outbox.request_stall();
+        }
+    }
     Ok(Reply::Count {
         key: "receivers",
         n,

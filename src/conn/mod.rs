@@ -95,6 +95,7 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
         let mut progress = session.pump(OUT_BUDGET);
         progress |= handle_lines(&mut reader, &mut session, max_line);
         if !eof && session.wants_input(OUT_BUDGET) {
+            session.pause_if_crowding();
             match read_into(&mut stream, &mut reader) {
                 Ok(0) => eof = true,
                 Ok(_) => {

@@ -25,8 +25,9 @@ pub enum OutItem {
 /// What became of an item given to [`Outbox::push`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Delivery {
-    /// Queued; `wake` says whether the caller must wake the connection (once per batch).
-    Queued { wake: bool },
+    /// Queued; `wake` says whether the caller must wake the connection (once per batch),
+    /// `crowded` that the outbox is more than half full.
+    Queued { wake: bool, crowded: bool },
     /// The connection is closing and takes nothing more.
     Refused,
     /// The item would overflow the bound: the connection is now closing as a slow
@@ -46,6 +47,8 @@ pub struct Outbox {
     pub id: ConnId,
     queue: Mutex<Queue>,
     wake_pending: AtomicBool,
+    /// Set when this connection published to someone whose outbox is crowded.
+    stall: AtomicBool,
     waker: WaitIoWaker,
     limit: usize,
 }
@@ -61,6 +64,7 @@ impl Outbox {
                 closed: false,
             }),
             wake_pending: AtomicBool::new(false),
+            stall: AtomicBool::new(false),
             waker,
             limit,
         }
@@ -84,10 +88,23 @@ impl Outbox {
         }
         q.items.push_back(item);
         q.bytes += size;
+        let crowded = q.bytes * 2 > self.limit;
         drop(q);
         Delivery::Queued {
             wake: !self.wake_pending.swap(true, Ordering::AcqRel),
+            crowded,
         }
+    }
+
+    /// Asks this connection to pause before reading more requests: something it
+    /// published is filling up a receiver's outbox.
+    pub fn request_stall(&self) {
+        self.stall.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a pause was requested since the last call.
+    pub fn take_stall(&self) -> bool {
+        self.stall.load(Ordering::Relaxed) && self.stall.swap(false, Ordering::Relaxed)
     }
 
     /// Queues `BYE <reason>` after what is already queued and refuses anything later.

@@ -17,6 +17,9 @@ use crate::server::ServerContext;
 /// reading: this is what keeps a fast pipelining publisher from queueing without bound.
 const MAX_IN_FLIGHT: usize = 1024;
 
+/// How long a publisher pauses when a receiver's outbox is more than half full.
+const STALL: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Why a connection is ending.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ending {
@@ -100,6 +103,15 @@ impl Session {
     /// once `out` is written).
     pub fn is_finished(&self) -> bool {
         self.ending.is_some() && self.pending.is_empty() || self.ending == Some(Ending::ManagerGone)
+    }
+
+    /// Pauses this coroutine briefly (never its worker) when something it published is
+    /// crowding a receiver's outbox, so a receiver that is only behind can catch up.
+    /// Bounded: a receiver that does not read still overflows and is cut off.
+    pub fn pause_if_crowding(&self) {
+        if self.outbox.take_stall() {
+            may::coroutine::sleep(STALL);
+        }
     }
 
     /// Whether requests still wait on the manager.

@@ -164,6 +164,7 @@ fn run_ws(mut ws: WebSocket<&mut PrefixStream>, addr: SocketAddr, ctx: Arc<Serve
                 }
             }
         }
+        session.pause_if_crowding();
         while session.wants_input(OUT_BUDGET) {
             match ws.read() {
                 Ok(Message::Text(t)) => {

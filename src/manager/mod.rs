@@ -190,8 +190,8 @@ impl Manager {
         self.deliver(outbox, OutItem::Push(push), size);
     }
 
-    fn deliver(&mut self, outbox: &Arc<Outbox>, item: OutItem, size: usize) -> bool {
-        deliver(&mut self.wake, &self.stats, outbox, item, size)
+    fn deliver(&mut self, outbox: &Arc<Outbox>, item: OutItem, size: usize) {
+        deliver(&mut self.wake, &self.stats, outbox, item, size);
     }
 
     fn send_wakes(&mut self) {
@@ -243,44 +243,43 @@ impl Manager {
         }
     }
 
-    /// Hands `push` to every receiver of `channel`; returns how many took it.
-    pub fn fan_out(&mut self, channel: &str, push: Push) -> u64 {
+    /// Hands `push` to every receiver of `channel`. Returns how many took it, and
+    /// whether any of them has a crowded outbox (the publisher should pause).
+    pub fn fan_out(&mut self, channel: &str, push: Push) -> (u64, bool) {
         let Some(chan) = self.channels.get(channel) else {
-            return 0;
+            return (0, false);
         };
         let size = push.approx_len();
         let mut n = 0;
+        let mut crowded = false;
         for outbox in chan.receivers() {
-            if deliver(
-                &mut self.wake,
-                &self.stats,
-                outbox,
-                OutItem::Push(push.clone()),
-                size,
-            ) {
+            let item = OutItem::Push(push.clone());
+            if let Some(c) = deliver(&mut self.wake, &self.stats, outbox, item, size) {
                 n += 1;
+                crowded |= c;
             }
         }
-        n
+        (n, crowded)
     }
 }
 
-/// Queues one item, recording who needs a wake; true if it was queued.
+/// Queues one item, recording who needs a wake. `Some(crowded)` when it was queued,
+/// `crowded` saying the outbox is more than half full.
 fn deliver(
     wake: &mut Vec<Arc<Outbox>>,
     stats: &Stats,
     outbox: &Arc<Outbox>,
     item: OutItem,
     size: usize,
-) -> bool {
+) -> Option<bool> {
     match outbox.push(item, size) {
-        Delivery::Queued { wake: w } => {
+        Delivery::Queued { wake: w, crowded } => {
             if w {
                 wake.push(outbox.clone());
             }
-            true
+            Some(crowded)
         }
-        Delivery::Refused => false,
+        Delivery::Refused => None,
         Delivery::Overflow => {
             stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
             log::warn!(
@@ -288,7 +287,7 @@ fn deliver(
                 outbox.id
             );
             wake.push(outbox.clone());
-            false
+            None
         }
     }
 }

@@ -48,9 +48,10 @@ impl Message {
         }
     }
 
-    /// Approximate size of one encoding, for outbox accounting.
+    /// Approximate size of one encoding, for outbox accounting: the text line's size
+    /// (`MSG `, two spaces, `\n`), which JSON exceeds by a few dozen bytes.
     pub fn approx_len(&self) -> usize {
-        self.channel.len() + self.from.len() + self.data.approx_len() + 48
+        self.channel.len() + self.from.len() + self.data.approx_len() + 8
     }
 
     fn encode_text(&self) -> Box<[u8]> {
@@ -71,7 +72,7 @@ impl Message {
     }
 
     fn encode_json(&self) -> Box<[u8]> {
-        let mut out = Vec::with_capacity(self.approx_len() + 32);
+        let mut out = Vec::with_capacity(self.approx_len() + 48);
         match self.kind {
             MessageKind::Channel => {
                 out.extend_from_slice(b"{\"event\":\"msg\",\"channel\":");
