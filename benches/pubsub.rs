@@ -2,7 +2,8 @@
 //!
 //! `cargo bench --bench pubsub` prints pub/sub throughput (1→1, 1→100, 50 channels),
 //! one-way latency at a fixed rate, and server memory per idle subscribed connection.
-//! `cargo bench --bench pubsub -- quick` runs a shorter version of each.
+//! `cargo bench --bench pubsub -- quick` runs a shorter version of each; naming
+//! scenarios (`1to1 fanout channels latency memory`) runs only those.
 //! Every loop is bounded in count and time; nothing asserts on time.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -49,6 +50,19 @@ impl Server {
             }
         });
         Server { child, addr }
+    }
+
+    /// CPU time the server has used so far (user + system), in seconds.
+    fn cpu_secs(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (ticks(11) + ticks(12)) / hz
     }
 
     fn rss_kib(&self) -> u64 {
@@ -139,8 +153,10 @@ fn publish(addr: SocketAddr, channel: &str, n: u64, stop: Arc<AtomicBool>) {
 }
 
 /// `publishers` publishers, one channel each, `subs_per_channel` subscribers on each;
-/// returns delivered messages per second.
-fn fanout(addr: SocketAddr, publishers: usize, subs_per_channel: usize, per_pub: u64) -> f64 {
+/// returns delivered messages per second and the server's CPU microseconds per
+/// delivered message (steadier than throughput on a shared machine).
+fn fanout(server: &Server, publishers: usize, subs_per_channel: usize, per_pub: u64) -> (f64, f64) {
+    let addr = server.addr;
     let (mut ar, mut aw) = connect(addr);
     let stop = Arc::new(AtomicBool::new(false));
     let delivered = Arc::new(AtomicU64::new(0));
@@ -181,11 +197,13 @@ fn fanout(addr: SocketAddr, publishers: usize, subs_per_channel: usize, per_pub:
     }
     barrier.wait();
     let start = Instant::now();
+    let cpu_start = server.cpu_secs();
     let mut total = 0;
     for h in handles {
         total += h.join().unwrap();
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu = server.cpu_secs() - cpu_start;
     stop.store(true, Ordering::Relaxed);
     for p in pubs {
         let _ = p.join();
@@ -194,7 +212,7 @@ fn fanout(addr: SocketAddr, publishers: usize, subs_per_channel: usize, per_pub:
     if total < expected {
         println!("  (note: {total} of {expected} messages arrived within the time cap)");
     }
-    total as f64 / secs
+    (total as f64 / secs, cpu * 1e6 / total.max(1) as f64)
 }
 
 /// One-way latency percentiles (µs) at `rate` messages per second for `secs` seconds,
@@ -370,43 +388,65 @@ fn main() {
         return relay_main();
     }
     raise_fd_limit();
-    let quick = std::env::args().any(|a| a == "quick");
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let quick = args.iter().any(|a| a == "quick");
+    // Scenario names given on the command line select scenarios; none means all.
+    let names = ["1to1", "fanout", "channels", "latency", "memory"];
+    let chosen: Vec<&str> = names
+        .into_iter()
+        .filter(|n| args.iter().any(|a| a == n))
+        .collect();
+    let run = |name: &str| chosen.is_empty() || chosen.contains(&name);
     let scale = if quick { 10 } else { 1 };
     println!(
         "leviathan pub/sub benchmark (16-byte messages, loopback, servermain in its own process)"
     );
-    let server = Server::start(&[]);
+    let extra: Vec<&str> = std::env::var("LEVIATHAN_BENCH_ARGS")
+        .ok()
+        .map(|s| s.leak().split_whitespace().collect())
+        .unwrap_or_default();
+    let server = Server::start(&extra);
     let addr = server.addr;
-
-    let r = fanout(addr, 1, 1, 4_000_000 / scale);
-    println!("1 publisher -> 1 subscriber:       {:>10.0} msgs/s", r);
-    let r = fanout(addr, 1, 100, 200_000 / scale);
-    println!(
-        "1 publisher -> 100 subscribers:    {:>10.0} msgs/s delivered",
-        r
-    );
-    let r = fanout(addr, 50, 1, 100_000 / scale);
-    println!(
-        "50 publishers, 50 channels (1 sub each): {:>10.0} msgs/s delivered",
-        r
-    );
-    let secs = if quick { 1 } else { 5 };
-    let (p50, p99, p999) = latency(addr, 20_000, secs);
-    println!(
-        "one-way latency at 20000 msgs/s:   p50 {p50:.1} us, p99 {p99:.1} us, p99.9 {p999:.1} us"
-    );
-    let (b50, b99, b999) = baseline_latency(20_000, secs);
-    println!(
-        "  baseline (plain relay process):  p50 {b50:.1} us, p99 {b99:.1} us, p99.9 {b999:.1} us"
-    );
-    println!(
-        "  leviathan / baseline:            p50 {:.2}x, p99 {:.2}x",
-        p50 / b50,
-        p99 / b99
-    );
+    let show = |what: &str, (rate, cpu): (f64, f64)| {
+        println!("{what:<42} {rate:>10.0} msgs/s delivered, server CPU {cpu:.3} us/msg");
+    };
+    if run("1to1") {
+        show(
+            "1 publisher -> 1 subscriber:",
+            fanout(&server, 1, 1, 4_000_000 / scale),
+        );
+    }
+    if run("fanout") {
+        show(
+            "1 publisher -> 100 subscribers:",
+            fanout(&server, 1, 100, 200_000 / scale),
+        );
+    }
+    if run("channels") {
+        show(
+            "50 publishers, 50 channels (1 sub each):",
+            fanout(&server, 50, 1, 100_000 / scale),
+        );
+    }
+    if run("latency") {
+        let secs = if quick { 1 } else { 5 };
+        let (p50, p99, p999) = latency(addr, 20_000, secs);
+        println!("one-way latency at 20000 msgs/s:   p50 {p50:.1} us, p99 {p99:.1} us, p99.9 {p999:.1} us");
+        let (b50, b99, b999) = baseline_latency(20_000, secs);
+        println!("  baseline (plain relay process):  p50 {b50:.1} us, p99 {b99:.1} us, p99.9 {b999:.1} us");
+        println!(
+            "  leviathan / baseline:            p50 {:.2}x, p99 {:.2}x",
+            p50 / b50,
+            p99 / b99
+        );
+    }
     drop(server);
-
-    let n = if quick { 2_000 } else { 10_000 };
-    let (per, got) = memory_per_connection(n);
-    println!("memory per idle subscribed connection: {per:.1} KiB (at {got} connections)");
+    if run("memory") {
+        let n = if quick { 2_000 } else { 10_000 };
+        let (per, got) = memory_per_connection(n);
+        println!("memory per idle subscribed connection: {per:.1} KiB (at {got} connections)");
+    }
 }

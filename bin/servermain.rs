@@ -7,6 +7,11 @@ use std::time::Duration;
 use clap::Parser;
 use leviathan::{Config, Server};
 
+// Messages are allocated on the manager thread and freed on worker threads; mimalloc's
+// per-thread free lists handle that pattern far better than glibc's arenas.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// leviathan: a real-time messaging server. Speak to it with telnet/nc (one text
 /// command per line, or one JSON object per line) or over WebSocket on the same port.
 #[derive(Parser, Debug)]

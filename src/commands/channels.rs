@@ -1,7 +1,6 @@
 //! Channel commands, applied on the channel-manager thread: `CREATE`, `DROP`,
 //! `CHANNELS`, `SUB`, `UNSUB`, `PUB`, `SEND`.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::json;
@@ -12,7 +11,9 @@ use crate::manager::channel::Channel;
 use crate::manager::subject::{self, Target};
 use crate::manager::Manager;
 use crate::protocol::args::clip;
-use crate::protocol::{Command, ErrorReply, Item, Message, MessageKind, Payload, Push, Reply};
+use crate::protocol::{
+    Command, ErrorReply, Format, Item, Message, MessageKind, Payload, Push, Reply,
+};
 
 pub static SPECS: &[CommandSpec] = &[
     CommandSpec {
@@ -235,7 +236,7 @@ fn subscribe(m: &mut Manager, id: ConnId, target: String) -> Result<Reply, Error
                         chan.add_ref(&client.outbox);
                     }
                 }
-                patterns.entry(p).or_insert_with(HashSet::new).insert(id);
+                patterns.entry(p).or_default().insert(id);
             }
         }
     }
@@ -274,6 +275,9 @@ fn publish(m: &mut Manager, id: ConnId, channel: &str, data: Payload) -> Result<
         .map(|c| c.name.clone())
         .unwrap_or_default();
     let msg = Message::new(MessageKind::Channel, chan.name.clone(), from, data);
+    // Encode the text line here: this thread has spare time, the receivers' workers
+    // do not. JSON is encoded by the first JSON receiver.
+    msg.encoded(Format::Text);
     let (n, crowded) = m.fan_out(channel, Push::Message(Arc::new(msg)));
     if crowded {
         if let Some(c) = m.clients.get(&id) {

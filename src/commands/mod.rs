@@ -32,12 +32,30 @@ fn families() -> [&'static [CommandSpec]; 2] {
     [session::SPECS, channels::SPECS]
 }
 
+/// Longest verb; anything longer is not a command.
+const MAX_VERB: usize = 16;
+
+/// Every spec by its upper-case name, built once.
+static BY_NAME: std::sync::LazyLock<crate::manager::Map<&'static str, &'static CommandSpec>> =
+    std::sync::LazyLock::new(|| {
+        families()
+            .into_iter()
+            .flatten()
+            .map(|s| (s.name, s))
+            .collect()
+    });
+
 /// Looks a command up by verb or JSON op, in any case.
 pub fn spec(verb: &str) -> Option<&'static CommandSpec> {
-    families()
-        .into_iter()
-        .flatten()
-        .find(|s| s.name.eq_ignore_ascii_case(verb))
+    if verb.len() > MAX_VERB {
+        return None;
+    }
+    let mut buf = [0u8; MAX_VERB];
+    let upper = &mut buf[..verb.len()];
+    upper.copy_from_slice(verb.as_bytes());
+    upper.make_ascii_uppercase();
+    let upper = std::str::from_utf8(upper).ok()?;
+    BY_NAME.get(upper).copied()
 }
 
 /// Parses a text command from its verb and the rest of its line.
@@ -110,6 +128,8 @@ mod tests {
     fn every_spec_name_is_unique_upper_case_and_in_its_usage() {
         let all: Vec<_> = families().into_iter().flatten().collect();
         for s in &all {
+            assert!(s.name.len() <= MAX_VERB);
+            assert!(std::ptr::eq(spec(&s.name.to_lowercase()).unwrap(), *s));
             assert_eq!(s.name, s.name.to_ascii_uppercase());
             assert!(s.usage.starts_with(s.name), "{}", s.usage);
             assert_eq!(all.iter().filter(|o| o.name == s.name).count(), 1);

@@ -158,6 +158,7 @@ fn handle_lines(reader: &mut LineReader, session: &mut Session, max_line: usize)
         }
         any = true;
     }
+    session.send_batch();
     any
 }
 

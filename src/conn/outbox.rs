@@ -1,8 +1,12 @@
 //! A connection's outbox: the bounded queue through which the channel manager hands
 //! replies and pushes to the connection's coroutine, and wakes it once per batch.
+//!
+//! The manager stages everything one batch of its work produces for a connection and
+//! hands it over with [`Outbox::push_batch`]: one lock and at most one wake per
+//! connection per batch, whatever the number of messages.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use may::io::WaitIoWaker;
 use parking_lot::Mutex;
@@ -22,22 +26,17 @@ pub enum OutItem {
     Push(Push),
 }
 
-/// What became of an item given to [`Outbox::push`].
+/// What became of a batch given to [`Outbox::push_batch`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Delivery {
-    /// Queued; `wake` says whether the caller must wake the connection (once per batch),
-    /// `crowded` that the outbox is more than half full.
-    Queued { wake: bool, crowded: bool },
+    /// Queued; `wake` says whether the caller must wake the connection.
+    Queued { wake: bool },
     /// The connection is closing and takes nothing more.
     Refused,
-    /// The item would overflow the bound: the connection is now closing as a slow
-    /// consumer, and must be woken to say `BYE`.
-    Overflow,
 }
 
 struct Queue {
     items: VecDeque<OutItem>,
-    bytes: usize,
     closed: bool,
 }
 
@@ -46,11 +45,18 @@ struct Queue {
 pub struct Outbox {
     pub id: ConnId,
     queue: Mutex<Queue>,
+    /// Estimated bytes queued, readable without the lock.
+    queued_bytes: AtomicUsize,
+    /// Mirrors `Queue::closed`, readable without the lock.
+    closed: AtomicBool,
     wake_pending: AtomicBool,
     /// Set when this connection published to someone whose outbox is crowded.
     stall: AtomicBool,
     waker: WaitIoWaker,
     limit: usize,
+    /// The manager's staging slot for this outbox: `(batch number << 32) | index`.
+    /// Only the manager thread touches it.
+    pub(crate) stage: AtomicU64,
 }
 
 impl Outbox {
@@ -60,51 +66,64 @@ impl Outbox {
             id,
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
-                bytes: 0,
                 closed: false,
             }),
+            queued_bytes: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
             wake_pending: AtomicBool::new(false),
             stall: AtomicBool::new(false),
             waker,
             limit,
+            stage: AtomicU64::new(u64::MAX),
         }
     }
 
-    /// Queues an item of about `size` bytes. Never blocks on the consumer.
-    pub fn push(&self, item: OutItem, size: usize) -> Delivery {
+    /// The most bytes that may wait here.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes waiting now (an estimate, read without locking).
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection is closing (read without locking).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Queues `items` (about `bytes` in all) after what is queued, in one lock. Never
+    /// blocks on the consumer; the caller has checked the bound.
+    pub fn push_batch(&self, items: &mut Vec<OutItem>, bytes: usize) -> Delivery {
         let mut q = self.queue.lock();
         if q.closed {
+            items.clear();
             return Delivery::Refused;
         }
-        if q.bytes + size > self.limit {
-            // Drop what the consumer is not reading: keeping it helps nobody and holds
-            // memory, and the connection is going away.
-            q.items.clear();
-            q.bytes = 0;
-            q.items
-                .push_back(OutItem::Push(Push::Bye(ByeReason::SlowConsumer)));
-            q.closed = true;
-            return Delivery::Overflow;
-        }
-        q.items.push_back(item);
-        q.bytes += size;
-        let crowded = q.bytes * 2 > self.limit;
+        q.items.extend(items.drain(..));
+        self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         drop(q);
         Delivery::Queued {
             wake: !self.wake_pending.swap(true, Ordering::AcqRel),
-            crowded,
         }
     }
 
-    /// Asks this connection to pause before reading more requests: something it
-    /// published is filling up a receiver's outbox.
-    pub fn request_stall(&self) {
-        self.stall.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether a pause was requested since the last call.
-    pub fn take_stall(&self) -> bool {
-        self.stall.load(Ordering::Relaxed) && self.stall.swap(false, Ordering::Relaxed)
+    /// Closes the connection as a slow consumer: what is queued is dropped (it is not
+    /// being read and holds memory) and `BYE slow_consumer` is all that is left.
+    /// Returns whether this call closed it.
+    pub fn close_slow(&self) -> bool {
+        let mut q = self.queue.lock();
+        if q.closed {
+            return false;
+        }
+        q.items.clear();
+        q.items
+            .push_back(OutItem::Push(Push::Bye(ByeReason::SlowConsumer)));
+        q.closed = true;
+        self.closed.store(true, Ordering::Relaxed);
+        self.queued_bytes.store(0, Ordering::Relaxed);
+        true
     }
 
     /// Queues `BYE <reason>` after what is already queued and refuses anything later.
@@ -116,7 +135,19 @@ impl Outbox {
         }
         q.items.push_back(OutItem::Push(Push::Bye(reason)));
         q.closed = true;
+        self.closed.store(true, Ordering::Relaxed);
         true
+    }
+
+    /// Asks this connection to pause before reading more requests: something it
+    /// published is filling up a receiver's outbox.
+    pub fn request_stall(&self) {
+        self.stall.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a pause was requested since the last call.
+    pub fn take_stall(&self) -> bool {
+        self.stall.load(Ordering::Relaxed) && self.stall.swap(false, Ordering::Relaxed)
     }
 
     /// Wakes the connection's coroutine out of `wait_io`.
@@ -131,12 +162,7 @@ impl Outbox {
         let mut q = self.queue.lock();
         if !q.items.is_empty() {
             std::mem::swap(&mut q.items, dst);
-            q.bytes = 0;
+            self.queued_bytes.store(0, Ordering::Relaxed);
         }
-    }
-
-    /// Whether anything is waiting (a cheap check before sleeping).
-    pub fn has_items(&self) -> bool {
-        !self.queue.lock().items.is_empty()
     }
 }

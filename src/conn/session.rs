@@ -47,6 +47,8 @@ pub struct Session {
     format: Format,
     pending: VecDeque<Pending>,
     in_flight: usize,
+    /// Commands parsed but not yet sent to the manager: sent together by `send_batch`.
+    batch: Vec<Command>,
     /// Items taken from the outbox and not yet encoded.
     inbox: VecDeque<OutItem>,
     /// Encoded lines, each ending in `\n`, waiting for the transport.
@@ -83,6 +85,7 @@ impl Session {
             format: Format::Text,
             pending: VecDeque::new(),
             in_flight: 0,
+            batch: Vec::new(),
             inbox: VecDeque::new(),
             out: hello.into_bytes(),
             ending: None,
@@ -138,20 +141,29 @@ impl Session {
                 self.local_reply(req.format, req.id, reply);
             }
             Ok(command) => {
-                let op = ChannelOp::Apply {
-                    id: self.id,
-                    command,
-                };
-                if self.ctx.ops.send(op).is_err() {
-                    self.ending = Some(Ending::ManagerGone);
-                    return;
-                }
+                self.batch.push(command);
                 self.in_flight += 1;
                 self.pending.push_back(Pending::Manager {
                     format: req.format,
                     id: req.id,
                 });
             }
+        }
+    }
+
+    /// Sends the commands parsed since the last call to the manager, as one op. Call it
+    /// after each round of `handle_line`s, before waiting.
+    pub fn send_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let commands = std::mem::take(&mut self.batch);
+        let op = ChannelOp::Apply {
+            id: self.id,
+            commands,
+        };
+        if self.ctx.ops.send(op).is_err() {
+            self.ending = Some(Ending::ManagerGone);
         }
     }
 
@@ -248,11 +260,6 @@ impl Session {
         if self.pending.is_empty() && self.pending.capacity() > 0 {
             self.pending = VecDeque::new();
         }
-    }
-
-    /// Whether the outbox holds anything not yet taken.
-    pub fn outbox_pending(&self) -> bool {
-        !self.inbox.is_empty() || self.outbox.has_items()
     }
 }
 

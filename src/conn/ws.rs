@@ -197,6 +197,7 @@ fn run_ws(mut ws: WebSocket<&mut PrefixStream>, addr: SocketAddr, ctx: Arc<Serve
             }
             progress = true;
         }
+        session.send_batch();
         if dirty {
             match ws.flush() {
                 Ok(()) => {

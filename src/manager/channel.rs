@@ -1,15 +1,15 @@
 //! A channel and the connections it delivers to.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::Map;
 use crate::conn::outbox::{ConnId, Outbox};
 
 /// A channel's receivers. A connection receives each message once, however many of its
 /// subscriptions (the channel itself, patterns) lead here: `refs` counts them.
 pub struct Channel {
     pub name: Arc<str>,
-    members: HashMap<ConnId, Member>,
+    members: Map<ConnId, Member>,
     /// The receivers as a flat list, because fan-out walks it for every message.
     fanout: Vec<Arc<Outbox>>,
 }
@@ -23,7 +23,7 @@ impl Channel {
     pub fn new(name: Arc<str>) -> Self {
         Channel {
             name,
-            members: HashMap::new(),
+            members: Map::default(),
             fanout: Vec::new(),
         }
     }

@@ -3,25 +3,33 @@
 //! needs a lock. It drains many ops per wake and wakes each touched connection once.
 
 pub mod channel;
+pub mod stage;
 pub mod subject;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crossbeam_channel::Receiver;
 
 use crate::commands;
-use crate::conn::outbox::{ConnId, Delivery, OutItem, Outbox};
+use crate::conn::outbox::{ConnId, OutItem, Outbox};
 use crate::protocol::push::ByeReason;
 use crate::protocol::{Command, Push, Reply};
 use crate::server::Stats;
 use channel::Channel;
+use stage::{Staged, Stager};
 
-/// Most ops handled before the wakes they caused are sent.
-const BATCH: usize = 1024;
+/// Hash map used for the manager's state: ahash is several times faster than SipHash on
+/// these short keys and still keyed randomly, so clients cannot flood one bucket with
+/// chosen channel names.
+pub type Map<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+/// Hash set counterpart of [`Map`].
+pub type Set<T> = std::collections::HashSet<T, ahash::RandomState>;
+
+/// Most commands applied before what they produced is handed to the connections.
+const BATCH_COMMANDS: usize = 4096;
 
 /// How a client reached the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,8 +56,8 @@ pub enum ChannelOp {
         addr: SocketAddr,
         transport: Transport,
     },
-    /// Apply a command for a connection; the reply goes to its outbox, in order.
-    Apply { id: ConnId, command: Command },
+    /// Apply commands for a connection, in order; each reply goes to its outbox.
+    Apply { id: ConnId, commands: Vec<Command> },
     /// The connection is gone.
     Disconnect { id: ConnId },
     /// Tell every client `BYE shutdown` and stop.
@@ -64,9 +72,9 @@ pub struct Client {
     pub since: SystemTime,
     pub transport: Transport,
     /// Channels subscribed to by exact name.
-    pub channels: HashSet<Arc<str>>,
+    pub channels: Set<Arc<str>>,
     /// Patterns subscribed to.
-    pub patterns: HashSet<Arc<str>>,
+    pub patterns: Set<Arc<str>>,
 }
 
 /// A connection that has ended, for `HISTORY`.
@@ -81,51 +89,51 @@ pub struct PastClient {
 
 /// Everything the manager owns. Command families apply their commands to it.
 pub struct Manager {
-    pub clients: HashMap<ConnId, Client>,
-    pub names: HashMap<Arc<str>, ConnId>,
-    pub channels: HashMap<Arc<str>, Channel>,
+    pub clients: Map<ConnId, Client>,
+    pub names: Map<Arc<str>, ConnId>,
+    pub channels: Map<Arc<str>, Channel>,
     /// Pattern → subscribed connections.
-    pub patterns: HashMap<Arc<str>, HashSet<ConnId>>,
+    pub patterns: Map<Arc<str>, Set<ConnId>>,
     pub history: VecDeque<PastClient>,
     pub history_limit: usize,
     pub stats: Arc<Stats>,
-    wake: Vec<Arc<Outbox>>,
+    stager: Stager,
 }
 
 impl Manager {
     pub fn new(stats: Arc<Stats>, history_limit: usize) -> Self {
         Manager {
-            clients: HashMap::new(),
-            names: HashMap::new(),
-            channels: HashMap::new(),
-            patterns: HashMap::new(),
+            clients: Map::default(),
+            names: Map::default(),
+            channels: Map::default(),
+            patterns: Map::default(),
             history: VecDeque::new(),
             history_limit,
             stats,
-            wake: Vec::new(),
+            stager: Stager::default(),
         }
     }
 
     /// Runs until a `Shutdown` op or until every sender is gone.
     pub fn run(mut self, ops: Receiver<ChannelOp>) {
         while let Ok(op) = ops.recv() {
-            let mut stop = self.handle(op);
-            for op in ops.try_iter().take(BATCH) {
-                if stop {
-                    break;
-                }
-                stop = self.handle(op);
+            let mut done = 0;
+            let mut stop = self.handle(op, &mut done);
+            while !stop && done < BATCH_COMMANDS {
+                let Ok(op) = ops.try_recv() else { break };
+                stop = self.handle(op, &mut done);
             }
-            self.send_wakes();
+            self.stager.flush(&self.stats);
             if stop {
+                self.close_all();
                 break;
             }
         }
         log::debug!("channel manager stopped");
     }
 
-    /// Returns true when the manager must stop.
-    fn handle(&mut self, op: ChannelOp) -> bool {
+    /// Applies one op, counting its commands in `done`. True when the manager must stop.
+    fn handle(&mut self, op: ChannelOp, done: &mut usize) -> bool {
         match op {
             ChannelOp::Connect {
                 outbox,
@@ -142,26 +150,31 @@ impl Manager {
                         addr,
                         since: SystemTime::now(),
                         transport,
-                        channels: HashSet::new(),
-                        patterns: HashSet::new(),
+                        channels: Set::default(),
+                        patterns: Set::default(),
                     },
                 );
             }
-            ChannelOp::Apply { id, command } => {
-                let reply = self.apply(id, command);
-                self.reply(id, reply);
+            ChannelOp::Apply { id, commands } => {
+                *done += commands.len();
+                for command in commands {
+                    let reply = self.apply(id, command);
+                    self.reply(id, reply);
+                }
             }
             ChannelOp::Disconnect { id } => self.disconnect(id),
-            ChannelOp::Shutdown => {
-                for c in self.clients.values() {
-                    if c.outbox.close(ByeReason::Shutdown) {
-                        self.wake.push(c.outbox.clone());
-                    }
-                }
-                return true;
-            }
+            ChannelOp::Shutdown => return true,
         }
         false
+    }
+
+    /// Queues `BYE shutdown` for every client, after what they were already given.
+    fn close_all(&mut self) {
+        for c in self.clients.values() {
+            if c.outbox.close(ByeReason::Shutdown) {
+                c.outbox.wake();
+            }
+        }
     }
 
     fn apply(&mut self, id: ConnId, command: Command) -> Reply {
@@ -191,13 +204,7 @@ impl Manager {
     }
 
     fn deliver(&mut self, outbox: &Arc<Outbox>, item: OutItem, size: usize) {
-        deliver(&mut self.wake, &self.stats, outbox, item, size);
-    }
-
-    fn send_wakes(&mut self) {
-        for o in self.wake.drain(..) {
-            o.wake();
-        }
+        self.stager.stage(outbox, item, size);
     }
 
     fn disconnect(&mut self, id: ConnId) {
@@ -254,40 +261,11 @@ impl Manager {
         let mut crowded = false;
         for outbox in chan.receivers() {
             let item = OutItem::Push(push.clone());
-            if let Some(c) = deliver(&mut self.wake, &self.stats, outbox, item, size) {
+            if let Staged::Queued { crowded: c } = self.stager.stage(outbox, item, size) {
                 n += 1;
                 crowded |= c;
             }
         }
         (n, crowded)
-    }
-}
-
-/// Queues one item, recording who needs a wake. `Some(crowded)` when it was queued,
-/// `crowded` saying the outbox is more than half full.
-fn deliver(
-    wake: &mut Vec<Arc<Outbox>>,
-    stats: &Stats,
-    outbox: &Arc<Outbox>,
-    item: OutItem,
-    size: usize,
-) -> Option<bool> {
-    match outbox.push(item, size) {
-        Delivery::Queued { wake: w, crowded } => {
-            if w {
-                wake.push(outbox.clone());
-            }
-            Some(crowded)
-        }
-        Delivery::Refused => None,
-        Delivery::Overflow => {
-            stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-            log::warn!(
-                "connection {} is a slow consumer: its outbox overflowed; disconnecting it",
-                outbox.id
-            );
-            wake.push(outbox.clone());
-            None
-        }
     }
 }
