@@ -166,3 +166,36 @@ fn greeting_comes_first_even_when_the_client_speaks_at_once() {
     assert!(c.line().starts_with("HELLO leviathan "));
     assert_eq!(c.line(), r#"{"ok":true,"id":1,"pong":""}"#);
 }
+
+#[test]
+fn connections_over_the_limit_are_told_why() {
+    let server = start_with(Config {
+        max_connections: 3,
+        ..Config::default()
+    });
+    let addr = server.local_addr();
+    let mut held: Vec<Client> = (0..3).map(|_| Client::connect(addr)).collect();
+    let mut extra = Client::connect_raw(addr);
+    let e = extra.line();
+    assert!(e.starts_with("-ERR too_many_connections "), "{e}");
+    assert!(e.contains('3'), "{e}");
+    assert_eq!(extra.line_or_eof(), None);
+    // Served clients are unaffected, and a freed place can be taken again.
+    assert_eq!(held[0].ok("PING"), "+PONG");
+    held.pop().unwrap().ok("QUIT");
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let mut c = Client::connect_raw(addr);
+        c.send("PING");
+        let first = c.line();
+        if first.starts_with("HELLO") {
+            assert_eq!(c.line(), "+PONG");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "place never freed: {first}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

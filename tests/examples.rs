@@ -1,0 +1,41 @@
+//! Runs the examples, so they cannot rot. `cargo test` builds them first.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn example(name: &str) -> PathBuf {
+    // target/<profile>/deps/<this test> -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name)
+}
+
+#[test]
+fn embedded_example_runs_and_shows_the_conversation() {
+    let out = Command::new(example("embedded"))
+        .output()
+        .expect("the example is built by a plain `cargo test` (or `cargo build --examples`)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("server listening on 127.0.0.1:"),
+        "{stdout}"
+    );
+    assert!(lines[1].starts_with("< HELLO leviathan "), "{stdout}");
+    assert_eq!(lines[2], "< +OK name=demo");
+    assert_eq!(lines[3], "< +OK");
+    assert_eq!(lines[4], "< +OK");
+    // The publisher is subscribed: its own message, then the receiver count.
+    assert_eq!(lines[5], "< MSG greetings demo hello, world");
+    assert_eq!(lines[6], "< +OK 1");
+    assert_eq!(lines[7], "server stopped");
+}
