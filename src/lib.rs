@@ -10,6 +10,8 @@
 //!   and [`protocol::Push`] encoded for text or JSON. No I/O.
 //! - [`commands`]: one file per command family: specs (usage, help, parsers) and apply.
 //! - [`manager`]: the channel-manager OS thread owning names, channels, subscriptions.
+//! - [`store`]: the table store: typed tables behind `parking_lot` locks, the `WHERE`
+//!   language ([`store::expr`]) and values ([`store::value`]).
 //!
 //! # Flow of a command
 //! socket bytes → `LineReader` (or a WebSocket frame) → `parse_request` → `Command` →
@@ -22,5 +24,6 @@ pub mod conn;
 pub mod manager;
 pub mod protocol;
 pub mod server;
+pub mod store;
 
 pub use server::{Config, Server, ServerHandle};

@@ -14,6 +14,7 @@ use may::net::TcpListener;
 use crate::conn;
 use crate::manager::{ChannelOp, Manager};
 use crate::protocol::ParseLimits;
+use crate::store::TableStore;
 
 /// Server settings; every limit has a default a small deployment can keep.
 #[derive(Clone, Debug)]
@@ -83,6 +84,7 @@ pub struct Stats {
 /// What every connection coroutine shares.
 pub(crate) struct ServerContext {
     pub config: Config,
+    pub store: Arc<TableStore>,
     pub limits: ParseLimits,
     pub ops: Sender<ChannelOp>,
     pub stats: Arc<Stats>,
@@ -112,7 +114,9 @@ impl Server {
         let manager = std::thread::Builder::new()
             .name("channel-manager".into())
             .spawn(move || manager.run(ops_rx))?;
+        let store = Arc::new(TableStore::default());
         let ctx = Arc::new(ServerContext {
+            store: store.clone(),
             limits: ParseLimits {
                 max_json_depth: config.max_json_depth,
             },
@@ -127,6 +131,7 @@ impl Server {
             may::go!(move || accept_loop(listener, ctx))
         };
         Ok(ServerHandle {
+            store,
             local_addr,
             ctx,
             stats,
@@ -170,6 +175,7 @@ fn accept_loop(listener: TcpListener, ctx: Arc<ServerContext>) {
 
 /// A running server.
 pub struct ServerHandle {
+    store: Arc<TableStore>,
     local_addr: SocketAddr,
     ctx: Arc<ServerContext>,
     stats: Arc<Stats>,
@@ -181,6 +187,11 @@ impl ServerHandle {
     /// The address the server listens on (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The table store, for programs that embed the server.
+    pub fn store(&self) -> &Arc<TableStore> {
+        &self.store
     }
 
     /// Live counters.

@@ -3,12 +3,14 @@
 //! and one match arm in its family.
 //!
 //! Where a command is applied:
-//! - `PING`, `HELP`, `QUIT`: by the connection itself (`apply_local`);
+//! - `PING`, `HELP`, `QUIT` and table commands: by the connection itself
+//!   (`apply_local`), tables on the shared `TableStore`;
 //! - everything else: by the channel-manager thread (`manager::Manager::apply`),
 //!   which owns names, channels and subscriptions.
 
 pub mod channels;
 pub mod session;
+pub mod tables;
 
 use crate::protocol::args::{clip, Args, JsonArgs};
 use crate::protocol::{Command, ErrorReply, Item, Reply};
@@ -28,8 +30,8 @@ pub struct CommandSpec {
 }
 
 /// Every command family's specs, in `HELP` order.
-fn families() -> [&'static [CommandSpec]; 2] {
-    [session::SPECS, channels::SPECS]
+fn families() -> [&'static [CommandSpec]; 3] {
+    [session::SPECS, channels::SPECS, tables::SPECS]
 }
 
 /// Longest verb; anything longer is not a command.
@@ -108,11 +110,12 @@ pub fn help(topic: Option<&str>) -> Reply {
 
 /// Applies a command the connection answers itself. `QUIT` is answered here and the
 /// connection closes after writing the reply.
-pub fn apply_local(cmd: &Command) -> Reply {
+pub fn apply_local(cmd: Command, store: &crate::store::TableStore) -> Reply {
     match cmd {
-        Command::Ping(text) => Reply::Pong(text.clone()),
+        Command::Ping(text) => Reply::Pong(text),
         Command::Help(topic) => help(topic.as_deref()),
         Command::Quit => Reply::Done(Some("bye".into())),
+        Command::Table(t) => tables::apply(store, t),
         _ => Reply::Error(ErrorReply::new(
             "internal",
             "command routed to the wrong place".into(),

@@ -131,13 +131,14 @@ impl Session {
         match req.command {
             Err(e) => self.local_reply(req.format, req.id, Reply::Error(e)),
             Ok(Command::Quit) => {
-                self.local_reply(req.format, req.id, commands::apply_local(&Command::Quit));
+                let reply = commands::apply_local(Command::Quit, &self.ctx.store);
+                self.local_reply(req.format, req.id, reply);
                 self.quit_requested = true;
                 self.pending.push_back(Pending::Quit);
                 self.flush_ready();
             }
             Ok(cmd) if cmd.is_local() => {
-                let reply = commands::apply_local(&cmd);
+                let reply = commands::apply_local(cmd, &self.ctx.store);
                 self.local_reply(req.format, req.id, reply);
             }
             Ok(command) => {

@@ -105,6 +105,11 @@ impl JsonArgs {
         }
     }
 
+    /// A field, if present, whatever its type.
+    pub fn take(&mut self, key: &str) -> Option<Value> {
+        self.fields.remove(key)
+    }
+
     /// A field holding any JSON value.
     pub fn required_value(&mut self, key: &str) -> Result<Value, ErrorReply> {
         self.fields

@@ -99,14 +99,25 @@ pub enum Command {
     Channels,
     Sub(String),
     Unsub(String),
-    Pub { channel: String, data: Payload },
-    Send { to: String, data: Payload },
+    Pub {
+        channel: String,
+        data: Payload,
+    },
+    Send {
+        to: String,
+        data: Payload,
+    },
+    /// A table command (see `commands::tables`).
+    Table(commands::tables::TableCommand),
 }
 
 impl Command {
     /// Commands the connection answers itself; all others go to the channel manager.
     pub fn is_local(&self) -> bool {
-        matches!(self, Command::Ping(_) | Command::Help(_) | Command::Quit)
+        matches!(
+            self,
+            Command::Ping(_) | Command::Help(_) | Command::Quit | Command::Table(_)
+        )
     }
 }
 

@@ -42,6 +42,8 @@ pub enum Reply {
     },
     /// Items as `* ...` lines then `+OK <n>` / `{"ok":true,"count":n,"<key>":[...]}`.
     List { key: &'static str, items: Vec<Item> },
+    /// One item then a bare `+OK` / `{"ok":true,"<key>":{...}}`.
+    One { key: &'static str, item: Item },
     /// `-ERR <code> <message>` / `{"ok":false,"error":{"code":...,"message":...}}`.
     Error(ErrorReply),
 }
@@ -93,6 +95,10 @@ impl Reply {
                 out.extend_from_slice(b"+OK ");
                 push_u64(out, items.len() as u64);
                 out.push(b'\n');
+            }
+            Reply::One { item, .. } => {
+                line(out, &["* ", &item.text]);
+                out.extend_from_slice(b"+OK\n");
             }
             Reply::Error(e) => line(out, &["-ERR ", e.code, " ", &one_line(&e.message)]),
         }
@@ -148,6 +154,10 @@ impl Reply {
                     write_json_value(out, &item.json);
                 }
                 out.push(b']');
+            }
+            Reply::One { key, item } => {
+                field_key(out, key);
+                write_json_value(out, &item.json);
             }
             Reply::Error(e) => {
                 out.extend_from_slice(b",\"error\":{\"code\":");
