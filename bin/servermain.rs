@@ -49,6 +49,18 @@ struct Args {
     /// Seconds to wait at shutdown for clients to receive their last lines
     #[arg(long, default_value_t = 5)]
     drain_secs: u64,
+    /// Folder for the tables' CSV files and journal (created if missing)
+    #[arg(long, default_value = "data")]
+    data_dir: std::path::PathBuf,
+    /// Keep tables in memory only: nothing is read from or written to disk
+    #[arg(long)]
+    in_memory: bool,
+    /// When the journal is synced: always (an +OK survives kill -9), everysec, or no
+    #[arg(long, default_value = "everysec")]
+    fsync: leviathan::store::journal::FsyncPolicy,
+    /// Seconds between automatic snapshots (0: only at start, on SAVE and at shutdown)
+    #[arg(long, default_value_t = Config::default().snapshot_secs)]
+    snapshot_secs: u64,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +76,9 @@ fn main() -> ExitCode {
         stack_size: args.stack_kib << 10,
         history_limit: args.history_limit,
         drain_timeout: Duration::from_secs(args.drain_secs),
+        data_dir: (!args.in_memory).then(|| args.data_dir.clone()),
+        fsync: args.fsync,
+        snapshot_secs: args.snapshot_secs,
         ..Config::default()
     };
     let addr = format!("{}:{}", args.host, args.port);

@@ -4,6 +4,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::os::unix::io::{FromRawFd, IntoRawFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +15,8 @@ use may::net::TcpListener;
 use crate::conn;
 use crate::manager::{ChannelOp, Manager};
 use crate::protocol::ParseLimits;
+use crate::store::journal::{FsyncPolicy, Journal};
+use crate::store::persist::{self, Persistence, SaveReply};
 use crate::store::TableStore;
 
 /// Server settings; every limit has a default a small deployment can keep.
@@ -38,6 +41,13 @@ pub struct Config {
     pub max_json_depth: usize,
     /// How long shutdown waits for connections to flush their last lines.
     pub drain_timeout: Duration,
+    /// Folder where tables are saved (CSV plus journal); `None` keeps them in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// When the journal is synced to disk.
+    pub fsync: FsyncPolicy,
+    /// Seconds between automatic snapshots; 0 for none (snapshots still happen at
+    /// start, on `SAVE` and at shutdown).
+    pub snapshot_secs: u64,
 }
 
 impl Default for Config {
@@ -56,6 +66,9 @@ impl Default for Config {
             history_limit: 1000,
             max_json_depth: 32,
             drain_timeout: Duration::from_secs(5),
+            data_dir: None,
+            fsync: FsyncPolicy::EverySec,
+            snapshot_secs: 300,
         }
     }
 }
@@ -108,13 +121,17 @@ impl Server {
         // listener becomes its only owner.
         let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
 
+        let store = Arc::new(TableStore::default());
+        let persistence = match &config.data_dir {
+            Some(dir) => Some(Persist::open(dir, &store, &config)?),
+            None => None,
+        };
         let stats = Arc::new(Stats::default());
         let (ops, ops_rx) = crossbeam_channel::unbounded();
         let manager = Manager::new(stats.clone(), config.history_limit);
         let manager = std::thread::Builder::new()
             .name("channel-manager".into())
             .spawn(move || manager.run(ops_rx))?;
-        let store = Arc::new(TableStore::default());
         let ctx = Arc::new(ServerContext {
             store: store.clone(),
             limits: ParseLimits {
@@ -132,6 +149,7 @@ impl Server {
         };
         Ok(ServerHandle {
             store,
+            persistence,
             local_addr,
             ctx,
             stats,
@@ -176,6 +194,7 @@ fn accept_loop(listener: TcpListener, ctx: Arc<ServerContext>) {
 /// A running server.
 pub struct ServerHandle {
     store: Arc<TableStore>,
+    persistence: Option<Persist>,
     local_addr: SocketAddr,
     ctx: Arc<ServerContext>,
     stats: Arc<Stats>,
@@ -233,11 +252,123 @@ impl ServerHandle {
         if left > 0 {
             log::warn!("shutdown: {left} connections still open after the drain timeout");
         }
+        if let Some(p) = self.persistence.take() {
+            p.close(&self.store);
+        }
     }
 }
 
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The running parts of persistence: the journal thread and the snapshot thread.
+struct Persist {
+    persistence: Arc<Persistence>,
+    journal_thread: std::thread::JoinHandle<()>,
+    saver_stop: Sender<()>,
+    saver_thread: std::thread::JoinHandle<()>,
+}
+
+impl Persist {
+    /// Loads `dir` into `store` (refusing damaged files with the file and line), starts
+    /// the journal, takes a first snapshot (which compacts the replayed journal), and
+    /// starts the snapshot thread.
+    fn open(
+        dir: &std::path::Path,
+        store: &Arc<TableStore>,
+        config: &Config,
+    ) -> io::Result<Persist> {
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
+        let started = Instant::now();
+        let report = persist::load(dir, store).map_err(invalid)?;
+        if let Some(at) = &report.torn_tail {
+            log::warn!(
+                "journal: dropped a torn last record at {at}; everything before it was recovered"
+            );
+        }
+        let (journal, journal_thread) = Journal::start(dir, report.next_segment, config.fsync)?;
+        store.attach_journal(journal.clone());
+        let persistence = Arc::new(Persistence::new(dir.to_path_buf(), journal));
+        persistence.snapshot(store)?;
+        log::info!(
+            "data: {} tables, {} rows loaded from {} ({} journal records replayed) in {} ms; fsync {:?}",
+            report.tables,
+            report.rows,
+            dir.display(),
+            report.records_replayed,
+            started.elapsed().as_millis(),
+            config.fsync
+        );
+        let (save_tx, save_rx) = crossbeam_channel::unbounded::<SaveReply>();
+        store.attach_saver(save_tx);
+        let (saver_stop, stop_rx) = crossbeam_channel::bounded::<()>(1);
+        let saver_thread = {
+            let (p, store) = (persistence.clone(), store.clone());
+            let every = config.snapshot_secs;
+            std::thread::Builder::new()
+                .name("snapshots".into())
+                .spawn(move || snapshot_loop(&p, &store, &save_rx, &stop_rx, every))?
+        };
+        Ok(Persist {
+            persistence,
+            journal_thread,
+            saver_stop,
+            saver_thread,
+        })
+    }
+
+    /// Final snapshot, then the journal is synced and stopped.
+    fn close(self, store: &TableStore) {
+        let _ = self.saver_stop.send(());
+        let _ = self.saver_thread.join();
+        match self.persistence.snapshot(store) {
+            Ok(r) => log::info!(
+                "saved {} tables ({} rows) in {} ms",
+                r.tables,
+                r.rows,
+                r.millis
+            ),
+            Err(e) => {
+                log::error!("final snapshot failed (the journal still holds every change): {e}")
+            }
+        }
+        self.persistence.journal.stop();
+        let _ = self.journal_thread.join();
+    }
+}
+
+/// Serves `SAVE` requests and takes a snapshot every `every` seconds (0: never).
+fn snapshot_loop(
+    p: &Persistence,
+    store: &TableStore,
+    requests: &crossbeam_channel::Receiver<SaveReply>,
+    stop: &crossbeam_channel::Receiver<()>,
+    every: u64,
+) {
+    let tick = if every > 0 {
+        crossbeam_channel::tick(Duration::from_secs(every))
+    } else {
+        crossbeam_channel::never()
+    };
+    loop {
+        crossbeam_channel::select! {
+            recv(requests) -> req => {
+                let Ok(reply) = req else { return };
+                let r = p.snapshot(store).map_err(|e| e.to_string());
+                if let Err(e) = &r {
+                    log::error!("SAVE failed: {e}");
+                }
+                let _ = reply.send(r);
+            }
+            recv(tick) -> _ => {
+                if let Err(e) = p.snapshot(store) {
+                    log::error!("periodic snapshot failed (the journal still holds every change): {e}");
+                }
+            }
+            recv(stop) -> _ => return,
+        }
     }
 }

@@ -110,16 +110,19 @@ pub fn help(topic: Option<&str>) -> Reply {
 
 /// Applies a command the connection answers itself. `QUIT` is answered here and the
 /// connection closes after writing the reply.
-pub fn apply_local(cmd: Command, store: &crate::store::TableStore) -> Reply {
+///
+/// Also returns the journal sequence number that must be durable before the reply is
+/// written, for table writes.
+pub fn apply_local(cmd: Command, store: &crate::store::TableStore) -> (Reply, Option<u64>) {
     match cmd {
-        Command::Ping(text) => Reply::Pong(text),
-        Command::Help(topic) => help(topic.as_deref()),
-        Command::Quit => Reply::Done(Some("bye".into())),
+        Command::Ping(text) => (Reply::Pong(text), None),
+        Command::Help(topic) => (help(topic.as_deref()), None),
+        Command::Quit => (Reply::Done(Some("bye".into())), None),
         Command::Table(t) => tables::apply(store, t),
-        _ => Reply::Error(ErrorReply::new(
-            "internal",
-            "command routed to the wrong place".into(),
-        )),
+        _ => {
+            let e = ErrorReply::new("internal", "command routed to the wrong place".into());
+            (Reply::Error(e), None)
+        }
     }
 }
 

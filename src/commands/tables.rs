@@ -9,6 +9,7 @@ use crate::protocol::args::{clip, type_name, Args, JsonArgs};
 use crate::protocol::json::check_depth;
 use crate::protocol::{Command, ErrorReply, Item, Reply};
 use crate::store::expr::{self, CompileError, Expr, Predicate};
+use crate::store::journal::Record;
 use crate::store::lex::{self, Tok};
 use crate::store::schema::{check_name, Schema};
 use crate::store::table::{Order, Table, TableError};
@@ -74,6 +75,7 @@ pub enum TableCommand {
     Schema {
         table: String,
     },
+    Save,
 }
 
 /// What `SELECT` asks for.
@@ -340,6 +342,14 @@ pub static SPECS: &[CommandSpec] = &[
             a.finish()?;
             cmd(TableCommand::Schema { table })
         },
+    },
+    CommandSpec {
+        name: "SAVE",
+        usage: "SAVE",
+        json: r#"{"op":"save"}"#,
+        summary: "write every table to the data folder now (a snapshot)",
+        parse_text: |a| a.finish().and_then(|_| cmd(TableCommand::Save)),
+        parse_json: |a| a.finish().and_then(|_| cmd(TableCommand::Save)),
     },
 ];
 
@@ -634,44 +644,55 @@ pub fn row_item(schema: &Schema, row: &[Value]) -> Item {
     }
 }
 
-/// Applies a table command.
-pub fn apply(store: &TableStore, c: TableCommand) -> Reply {
-    apply_inner(store, c).unwrap_or_else(Reply::Error)
+/// Applies a table command. Also returns the journal sequence number of the last change
+/// it recorded, which must be durable before the reply is written (fsync `always`).
+pub fn apply(store: &TableStore, c: TableCommand) -> (Reply, Option<u64>) {
+    match apply_inner(store, c) {
+        Ok(r) => r,
+        Err(e) => (Reply::Error(e), None),
+    }
+}
+
+fn row_json(row: &[Value]) -> Vec<Json> {
+    row.iter().map(Value::to_json).collect()
 }
 
 fn table_ref(store: &TableStore, name: &str) -> Result<crate::store::TableRef, ErrorReply> {
     store.get(name).ok_or_else(|| no_such_table(name))
 }
 
-fn apply_inner(store: &TableStore, c: TableCommand) -> Result<Reply, ErrorReply> {
+type Applied = Result<(Reply, Option<u64>), ErrorReply>;
+
+fn apply_inner(store: &TableStore, c: TableCommand) -> Applied {
     match c {
         TableCommand::Define { table, columns } => {
             check_name("table", &table, true).map_err(|e| ErrorReply::new("bad_args", e))?;
             let schema =
                 Schema::parse_columns(&columns).map_err(|e| ErrorReply::new("bad_args", e))?;
-            store
+            let seq = store
                 .define(&table, schema)
                 .map_err(|DefineError::Exists| {
                     ErrorReply::new("table_exists", format!("table '{table}' already exists"))
                 })?;
-            Ok(Reply::Done(None))
+            Ok((Reply::Done(None), seq))
         }
-        TableCommand::Undefine { table } => {
-            if store.undefine(&table) {
-                Ok(Reply::Done(None))
-            } else {
-                Err(no_such_table(&table))
-            }
-        }
+        TableCommand::Undefine { table } => match store.undefine(&table) {
+            Some(seq) => Ok((Reply::Done(None), seq)),
+            None => Err(no_such_table(&table)),
+        },
         TableCommand::Insert { table, values } => {
-            let t = table_ref(store, &table)?;
-            let mut t = write(&t);
+            let tref = table_ref(store, &table)?;
+            let mut t = write(&tref);
             let values = typed(&t, &values)?;
             let id = t.insert(values).map_err(table_error)?;
-            Ok(Reply::Count {
+            let row = t.get(id).map(|r| row_json(r)).unwrap_or_default();
+            // Recorded under the table's lock, so the journal keeps this table's order.
+            let seq = store.log(&Record::Insert { t: table, row });
+            let reply = Reply::Count {
                 key: "row_id",
                 n: id as u64,
-            })
+            };
+            Ok((reply, seq))
         }
         TableCommand::Get { table, id } => {
             let t = table_ref(store, &table)?;
@@ -682,94 +703,54 @@ fn apply_inner(store: &TableStore, c: TableCommand) -> Result<Reply, ErrorReply>
                     format!("table '{table}' has no row with id {id}"),
                 )
             })?;
-            Ok(Reply::One {
-                key: "row",
-                item: row_item(&t.schema, row),
-            })
+            let item = row_item(&t.schema, row);
+            Ok((Reply::One { key: "row", item }, None))
         }
-        TableCommand::Select { table, query } => {
-            let t = table_ref(store, &table)?;
-            let t = read(&t);
-            let filter = query.filter.as_ref().map(|e| compile(e, &t)).transpose()?;
-            let order: Option<Order> = match &query.order {
-                None => None,
-                Some((col, desc)) => Some((
-                    t.schema.index_of(col).ok_or_else(|| {
-                        ErrorReply::new(
-                            "no_such_column",
-                            format!("cannot ORDER BY '{}': no such column", clip(col)),
-                        )
-                    })?,
-                    *desc,
-                )),
-            };
-            let rows = t.select(filter.as_ref(), order, query.limit, query.offset);
-            let items = rows.into_iter().map(|r| row_item(&t.schema, r)).collect();
-            Ok(Reply::List { key: "rows", items })
-        }
+        TableCommand::Select { table, query } => select(store, &table, &query),
         TableCommand::Update {
             table,
             target,
             sets,
         } => {
-            let t = table_ref(store, &table)?;
-            let mut t = write(&t);
+            let tref = table_ref(store, &table)?;
+            let mut t = write(&tref);
             let sets = typed(&t, &sets)?;
-            let ids = match &target {
-                Target::Id(id) => t.get(*id).map(|_| vec![*id]).unwrap_or_default(),
-                Target::Where(f) => {
-                    let p = f.as_ref().map(|e| compile(e, &t)).transpose()?;
-                    t.ids(p.as_ref())
-                }
-            };
+            let ids = target_ids(&t, &target)?;
             let updated = t.update(&ids, &sets).map_err(table_error)?;
-            Ok(Reply::Count {
-                key: "count",
-                n: updated.len() as u64,
-            })
+            let mut seq = None;
+            for row in &updated {
+                let t = table.clone();
+                seq = store.log(&Record::Update {
+                    t,
+                    row: row_json(row),
+                });
+            }
+            let n = updated.len() as u64;
+            Ok((Reply::Count { key: "count", n }, seq))
         }
         TableCommand::Delete { table, target } => {
-            let t = table_ref(store, &table)?;
-            let mut t = write(&t);
-            let ids = match &target {
-                Target::Id(id) => vec![*id],
-                Target::Where(f) => {
-                    let p = f.as_ref().map(|e| compile(e, &t)).transpose()?;
-                    t.ids(p.as_ref())
-                }
-            };
+            let tref = table_ref(store, &table)?;
+            let mut t = write(&tref);
+            let ids = target_ids(&t, &target)?;
             let removed = t.delete(&ids);
-            Ok(Reply::Count {
-                key: "count",
-                n: removed.len() as u64,
-            })
+            let mut seq = None;
+            for row in &removed {
+                if let Some(Value::Int(id)) = row.first() {
+                    let t = table.clone();
+                    seq = store.log(&Record::Delete { t, id: *id });
+                }
+            }
+            let n = removed.len() as u64;
+            Ok((Reply::Count { key: "count", n }, seq))
         }
         TableCommand::Count { table, filter } => {
             let t = table_ref(store, &table)?;
             let t = read(&t);
             let p = filter.as_ref().map(|e| compile(e, &t)).transpose()?;
-            Ok(Reply::Count {
-                key: "count",
-                n: t.count(p.as_ref()) as u64,
-            })
+            let n = t.count(p.as_ref()) as u64;
+            Ok((Reply::Count { key: "count", n }, None))
         }
-        TableCommand::Tables => {
-            let items = store
-                .all()
-                .iter()
-                .map(|t| {
-                    let t = read(t);
-                    Item {
-                        text: format!("{} rows={} columns={}", t.name, t.len(), t.schema.columns.len()),
-                        json: json!({"name": t.name, "rows": t.len(), "columns": t.schema.columns.len()}),
-                    }
-                })
-                .collect();
-            Ok(Reply::List {
-                key: "tables",
-                items,
-            })
-        }
+        TableCommand::Tables => Ok((tables(store), None)),
         TableCommand::Schema { table } => {
             let t = table_ref(store, &table)?;
             let t = read(&t);
@@ -787,11 +768,85 @@ fn apply_inner(store: &TableStore, c: TableCommand) -> Result<Reply, ErrorReply>
                     json: json!({"name": c.name, "type": c.ty.as_str(), "nullable": c.nullable}),
                 })
                 .collect();
-            Ok(Reply::List {
-                key: "columns",
-                items,
-            })
+            Ok((
+                Reply::List {
+                    key: "columns",
+                    items,
+                },
+                None,
+            ))
         }
+        TableCommand::Save => save(store),
+    }
+}
+
+/// The ids an `UPDATE` or `DELETE` targets, in a table already locked.
+fn target_ids(t: &Table, target: &Target) -> Result<Vec<i64>, ErrorReply> {
+    Ok(match target {
+        Target::Id(id) => t.get(*id).map(|_| vec![*id]).unwrap_or_default(),
+        Target::Where(f) => {
+            let p = f.as_ref().map(|e| compile(e, t)).transpose()?;
+            t.ids(p.as_ref())
+        }
+    })
+}
+
+fn select(store: &TableStore, table: &str, query: &Query) -> Applied {
+    let t = table_ref(store, table)?;
+    let t = read(&t);
+    let filter = query.filter.as_ref().map(|e| compile(e, &t)).transpose()?;
+    let order: Option<Order> = match &query.order {
+        None => None,
+        Some((col, desc)) => {
+            let idx = t.schema.index_of(col).ok_or_else(|| {
+                ErrorReply::new(
+                    "no_such_column",
+                    format!("cannot ORDER BY '{}': no such column", clip(col)),
+                )
+            })?;
+            Some((idx, *desc))
+        }
+    };
+    let rows = t.select(filter.as_ref(), order, query.limit, query.offset);
+    let items = rows.into_iter().map(|r| row_item(&t.schema, r)).collect();
+    Ok((Reply::List { key: "rows", items }, None))
+}
+
+fn tables(store: &TableStore) -> Reply {
+    let items = store
+        .all()
+        .iter()
+        .map(|t| {
+            let t = read(t);
+            let (rows, columns) = (t.len(), t.schema.columns.len());
+            Item {
+                text: format!("{} rows={rows} columns={columns}", t.name),
+                json: json!({"name": t.name, "rows": rows, "columns": columns}),
+            }
+        })
+        .collect();
+    Reply::List {
+        key: "tables",
+        items,
+    }
+}
+
+fn save(store: &TableStore) -> Applied {
+    let unavailable = |why: &str| ErrorReply::new("unavailable", why.to_string());
+    let rx = store.request_save().ok_or_else(|| {
+        unavailable("tables are not saved by this server (start it with --data-dir)")
+    })?;
+    // A may channel: only this coroutine waits for the snapshot, not its worker thread.
+    match rx.recv() {
+        Ok(Ok(r)) => {
+            let msg = format!(
+                "saved {} tables, {} rows, {} bytes in {} ms",
+                r.tables, r.rows, r.bytes, r.millis
+            );
+            Ok((Reply::Done(Some(msg)), None))
+        }
+        Ok(Err(e)) => Err(ErrorReply::new("save_failed", e)),
+        Err(_) => Err(unavailable("the server is stopping")),
     }
 }
 

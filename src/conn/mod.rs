@@ -110,15 +110,18 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
                 }
             }
         }
-        match write_out(&mut stream, &mut session.out, &mut written) {
-            Ok(true) => progress = true,
-            Ok(false) => {}
-            Err(e) => {
-                log::debug!("connection {id}: write failed: {e}");
-                return;
+        let durable = session.output_durable();
+        if durable {
+            match write_out(&mut stream, &mut session.out, &mut written) {
+                Ok(true) => progress = true,
+                Ok(false) => {}
+                Err(e) => {
+                    log::debug!("connection {id}: write failed: {e}");
+                    return;
+                }
             }
         }
-        if session.is_finished() {
+        if durable && session.is_finished() {
             finish(&mut stream, &mut session, written);
             return;
         }

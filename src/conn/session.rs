@@ -56,6 +56,9 @@ pub struct Session {
     /// Set once the connection must stop reading and close after flushing `out`.
     pub ending: Option<Ending>,
     quit_requested: bool,
+    /// Journal sequence number that must be durable before `out` may be written (0:
+    /// nothing to wait for).
+    durable_needed: u64,
 }
 
 impl Session {
@@ -90,6 +93,7 @@ impl Session {
             out: hello.into_bytes(),
             ending: None,
             quit_requested: false,
+            durable_needed: 0,
         })
     }
 
@@ -117,6 +121,24 @@ impl Session {
         }
     }
 
+    /// Whether `out` may be written: under fsync `always`, replies to table writes wait
+    /// until the journal has synced them; the journal then wakes this connection.
+    pub fn output_durable(&mut self) -> bool {
+        if self.durable_needed == 0 {
+            return true;
+        }
+        let Some(journal) = self.ctx.store.journal() else {
+            return true;
+        };
+        if journal.policy() != crate::store::journal::FsyncPolicy::Always
+            || journal.durable_or_wake(self.durable_needed, &self.outbox)
+        {
+            self.durable_needed = 0;
+            return true;
+        }
+        false
+    }
+
     /// Whether requests still wait on the manager.
     pub fn awaiting_replies(&self) -> bool {
         !self.pending.is_empty()
@@ -131,14 +153,17 @@ impl Session {
         match req.command {
             Err(e) => self.local_reply(req.format, req.id, Reply::Error(e)),
             Ok(Command::Quit) => {
-                let reply = commands::apply_local(Command::Quit, &self.ctx.store);
+                let (reply, _) = commands::apply_local(Command::Quit, &self.ctx.store);
                 self.local_reply(req.format, req.id, reply);
                 self.quit_requested = true;
                 self.pending.push_back(Pending::Quit);
                 self.flush_ready();
             }
             Ok(cmd) if cmd.is_local() => {
-                let reply = commands::apply_local(cmd, &self.ctx.store);
+                let (reply, seq) = commands::apply_local(cmd, &self.ctx.store);
+                if let Some(seq) = seq {
+                    self.durable_needed = self.durable_needed.max(seq);
+                }
                 self.local_reply(req.format, req.id, reply);
             }
             Ok(command) => {

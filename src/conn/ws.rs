@@ -155,7 +155,8 @@ fn run_ws(mut ws: WebSocket<&mut PrefixStream>, addr: SocketAddr, ctx: Arc<Serve
     let mut passes = 0u32;
     loop {
         let mut progress = session.pump(OUT_BUDGET);
-        if !session.out.is_empty() {
+        let durable = session.output_durable();
+        if durable && !session.out.is_empty() {
             match send_lines(&mut ws, &mut session.out) {
                 Ok(()) => dirty = true,
                 Err(e) => {
@@ -211,7 +212,7 @@ fn run_ws(mut ws: WebSocket<&mut PrefixStream>, addr: SocketAddr, ctx: Arc<Serve
                 }
             }
         }
-        if session.is_finished() {
+        if durable && session.is_finished() {
             let _ = send_lines(&mut ws, &mut session.out);
             close(&mut ws, CloseCode::Away, "bye");
             return;

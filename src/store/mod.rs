@@ -6,27 +6,33 @@
 //! taken with [`read`]/[`write`], which yield to other coroutines while the lock is
 //! busy instead of parking the worker thread.
 
+pub mod csv;
 pub mod expr;
+pub mod journal;
 pub mod lex;
+pub mod persist;
 pub mod schema;
 pub mod table;
 pub mod value;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::manager::Map;
+use journal::{Journal, Record};
 use schema::Schema;
 use table::Table;
 
 /// A shared handle to one table.
 pub type TableRef = Arc<RwLock<Table>>;
 
-/// All tables, by name.
+/// All tables, by name, and the journal their changes go to (when persistent).
 #[derive(Default)]
 pub struct TableStore {
     tables: RwLock<Map<String, TableRef>>,
+    journal: OnceLock<Arc<Journal>>,
+    saver: OnceLock<crossbeam_channel::Sender<persist::SaveReply>>,
 }
 
 /// Why a table could not be defined.
@@ -36,15 +42,52 @@ pub enum DefineError {
 }
 
 impl TableStore {
-    /// Adds an empty table.
-    pub fn define(&self, name: &str, schema: Schema) -> Result<TableRef, DefineError> {
+    /// From now on, every change is recorded in `journal`.
+    pub fn attach_journal(&self, journal: Arc<Journal>) {
+        let _ = self.journal.set(journal);
+    }
+
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.journal.get()
+    }
+
+    /// From now on, `SAVE` asks `saver` (the snapshot thread) for a snapshot.
+    pub fn attach_saver(&self, saver: crossbeam_channel::Sender<persist::SaveReply>) {
+        let _ = self.saver.set(saver);
+    }
+
+    /// Asks for a snapshot; the answer arrives on the returned may channel, so a
+    /// coroutine can wait for it without blocking its worker. `None` when the store is
+    /// not persistent or is stopping.
+    pub fn request_save(
+        &self,
+    ) -> Option<may::sync::mpsc::Receiver<Result<persist::SnapshotReport, String>>> {
+        let saver = self.saver.get()?;
+        let (tx, rx) = may::sync::mpsc::channel();
+        saver.send(tx).ok()?;
+        Some(rx)
+    }
+
+    /// Records a change; returns its journal sequence number when persistent. Call it
+    /// while holding the lock under which the change was made, so that the journal
+    /// holds each table's changes in the order they were made.
+    pub fn log(&self, record: &Record) -> Option<u64> {
+        self.journal.get().map(|j| j.append(record))
+    }
+
+    /// Adds an empty table. Returns the journal sequence number of the definition.
+    pub fn define(&self, name: &str, schema: Schema) -> Result<Option<u64>, DefineError> {
         let mut tables = write(&self.tables);
         if tables.contains_key(name) {
             return Err(DefineError::Exists);
         }
+        let seq = self.log(&Record::Define {
+            t: name.to_string(),
+            columns: schema.specs(),
+        });
         let t = Arc::new(RwLock::new(Table::new(name.to_string(), schema)));
-        tables.insert(name.to_string(), t.clone());
-        Ok(t)
+        tables.insert(name.to_string(), t);
+        Ok(seq)
     }
 
     /// Adds a table built elsewhere (loading from disk), replacing any of that name.
@@ -55,9 +98,18 @@ impl TableStore {
         t
     }
 
-    /// Removes a table; false if there was none.
-    pub fn undefine(&self, name: &str) -> bool {
-        write(&self.tables).remove(name).is_some()
+    /// Removes a table: `None` if there was none, else the journal sequence number.
+    pub fn undefine(&self, name: &str) -> Option<Option<u64>> {
+        let mut tables = write(&self.tables);
+        tables.remove(name)?;
+        Some(self.log(&Record::Undefine {
+            t: name.to_string(),
+        }))
+    }
+
+    /// Removes a table without recording it (replaying the journal).
+    pub fn remove_quietly(&self, name: &str) {
+        write(&self.tables).remove(name);
     }
 
     pub fn get(&self, name: &str) -> Option<TableRef> {

@@ -150,3 +150,90 @@ impl Client {
         }
     }
 }
+
+/// The real `servermain` binary running in a child process.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    /// Its log lines, as they arrive.
+    pub log: std::sync::mpsc::Receiver<String>,
+    /// What it logged before it listened.
+    pub startup_log: Vec<String>,
+}
+
+impl ServerProcess {
+    /// Starts `servermain 127.0.0.1 0 <args>` in `dir`, waiting until it listens.
+    /// `Err` holds its log when it exits instead.
+    pub fn start(dir: &std::path::Path, args: &[&str]) -> Result<ServerProcess, String> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_servermain"))
+            .args(["127.0.0.1", "0"])
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("servermain starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                        return Ok(ServerProcess {
+                            child,
+                            addr,
+                            log: rx,
+                            startup_log: seen,
+                        });
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        seen.extend(rx.try_iter());
+                        return Err(seen.join("\n"));
+                    }
+                }
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("servermain neither listened nor exited: {seen:?}");
+    }
+
+    /// Sends `sig` and waits (bounded) for the process to exit.
+    pub fn signal_and_wait(mut self, sig: i32) -> (std::process::ExitStatus, Vec<String>) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50));
+                return (s, self.log.try_iter().collect());
+            }
+            assert!(Instant::now() < deadline, "servermain did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

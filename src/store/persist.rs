@@ -1,0 +1,439 @@
+//! The data folder: one `<table>.csv` per table (a header of column names, then one
+//! line per row, nothing else, so a spreadsheet opens it as is), its column types in
+//! `<table>.schema.json` beside it, and the journal segments of changes since the last
+//! snapshot.
+//!
+//! A snapshot rotates the journal to a new segment, saves every table (temporary file,
+//! fsync, rename, fsync the folder), and only then deletes the older segments. Journal
+//! records are whole row states (inserts and updates carry the full row, deletes the
+//! id), so replaying the remaining segments in order over the saved tables gives the
+//! state at the last record, whichever moment each table was saved at.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::csv::{self, Field};
+use super::journal::{segment_name, segment_number, sync_dir, Journal, Record};
+use super::schema::Schema;
+use super::table::Table;
+use super::value::{ColumnType, Value};
+use super::{read, TableStore};
+
+/// The schema file beside each CSV.
+#[derive(Serialize, Deserialize)]
+struct SchemaFile {
+    /// `name:type[?]`, in column order (without `id`).
+    columns: Vec<String>,
+    /// The id the next insert gets (ids of deleted rows are not reused).
+    next_id: i64,
+}
+
+fn schema_path(dir: &Path, table: &str) -> PathBuf {
+    dir.join(format!("{table}.schema.json"))
+}
+
+fn csv_path(dir: &Path, table: &str) -> PathBuf {
+    dir.join(format!("{table}.csv"))
+}
+
+/// What loading found, for the log.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub tables: usize,
+    pub rows: usize,
+    pub records_replayed: usize,
+    /// Set when a torn last journal record was dropped: the file and line.
+    pub torn_tail: Option<String>,
+    /// The number the next journal segment should get.
+    pub next_segment: u64,
+}
+
+/// Loads every table and replays the journal into `store`. Refuses (with the file and
+/// line) anything damaged, except a torn last record of the last journal segment,
+/// which is cut off and reported.
+pub fn load(dir: &Path, store: &TableStore) -> Result<LoadReport, String> {
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut report = LoadReport::default();
+    let mut schemas = Vec::new();
+    let mut segments = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".tmp") {
+            // A snapshot interrupted before its rename: the previous file is intact.
+            let _ = fs::remove_file(entry.path());
+        } else if let Some(t) = name.strip_suffix(".schema.json") {
+            schemas.push(t.to_string());
+        } else if let Some(n) = segment_number(&name) {
+            segments.push(n);
+        }
+    }
+    schemas.sort();
+    segments.sort_unstable();
+    for t in &schemas {
+        let table = load_table(dir, t)?;
+        report.rows += table.len();
+        report.tables += 1;
+        store.put(table);
+    }
+    let last = segments.last().copied();
+    for n in &segments {
+        let path = dir.join(segment_name(*n));
+        let replayed = replay(&path, store, Some(*n) == last)?;
+        report.records_replayed += replayed.0;
+        if replayed.1.is_some() {
+            report.torn_tail = replayed.1;
+        }
+    }
+    report.next_segment = last.map_or(1, |n| n + 1);
+    Ok(report)
+}
+
+fn load_table(dir: &Path, name: &str) -> Result<Table, String> {
+    let spath = schema_path(dir, name);
+    let text = fs::read_to_string(&spath).map_err(|e| format!("{}: {e}", spath.display()))?;
+    let sf: SchemaFile =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", spath.display()))?;
+    let schema =
+        Schema::parse_columns(&sf.columns).map_err(|e| format!("{}: {e}", spath.display()))?;
+    let mut table = Table::new(name.to_string(), schema);
+    table.set_next_id(sf.next_id);
+    let cpath = csv_path(dir, name);
+    let text = match fs::read_to_string(&cpath) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("{}: {e}", cpath.display())),
+    };
+    let at = |msg: String| format!("{}: {msg}", cpath.display());
+    let mut reader = csv::Reader::new(&text);
+    if let Some(header) = reader.next_record() {
+        let (_, header) = header.map_err(at)?;
+        let names: Vec<&str> = header.iter().map(|f| f.text.as_str()).collect();
+        if names != table.schema.names() {
+            return Err(at(format!(
+                "line 1: the header {:?} does not match the columns {:?} in {}",
+                names,
+                table.schema.names(),
+                spath.display()
+            )));
+        }
+    }
+    while let Some(rec) = reader.next_record() {
+        let (line, fields) = rec.map_err(at)?;
+        let row = csv_row(&table.schema, &fields).map_err(|e| at(format!("line {line}: {e}")))?;
+        let Some(Value::Int(id)) = row.first() else {
+            return Err(at(format!("line {line}: the id is missing")));
+        };
+        if table.get(*id).is_some() {
+            return Err(at(format!("line {line}: id {id} appears twice")));
+        }
+        table
+            .restore(row)
+            .map_err(|e| at(format!("line {line}: {e:?}")))?;
+    }
+    Ok(table)
+}
+
+fn csv_row(schema: &Schema, fields: &[csv::ReadField]) -> Result<Vec<Value>, String> {
+    if fields.len() != schema.columns.len() {
+        return Err(format!(
+            "{} fields where the header has {}",
+            fields.len(),
+            schema.columns.len()
+        ));
+    }
+    schema
+        .columns
+        .iter()
+        .zip(fields)
+        .map(|(col, f)| {
+            if f.text.is_empty() && !f.quoted {
+                // An empty cell is null; a spreadsheet also writes empty strings so,
+                // which a non-nullable text column takes as "".
+                return match (col.nullable, col.ty) {
+                    (true, _) => Ok(Value::Null),
+                    (false, ColumnType::Str) => Ok(Value::Str(String::new())),
+                    (false, _) => Err(format!(
+                        "column '{}' is empty but may not be null",
+                        col.name
+                    )),
+                };
+            }
+            // Numbers and booleans may come quoted from a spreadsheet.
+            Value::from_text(col.ty, &f.text, col.ty == ColumnType::Str && f.quoted).map_err(
+                |want| {
+                    format!(
+                        "column '{}': '{}' is not {} {want}",
+                        col.name,
+                        f.text,
+                        col.ty.article()
+                    )
+                },
+            )
+        })
+        .collect()
+}
+
+/// Replays one segment. Returns the records applied, and where a torn tail was cut.
+fn replay(path: &Path, store: &TableStore, last: bool) -> Result<(usize, Option<String>), String> {
+    let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut applied = 0;
+    let mut offset = 0;
+    let mut line_no = 0;
+    let records: Vec<(usize, usize, &[u8])> = {
+        let mut v = Vec::new();
+        while offset < bytes.len() {
+            line_no += 1;
+            let end = memchr::memchr(b'\n', &bytes[offset..]).map(|i| offset + i);
+            let (line, next) = match end {
+                Some(e) => (&bytes[offset..e], e + 1),
+                None => (&bytes[offset..], bytes.len()),
+            };
+            v.push((line_no, offset, line));
+            offset = next;
+        }
+        v
+    };
+    let complete = bytes.last().is_none_or(|b| *b == b'\n');
+    for (i, (line_no, start, line)) in records.iter().enumerate() {
+        let is_last = i + 1 == records.len();
+        let parsed = if is_last && !complete {
+            Err("no newline at its end".to_string())
+        } else {
+            serde_json::from_slice::<Record>(line).map_err(|e| e.to_string())
+        };
+        let rec = match parsed {
+            Ok(r) => r,
+            Err(e) if is_last && last => {
+                // A write cut short by a crash: everything before it is intact.
+                cut(path, *start as u64)?;
+                let at = format!("{} line {line_no} ({e})", path.display());
+                return Ok((applied, Some(at)));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{} line {line_no}: bad journal record: {e}",
+                    path.display()
+                ))
+            }
+        };
+        let undefined_later = |t: &str| {
+            records[i + 1..].iter().any(|(_, _, l)| {
+                matches!(serde_json::from_slice::<Record>(l), Ok(Record::Undefine { t: u }) if u == t)
+            })
+        };
+        apply_record(store, rec, &undefined_later)
+            .map_err(|e| format!("{} line {line_no}: {e}", path.display()))?;
+        applied += 1;
+    }
+    Ok((applied, None))
+}
+
+fn cut(path: &Path, len: u64) -> Result<(), String> {
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.set_len(len)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("{}: cannot cut the torn record: {e}", path.display()))
+}
+
+/// Applies one journal record to the store. `undefined_later` says whether a later
+/// record removes a table.
+fn apply_record(
+    store: &TableStore,
+    rec: Record,
+    undefined_later: &dyn Fn(&str) -> bool,
+) -> Result<(), String> {
+    let (t, row_op) = match rec {
+        Record::Define { t, columns } => {
+            let schema = Schema::parse_columns(&columns)?;
+            store.put(Table::new(t, schema));
+            return Ok(());
+        }
+        Record::Undefine { t } => {
+            store.remove_quietly(&t);
+            return Ok(());
+        }
+        Record::Insert { t, row } | Record::Update { t, row } => (t, Ok(row)),
+        Record::Delete { t, id } => (t, Err(id)),
+    };
+    let Some(table) = store.get(&t) else {
+        // Changes to a table that a later record removes are moot.
+        if undefined_later(&t) {
+            return Ok(());
+        }
+        return Err(format!("a change to table '{t}', which does not exist"));
+    };
+    let mut table = super::write(&table);
+    match row_op {
+        Ok(row) => {
+            if row.len() != table.schema.columns.len() {
+                return Err(format!(
+                    "a row of {} values for table '{t}' of {} columns",
+                    row.len(),
+                    table.schema.columns.len()
+                ));
+            }
+            let typed = table
+                .schema
+                .columns
+                .iter()
+                .zip(&row)
+                .map(|(c, v)| {
+                    Value::from_json(c.ty, v).map_err(|want| {
+                        format!(
+                            "column '{}' needs {} {want}, got {v}",
+                            c.name,
+                            c.ty.article()
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            table.restore(typed).map_err(|e| format!("{e:?}"))?;
+        }
+        Err(id) => {
+            table.delete(&[id]);
+        }
+    }
+    Ok(())
+}
+
+/// Saves every table and removes what is no longer needed. `journal` is rotated first,
+/// and its older segments are deleted once all tables are safely saved.
+pub fn snapshot(
+    dir: &Path,
+    store: &TableStore,
+    journal: Option<&Journal>,
+) -> io::Result<SnapshotReport> {
+    let started = Instant::now();
+    let segment = journal.map(Journal::rotate).transpose()?;
+    let mut report = SnapshotReport::default();
+    let mut names = Vec::new();
+    for t in store.all() {
+        let (name, csv, schema, rows) = {
+            let t = read(&t);
+            (t.name.clone(), table_csv(&t), schema_json(&t), t.len())
+        };
+        write_atomically(&csv_path(dir, &name), &csv)?;
+        write_atomically(&schema_path(dir, &name), &schema)?;
+        report.tables += 1;
+        report.rows += rows;
+        report.bytes += csv.len();
+        names.push(name);
+    }
+    // Files of tables that were undefined.
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if let Some(t) = file.strip_suffix(".schema.json") {
+            if !names.iter().any(|n| n == t) {
+                fs::remove_file(entry.path())?;
+                let _ = fs::remove_file(csv_path(dir, t));
+            }
+        }
+    }
+    sync_dir(dir)?;
+    if let Some(current) = segment {
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if let Some(n) = segment_number(&entry.file_name().to_string_lossy()) {
+                if n < current {
+                    fs::remove_file(entry.path())?;
+                }
+            }
+        }
+        sync_dir(dir)?;
+    }
+    report.millis = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// Where a `SAVE` gets its answer.
+pub type SaveReply = may::sync::mpsc::Sender<Result<SnapshotReport, String>>;
+
+/// What a snapshot wrote.
+#[derive(Debug, Default, Clone)]
+pub struct SnapshotReport {
+    pub tables: usize,
+    pub rows: usize,
+    pub bytes: usize,
+    pub millis: u64,
+}
+
+fn table_csv(t: &Table) -> Vec<u8> {
+    let mut out = Vec::with_capacity(t.len() * 32 + 64);
+    csv::write_record(
+        &mut out,
+        t.schema.columns.iter().map(|c| Field::Text(&c.name)),
+    );
+    let mut cells: Vec<String> = Vec::with_capacity(t.schema.columns.len());
+    for row in t.rows() {
+        cells.clear();
+        cells.extend(row.iter().map(Value::to_csv));
+        csv::write_record(
+            &mut out,
+            row.iter().zip(&cells).map(|(v, s)| {
+                if v.is_null() {
+                    Field::Null
+                } else {
+                    Field::Text(s)
+                }
+            }),
+        );
+    }
+    out
+}
+
+fn schema_json(t: &Table) -> Vec<u8> {
+    let sf = SchemaFile {
+        columns: t.schema.specs(),
+        next_id: t.next_id(),
+    };
+    let mut v = serde_json::to_vec_pretty(&sf).unwrap_or_default();
+    v.push(b'\n');
+    v
+}
+
+/// Writes `data` to `path` through a temporary file, synced and renamed, so `path` is
+/// always either the old or the new content.
+fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)
+}
+
+/// Everything persistence needs at run time.
+pub struct Persistence {
+    pub dir: PathBuf,
+    pub journal: Arc<Journal>,
+    snapshot_lock: parking_lot::Mutex<()>,
+}
+
+impl Persistence {
+    pub fn new(dir: PathBuf, journal: Arc<Journal>) -> Self {
+        Persistence {
+            dir,
+            journal,
+            snapshot_lock: parking_lot::Mutex::new(()),
+        }
+    }
+
+    /// Takes a snapshot now (one at a time). Call it from an OS thread: it does file I/O.
+    pub fn snapshot(&self, store: &TableStore) -> io::Result<SnapshotReport> {
+        let _one = self.snapshot_lock.lock();
+        snapshot(&self.dir, store, Some(&self.journal))
+    }
+}

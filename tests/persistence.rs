@@ -1,0 +1,219 @@
+//! Tables saved to CSV and the journal, with the real binary: restarts, kill -9, and
+//! damaged files.
+
+mod common;
+use std::fs;
+use std::time::{Duration, Instant};
+
+use common::{Client, ServerProcess};
+
+fn data(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    dir.path().join("data")
+}
+
+#[test]
+fn snapshot_and_restart_keep_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProcess::start(dir.path(), &[]).unwrap();
+    let mut c = Client::connect(s.addr);
+    c.ok("DEFINE users name:str age:int? note:str? score:float? ok:bool?");
+    c.ok(r#"INSERT users name=alice age=30 note="" score=1.5 ok=true"#);
+    c.ok(r#"INSERT users name="bob, \"jr\"" note="two
+    words""#
+        .replace('\n', " ")
+        .as_str());
+    c.ok("INSERT users name=carl");
+    c.ok("DELETE users 3");
+    c.ok("UPDATE users 1 age=31");
+    c.ok("DEFINE gone x:int");
+    c.ok("UNDEFINE gone");
+    let (before, _) = c.request("SELECT users");
+    let (status, logs) = s.signal_and_wait(libc::SIGINT);
+    assert!(status.success(), "{logs:?}");
+
+    // The CSV is plain: a header, then one line per row.
+    let csv = fs::read_to_string(data(&dir).join("users.csv")).unwrap();
+    assert_eq!(
+        csv,
+        "id,name,age,note,score,ok\n1,alice,31,\"\",1.5,true\n2,\"bob, \"\"jr\"\"\",,two     words,,\n"
+    );
+    assert!(
+        !data(&dir).join("gone.csv").exists(),
+        "an undefined table's files are removed"
+    );
+
+    let s = ServerProcess::start(dir.path(), &[]).unwrap();
+    let mut c = Client::connect(s.addr);
+    let (after, _) = c.request("SELECT users");
+    assert_eq!(after, before);
+    assert_eq!(
+        c.ok("INSERT users name=dora"),
+        "+OK 4",
+        "ids continue past deleted ones"
+    );
+    assert!(c.ok("COUNT gone").starts_with("-ERR no_such_table"));
+    assert!(c.ok("SAVE").starts_with("+OK saved 1 tables, 3 rows"));
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9_under_fsync_always() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProcess::start(dir.path(), &["--fsync", "always"]).unwrap();
+    let mut c = Client::connect(s.addr);
+    c.ok("DEFINE events n:int payload:str");
+    // Pipelined inserts from a few connections; every +OK id is recorded.
+    let addr = s.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let mut acked = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                'outer: for batch in 0..10_000 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) || Instant::now() > deadline
+                    {
+                        break;
+                    }
+                    let mut lines = String::new();
+                    for i in 0..20 {
+                        lines.push_str(&format!(
+                            "INSERT events n={} payload=w{w}-{batch}-{i}\n",
+                            batch * 20 + i
+                        ));
+                    }
+                    c.send_raw(lines.as_bytes());
+                    for _ in 0..20 {
+                        match c.line_or_eof() {
+                            Some(l) if l.starts_with("+OK ") => {
+                                acked.push(l[4..].parse::<u64>().unwrap())
+                            }
+                            _ => break 'outer,
+                        }
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    // Let writes flow, then kill the server mid-stream without warning.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, _) = s.signal_and_wait(libc::SIGKILL);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked: Vec<u64> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(
+        acked.len() > 20,
+        "the test wrote something ({} acks)",
+        acked.len()
+    );
+    eprintln!("{} acknowledged inserts before kill -9", acked.len());
+
+    let s = ServerProcess::start(dir.path(), &[]).unwrap();
+    let mut c = Client::connect(s.addr);
+    let (rows, _) = c.request("SELECT events");
+    let present: std::collections::HashSet<u64> = rows
+        .iter()
+        .filter_map(|r| r.strip_prefix("* id=")?.split(' ').next()?.parse().ok())
+        .collect();
+    let lost: Vec<&u64> = acked.iter().filter(|id| !present.contains(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged rows lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+}
+
+#[test]
+fn a_damaged_csv_stops_the_server_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = data(&dir);
+    fs::create_dir_all(&d).unwrap();
+    fs::write(
+        d.join("t.schema.json"),
+        r#"{"columns":["name:str","n:int"],"next_id":5}"#,
+    )
+    .unwrap();
+    fs::write(d.join("t.csv"), "id,name,n\n1,a,1\n2,b,two\n3,c,3\n").unwrap();
+    let err = match ServerProcess::start(dir.path(), &[]) {
+        Err(log) => log,
+        Ok(_) => panic!("started on a damaged CSV"),
+    };
+    assert!(
+        err.contains("t.csv") && err.contains("line 3") && err.contains("'n'"),
+        "{err}"
+    );
+    // The file is left as it was, for a person to fix.
+    assert_eq!(
+        fs::read_to_string(d.join("t.csv")).unwrap(),
+        "id,name,n\n1,a,1\n2,b,two\n3,c,3\n"
+    );
+
+    // A spreadsheet's CSV (CRLF, quoted numbers) loads once fixed.
+    fs::write(d.join("t.csv"), "id,name,n\r\n1,a,\"1\"\r\n2,b,2\r\n").unwrap();
+    let s = ServerProcess::start(dir.path(), &[]).unwrap();
+    let mut c = Client::connect(s.addr);
+    assert_eq!(c.ok("COUNT t"), "+OK 2");
+    assert_eq!(
+        c.ok("INSERT t name=z n=9"),
+        "+OK 5",
+        "next_id from the schema file"
+    );
+}
+
+#[test]
+fn a_torn_last_journal_record_is_dropped_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProcess::start(dir.path(), &[]).unwrap();
+    let mut c = Client::connect(s.addr);
+    c.ok("DEFINE t v:int");
+    c.ok("INSERT t v=1");
+    c.ok("INSERT t v=2");
+    drop(s); // kill -9: the journal holds the changes, no snapshot was taken since.
+    std::thread::sleep(Duration::from_millis(300));
+    let journal = fs::read_dir(data(&dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".log"))
+        .max()
+        .unwrap();
+    let mut f = fs::OpenOptions::new().append(true).open(&journal).unwrap();
+    std::io::Write::write_all(&mut f, br#"{"op":"insert","t":"t","row":[3,"#).unwrap();
+    drop(f);
+    let s = ServerProcess::start(dir.path(), &[]).unwrap();
+    let torn = s.startup_log.iter().find(|l| l.contains("torn"));
+    let torn = torn.unwrap_or_else(|| panic!("no word of the torn record: {:?}", s.startup_log));
+    assert!(torn.contains("line 4"), "{torn}");
+    let mut c = Client::connect(s.addr);
+    assert_eq!(c.ok("COUNT t"), "+OK 2");
+    let (status, _) = s.signal_and_wait(libc::SIGINT);
+    assert!(status.success());
+}
+
+#[test]
+fn a_bad_record_inside_the_journal_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = data(&dir);
+    fs::create_dir_all(&d).unwrap();
+    fs::write(
+        d.join("journal-000001.log"),
+        "{\"op\":\"define\",\"t\":\"t\",\"columns\":[\"v:int\"]}\nGARBAGE\n{\"op\":\"insert\",\"t\":\"t\",\"row\":[1,1]}\n",
+    )
+    .unwrap();
+    let err = match ServerProcess::start(dir.path(), &[]) {
+        Err(log) => log,
+        Ok(_) => panic!("started on a damaged journal"),
+    };
+    assert!(err.contains("journal-000001.log line 2"), "{err}");
+}
+
+#[test]
+fn save_needs_a_data_folder() {
+    let server = common::start();
+    let mut c = Client::connect(server.local_addr());
+    assert!(c.ok("SAVE").starts_with("-ERR unavailable "));
+}
