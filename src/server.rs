@@ -128,7 +128,14 @@ impl Server {
         };
         let stats = Arc::new(Stats::default());
         let (ops, ops_rx) = crossbeam_channel::unbounded();
-        let manager = Manager::new(stats.clone(), config.history_limit);
+        let manager = Manager::new(stats.clone(), config.history_limit, store.clone());
+        {
+            // Writers of watched tables report their changes to the manager.
+            let ops = ops.clone();
+            store.attach_change_sink(Box::new(move |note| {
+                let _ = ops.send(ChannelOp::TableChange(note));
+            }));
+        }
         let manager = std::thread::Builder::new()
             .name("channel-manager".into())
             .spawn(move || manager.run(ops_rx))?;

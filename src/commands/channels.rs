@@ -7,13 +7,15 @@ use serde_json::json;
 
 use super::CommandSpec;
 use crate::conn::outbox::ConnId;
-use crate::manager::channel::Channel;
+use crate::conn::outbox::Outbox;
+use crate::manager::channel::{Channel, Filter};
 use crate::manager::subject::{self, Target};
 use crate::manager::Manager;
 use crate::protocol::args::clip;
 use crate::protocol::{
     Command, ErrorReply, Format, Item, Message, MessageKind, Payload, Push, Reply,
 };
+use crate::store::expr::Expr;
 
 pub static SPECS: &[CommandSpec] = &[
     CommandSpec {
@@ -58,18 +60,27 @@ pub static SPECS: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "SUB",
-        usage: "SUB <channel or pattern>",
-        json: r#"{"op":"sub","channel":"news.*"}"#,
-        summary: "subscribe to a channel, or to a pattern ('*' = one token, final '>' = the rest)",
+        usage: "SUB <channel or pattern> [WHERE <expr>]",
+        json: r#"{"op":"sub","channel":"prices.*","where":"price > 10"}"#,
+        summary: "subscribe to a channel or a pattern ('*' = one token, final '>' = the rest); with WHERE, only JSON messages whose fields match",
         parse_text: |mut a| {
-            let c = a.required("channel or pattern")?.to_string();
-            a.finish()?;
-            Ok(Command::Sub(c))
+            let target = a.required("channel or pattern")?.to_string();
+            let rest = a.rest();
+            let filter = if rest.is_empty() {
+                None
+            } else {
+                Some(super::tables::where_clause(rest).map_err(|e| a.error(e))?)
+            };
+            Ok(Command::Sub { target, filter })
         },
         parse_json: |mut a| {
-            let c = a.required_str("channel")?;
+            let target = a.required_str("channel")?;
+            let filter = match a.optional_str("where")? {
+                Some(w) => Some(super::tables::whole_expr(&w).map_err(|e| a.error(e))?),
+                None => None,
+            };
             a.finish()?;
-            Ok(Command::Sub(c))
+            Ok(Command::Sub { target, filter })
         },
     },
     CommandSpec {
@@ -130,7 +141,7 @@ pub fn apply(m: &mut Manager, id: ConnId, cmd: Command) -> Reply {
         Command::Create(name) => create(m, name),
         Command::Drop(name) => drop_channel(m, &name),
         Command::Channels => Ok(channels(m)),
-        Command::Sub(target) => subscribe(m, id, target),
+        Command::Sub { target, filter } => subscribe(m, id, target, filter),
         Command::Unsub(target) => unsubscribe(m, id, &target),
         Command::Pub { channel, data } => publish(m, id, &channel, data),
         Command::Send { to, data } => send(m, id, &to, data),
@@ -163,11 +174,13 @@ fn create(m: &mut Manager, name: String) -> Result<Reply, ErrorReply> {
     }
     let name: Arc<str> = name.into();
     let mut chan = Channel::new(name.clone());
+    // Pattern subscriptions made earlier cover the new channel.
     for (pattern, subs) in &m.patterns {
         if subject::matches(pattern, &name) {
             for sub in subs {
                 if let Some(c) = m.clients.get(sub) {
-                    chan.add_ref(&c.outbox);
+                    let filter = c.patterns.get(pattern).and_then(|f| f.as_ref());
+                    chan.add_ref(&c.outbox, filter);
                 }
             }
         }
@@ -181,8 +194,14 @@ fn drop_channel(m: &mut Manager, name: &str) -> Result<Reply, ErrorReply> {
         .channels
         .remove(name)
         .ok_or_else(|| no_such_channel(name))?;
-    for outbox in chan.receivers() {
-        m.push(outbox, Push::Dropped(chan.name.clone()));
+    let told: Vec<Arc<Outbox>> = chan
+        .receivers()
+        .iter()
+        .chain(chan.filtered_receivers().map(|(o, _)| o))
+        .cloned()
+        .collect();
+    for outbox in told {
+        m.push(&outbox, Push::Dropped(chan.name.clone()));
         if let Some(c) = m.clients.get_mut(&outbox.id) {
             c.channels.remove(name);
         }
@@ -198,7 +217,7 @@ fn channels(m: &Manager) -> Reply {
         items: list
             .into_iter()
             .map(|c| {
-                let n = c.receivers().len();
+                let n = c.subscriber_count();
                 Item {
                     text: format!("{} {n}", c.name),
                     json: json!({"name": &*c.name, "subscribers": n}),
@@ -208,8 +227,15 @@ fn channels(m: &Manager) -> Reply {
     }
 }
 
-fn subscribe(m: &mut Manager, id: ConnId, target: String) -> Result<Reply, ErrorReply> {
+/// Subscribes, or changes the filter of an existing subscription to the same target.
+fn subscribe(
+    m: &mut Manager,
+    id: ConnId,
+    target: String,
+    filter: Option<Expr>,
+) -> Result<Reply, ErrorReply> {
     let kind = subject::classify(&target).map_err(bad_name)?;
+    let filter: Option<Filter> = filter.map(Arc::new);
     let Manager {
         clients,
         channels,
@@ -224,20 +250,23 @@ fn subscribe(m: &mut Manager, id: ConnId, target: String) -> Result<Reply, Error
             let chan = channels
                 .get_mut(target.as_str())
                 .ok_or_else(|| no_such_channel(&target))?;
-            if client.channels.insert(chan.name.clone()) {
-                chan.add_ref(&client.outbox);
+            if let Some(old) = client.channels.insert(chan.name.clone(), filter.clone()) {
+                chan.release(&client.outbox, old.as_ref());
             }
+            chan.add_ref(&client.outbox, filter.as_ref());
         }
         Target::Pattern => {
             let p: Arc<str> = target.into();
-            if client.patterns.insert(p.clone()) {
-                for chan in channels.values_mut() {
-                    if subject::matches(&p, &chan.name) {
-                        chan.add_ref(&client.outbox);
+            let old = client.patterns.insert(p.clone(), filter.clone());
+            for chan in channels.values_mut() {
+                if subject::matches(&p, &chan.name) {
+                    if let Some(old) = &old {
+                        chan.release(&client.outbox, old.as_ref());
                     }
+                    chan.add_ref(&client.outbox, filter.as_ref());
                 }
-                patterns.entry(p).or_default().insert(id);
             }
+            patterns.entry(p).or_default().insert(id);
         }
     }
     Ok(Reply::Done(None))
@@ -247,12 +276,13 @@ fn unsubscribe(m: &mut Manager, id: ConnId, target: &str) -> Result<Reply, Error
     let Some(client) = m.clients.get_mut(&id) else {
         return Ok(Reply::Done(None));
     };
-    if client.channels.remove(target) {
+    let outbox = client.outbox.clone();
+    if let Some(filter) = client.channels.remove(target) {
         if let Some(chan) = m.channels.get_mut(target) {
-            chan.release(id);
+            chan.release(&outbox, filter.as_ref());
         }
-    } else if client.patterns.remove(target) {
-        m.unsubscribe_pattern(id, target);
+    } else if let Some(filter) = client.patterns.remove(target) {
+        m.unsubscribe_pattern(&outbox, target, filter.as_ref());
     } else {
         return Err(ErrorReply::new(
             "not_subscribed",

@@ -9,6 +9,7 @@
 //!   which owns names, channels and subscriptions.
 
 pub mod channels;
+pub mod live;
 pub mod session;
 pub mod tables;
 
@@ -30,8 +31,8 @@ pub struct CommandSpec {
 }
 
 /// Every command family's specs, in `HELP` order.
-fn families() -> [&'static [CommandSpec]; 3] {
-    [session::SPECS, channels::SPECS, tables::SPECS]
+fn families() -> [&'static [CommandSpec]; 4] {
+    [session::SPECS, channels::SPECS, tables::SPECS, live::SPECS]
 }
 
 /// Longest verb; anything longer is not a command.

@@ -14,7 +14,8 @@ use crate::store::lex::{self, Tok};
 use crate::store::schema::{check_name, Schema};
 use crate::store::table::{Order, Table, TableError};
 use crate::store::value::Value;
-use crate::store::{read, write, DefineError, TableStore};
+use crate::store::{read, write, ChangeKind, ChangeNote, DefineError, RowChange, TableStore};
+use std::sync::atomic::Ordering;
 
 /// Deepest JSON accepted inside a text command (`INSERT t {...}`).
 const MAX_JSON_DEPTH: usize = 32;
@@ -438,7 +439,7 @@ fn json_object(v: Json) -> Result<Assignments, String> {
 }
 
 /// `WHERE <expr>` (the keyword included) to the end of `s`.
-fn where_clause(s: &str) -> Result<Expr, String> {
+pub(crate) fn where_clause(s: &str) -> Result<Expr, String> {
     let toks = lex::tokenize(s)?;
     if !toks.first().is_some_and(|t| t.is_kw("WHERE")) {
         return Err(format!("expected WHERE, found '{}'", clip(s)));
@@ -452,7 +453,7 @@ fn where_clause(s: &str) -> Result<Expr, String> {
 }
 
 /// An expression that is the whole of `s` (JSON's `"where"`).
-fn whole_expr(s: &str) -> Result<Expr, String> {
+pub(crate) fn whole_expr(s: &str) -> Result<Expr, String> {
     let toks = lex::tokenize(s)?;
     let mut pos = 0;
     let e = expr::parse(&toks, &mut pos)?;
@@ -549,7 +550,8 @@ fn no_such_table(name: &str) -> ErrorReply {
     )
 }
 
-fn compile(e: &Expr, t: &Table) -> Result<Predicate, ErrorReply> {
+/// Checks an expression against a table, with the table commands' error codes.
+pub(crate) fn compile(e: &Expr, t: &Table) -> Result<Predicate, ErrorReply> {
     e.compile(&t.schema).map_err(|e| match e {
         CompileError::NoSuchColumn(m) => {
             ErrorReply::new("no_such_column", format!("in WHERE: {m}"))
@@ -653,6 +655,25 @@ pub fn apply(store: &TableStore, c: TableCommand) -> (Reply, Option<u64>) {
     }
 }
 
+/// A change as watchers are told of it.
+fn row_change(
+    t: &Table,
+    kind: ChangeKind,
+    before: Option<Vec<Value>>,
+    after: Option<Vec<Value>>,
+) -> RowChange {
+    let shown = after
+        .as_ref()
+        .or(before.as_ref())
+        .map_or(&[][..], |r| &r[..]);
+    RowChange {
+        kind,
+        item: row_item(&t.schema, shown),
+        before,
+        after,
+    }
+}
+
 fn row_json(row: &[Value]) -> Vec<Json> {
     row.iter().map(Value::to_json).collect()
 }
@@ -677,7 +698,10 @@ fn apply_inner(store: &TableStore, c: TableCommand) -> Applied {
             Ok((Reply::Done(None), seq))
         }
         TableCommand::Undefine { table } => match store.undefine(&table) {
-            Some(seq) => Ok((Reply::Done(None), seq)),
+            Some(seq) => {
+                store.notify(ChangeNote::Dropped { table });
+                Ok((Reply::Done(None), seq))
+            }
             None => Err(no_such_table(&table)),
         },
         TableCommand::Insert { table, values } => {
@@ -685,9 +709,20 @@ fn apply_inner(store: &TableStore, c: TableCommand) -> Applied {
             let mut t = write(&tref);
             let values = typed(&t, &values)?;
             let id = t.insert(values).map_err(table_error)?;
-            let row = t.get(id).map(|r| row_json(r)).unwrap_or_default();
-            // Recorded under the table's lock, so the journal keeps this table's order.
-            let seq = store.log(&Record::Insert { t: table, row });
+            let row = t.get(id).cloned().unwrap_or_default();
+            // Recorded (and reported) under the table's lock, so the journal and the
+            // watchers see this table's changes in the order they were made.
+            let seq = store.log(&Record::Insert {
+                t: table.clone(),
+                row: row_json(&row),
+            });
+            if t.watched.load(Ordering::Relaxed) {
+                let change = row_change(&t, ChangeKind::Insert, None, Some(row));
+                store.notify(ChangeNote::Rows {
+                    table,
+                    changes: vec![change],
+                });
+            }
             let reply = Reply::Count {
                 key: "row_id",
                 n: id as u64,
@@ -718,14 +753,20 @@ fn apply_inner(store: &TableStore, c: TableCommand) -> Applied {
             let ids = target_ids(&t, &target)?;
             let updated = t.update(&ids, &sets).map_err(table_error)?;
             let mut seq = None;
-            for row in &updated {
-                let t = table.clone();
+            for (_, row) in &updated {
                 seq = store.log(&Record::Update {
-                    t,
+                    t: table.clone(),
                     row: row_json(row),
                 });
             }
             let n = updated.len() as u64;
+            if t.watched.load(Ordering::Relaxed) && !updated.is_empty() {
+                let changes = updated
+                    .into_iter()
+                    .map(|(b, a)| row_change(&t, ChangeKind::Update, Some(b), Some(a)))
+                    .collect();
+                store.notify(ChangeNote::Rows { table, changes });
+            }
             Ok((Reply::Count { key: "count", n }, seq))
         }
         TableCommand::Delete { table, target } => {
@@ -741,6 +782,13 @@ fn apply_inner(store: &TableStore, c: TableCommand) -> Applied {
                 }
             }
             let n = removed.len() as u64;
+            if t.watched.load(Ordering::Relaxed) && !removed.is_empty() {
+                let changes = removed
+                    .into_iter()
+                    .map(|b| row_change(&t, ChangeKind::Delete, Some(b), None))
+                    .collect();
+                store.notify(ChangeNote::Rows { table, changes });
+            }
             Ok((Reply::Count { key: "count", n }, seq))
         }
         TableCommand::Count { table, filter } => {

@@ -4,19 +4,33 @@ use std::sync::Arc;
 
 use super::Map;
 use crate::conn::outbox::{ConnId, Outbox};
+use crate::store::expr::Expr;
+
+/// A subscription's `WHERE` filter on JSON messages.
+pub type Filter = Arc<Expr>;
 
 /// A channel's receivers. A connection receives each message once, however many of its
-/// subscriptions (the channel itself, patterns) lead here: `refs` counts them.
+/// subscriptions (the channel itself, patterns) lead here. One with any unfiltered
+/// subscription is on the plain fan-out list; one with only filtered subscriptions is
+/// on the filtered list and gets a message when any of its filters matches.
 pub struct Channel {
     pub name: Arc<str>,
     members: Map<ConnId, Member>,
-    /// The receivers as a flat list, because fan-out walks it for every message.
     fanout: Vec<Arc<Outbox>>,
+    filtered: Vec<Arc<Outbox>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Fanout(usize),
+    Filtered(usize),
+    Nowhere,
 }
 
 struct Member {
-    refs: u32,
-    index: usize,
+    unfiltered: u32,
+    filters: Vec<Filter>,
+    slot: Slot,
 }
 
 impl Channel {
@@ -25,43 +39,112 @@ impl Channel {
             name,
             members: Map::default(),
             fanout: Vec::new(),
+            filtered: Vec::new(),
         }
     }
 
     /// One more subscription of `outbox`'s connection leads here.
-    pub fn add_ref(&mut self, outbox: &Arc<Outbox>) {
-        let index = self.fanout.len();
-        let m = self
-            .members
-            .entry(outbox.id)
-            .or_insert(Member { refs: 0, index });
-        if m.refs == 0 {
-            self.fanout.push(outbox.clone());
+    pub fn add_ref(&mut self, outbox: &Arc<Outbox>, filter: Option<&Filter>) {
+        let m = self.members.entry(outbox.id).or_insert(Member {
+            unfiltered: 0,
+            filters: Vec::new(),
+            slot: Slot::Nowhere,
+        });
+        match filter {
+            None => m.unfiltered += 1,
+            Some(f) => m.filters.push(f.clone()),
         }
-        m.refs += 1;
+        self.place(outbox);
     }
 
-    /// One subscription of connection `id` no longer leads here.
-    pub fn release(&mut self, id: ConnId) {
-        let Some(m) = self.members.get_mut(&id) else {
+    /// One subscription of connection `id` (with this filter) no longer leads here.
+    pub fn release(&mut self, outbox: &Arc<Outbox>, filter: Option<&Filter>) {
+        let Some(m) = self.members.get_mut(&outbox.id) else {
             return;
         };
-        m.refs -= 1;
-        if m.refs > 0 {
-            return;
+        match filter {
+            None => m.unfiltered = m.unfiltered.saturating_sub(1),
+            Some(f) => {
+                if let Some(i) = m.filters.iter().position(|g| Arc::ptr_eq(g, f)) {
+                    m.filters.swap_remove(i);
+                }
+            }
         }
-        let index = m.index;
-        self.members.remove(&id);
-        self.fanout.swap_remove(index);
-        if let Some(moved) = self.fanout.get(index) {
+        self.place(outbox);
+    }
+
+    /// Moves a member to the list its subscriptions call for.
+    fn place(&mut self, outbox: &Arc<Outbox>) {
+        let Some(m) = self.members.get(&outbox.id) else {
+            return;
+        };
+        let want_fanout = m.unfiltered > 0;
+        let want_filtered = !want_fanout && !m.filters.is_empty();
+        let current = m.slot;
+        let ok = matches!(
+            (current, want_fanout, want_filtered),
+            (Slot::Fanout(_), true, _)
+                | (Slot::Filtered(_), false, true)
+                | (Slot::Nowhere, false, false)
+        );
+        if !ok {
+            match current {
+                Slot::Fanout(i) => self.take(true, i),
+                Slot::Filtered(i) => self.take(false, i),
+                Slot::Nowhere => {}
+            }
+            let slot = if want_fanout {
+                self.fanout.push(outbox.clone());
+                Slot::Fanout(self.fanout.len() - 1)
+            } else if want_filtered {
+                self.filtered.push(outbox.clone());
+                Slot::Filtered(self.filtered.len() - 1)
+            } else {
+                Slot::Nowhere
+            };
+            if let Some(m) = self.members.get_mut(&outbox.id) {
+                m.slot = slot;
+            }
+        }
+        if !want_fanout && !want_filtered {
+            self.members.remove(&outbox.id);
+        }
+    }
+
+    /// Removes entry `i` of a list, fixing the index of the entry moved into its place.
+    fn take(&mut self, fanout: bool, i: usize) {
+        let list = if fanout {
+            &mut self.fanout
+        } else {
+            &mut self.filtered
+        };
+        list.swap_remove(i);
+        if let Some(moved) = list.get(i) {
             if let Some(mm) = self.members.get_mut(&moved.id) {
-                mm.index = index;
+                mm.slot = if fanout {
+                    Slot::Fanout(i)
+                } else {
+                    Slot::Filtered(i)
+                };
             }
         }
     }
 
-    /// Everyone who receives this channel's messages.
+    /// Everyone who receives every message.
     pub fn receivers(&self) -> &[Arc<Outbox>] {
         &self.fanout
+    }
+
+    /// Those who receive only messages matching one of their filters, with the filters.
+    pub fn filtered_receivers(&self) -> impl Iterator<Item = (&Arc<Outbox>, &[Filter])> {
+        self.filtered.iter().map(|o| {
+            let filters = self.members.get(&o.id).map_or(&[][..], |m| &m.filters[..]);
+            (o, filters)
+        })
+    }
+
+    /// How many connections receive this channel's messages (filtered or not).
+    pub fn subscriber_count(&self) -> usize {
+        self.fanout.len() + self.filtered.len()
     }
 }

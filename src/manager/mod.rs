@@ -18,7 +18,9 @@ use crate::conn::outbox::{ConnId, OutItem, Outbox};
 use crate::protocol::push::ByeReason;
 use crate::protocol::{Command, Push, Reply};
 use crate::server::Stats;
-use channel::Channel;
+use crate::store::expr::Predicate;
+use crate::store::{ChangeNote, TableStore};
+use channel::{Channel, Filter};
 use stage::{Staged, Stager};
 
 /// Hash map used for the manager's state: ahash is several times faster than SipHash on
@@ -60,6 +62,8 @@ pub enum ChannelOp {
     Apply { id: ConnId, commands: Vec<Command> },
     /// The connection is gone.
     Disconnect { id: ConnId },
+    /// A watched table changed (sent by the writer, in the table's order).
+    TableChange(ChangeNote),
     /// Tell every client `BYE shutdown` and stop.
     Shutdown,
 }
@@ -71,10 +75,19 @@ pub struct Client {
     pub addr: SocketAddr,
     pub since: SystemTime,
     pub transport: Transport,
-    /// Channels subscribed to by exact name.
-    pub channels: Set<Arc<str>>,
-    /// Patterns subscribed to.
-    pub patterns: Set<Arc<str>>,
+    /// Channels subscribed to by exact name, with the subscription's filter.
+    pub channels: Map<Arc<str>, Option<Filter>>,
+    /// Patterns subscribed to, with the subscription's filter.
+    pub patterns: Map<Arc<str>, Option<Filter>>,
+    /// Tables watched.
+    pub watching: Set<String>,
+}
+
+/// A connection watching a table.
+pub struct Watcher {
+    pub outbox: Arc<Outbox>,
+    /// Checked against a row before and after each change.
+    pub filter: Option<Predicate>,
 }
 
 /// A connection that has ended, for `HISTORY`.
@@ -97,11 +110,15 @@ pub struct Manager {
     pub history: VecDeque<PastClient>,
     pub history_limit: usize,
     pub stats: Arc<Stats>,
+    /// The table store, for compiling `WATCH` filters against a table's schema.
+    pub store: Arc<TableStore>,
+    /// Table → its watchers.
+    pub watches: Map<String, Map<ConnId, Watcher>>,
     stager: Stager,
 }
 
 impl Manager {
-    pub fn new(stats: Arc<Stats>, history_limit: usize) -> Self {
+    pub fn new(stats: Arc<Stats>, history_limit: usize, store: Arc<TableStore>) -> Self {
         Manager {
             clients: Map::default(),
             names: Map::default(),
@@ -110,6 +127,8 @@ impl Manager {
             history: VecDeque::new(),
             history_limit,
             stats,
+            store,
+            watches: Map::default(),
             stager: Stager::default(),
         }
     }
@@ -150,8 +169,9 @@ impl Manager {
                         addr,
                         since: SystemTime::now(),
                         transport,
-                        channels: Set::default(),
-                        patterns: Set::default(),
+                        channels: Map::default(),
+                        patterns: Map::default(),
+                        watching: Set::default(),
                     },
                 );
             }
@@ -163,6 +183,7 @@ impl Manager {
                 }
             }
             ChannelOp::Disconnect { id } => self.disconnect(id),
+            ChannelOp::TableChange(note) => commands::live::table_changed(self, note),
             ChannelOp::Shutdown => return true,
         }
         false
@@ -184,6 +205,9 @@ impl Manager {
         match command {
             Command::Name(_) | Command::Whoami | Command::Clients | Command::History => {
                 commands::session::apply(self, id, command)
+            }
+            Command::Watch { .. } | Command::Unwatch { .. } => {
+                commands::live::apply(self, id, command)
             }
             other => commands::channels::apply(self, id, other),
         }
@@ -214,13 +238,16 @@ impl Manager {
         if self.names.get(&c.name) == Some(&id) {
             self.names.remove(&c.name);
         }
-        for ch in &c.channels {
+        for (ch, filter) in &c.channels {
             if let Some(chan) = self.channels.get_mut(ch) {
-                chan.release(id);
+                chan.release(&c.outbox, filter.as_ref());
             }
         }
-        for p in &c.patterns {
-            self.unsubscribe_pattern(id, p);
+        for (p, filter) in &c.patterns {
+            self.unsubscribe_pattern(&c.outbox, p, filter.as_ref());
+        }
+        for t in &c.watching {
+            commands::live::unwatch(self, id, t);
         }
         self.history.push_back(PastClient {
             id,
@@ -235,17 +262,18 @@ impl Manager {
         }
     }
 
-    /// Removes connection `id` from pattern `p` and from every channel it matches.
-    pub fn unsubscribe_pattern(&mut self, id: ConnId, p: &str) {
+    /// Removes `outbox`'s connection from pattern `p` (subscribed with `filter`) and
+    /// from every channel it matches.
+    pub fn unsubscribe_pattern(&mut self, outbox: &Arc<Outbox>, p: &str, filter: Option<&Filter>) {
         if let Some(subs) = self.patterns.get_mut(p) {
-            subs.remove(&id);
+            subs.remove(&outbox.id);
             if subs.is_empty() {
                 self.patterns.remove(p);
             }
         }
         for chan in self.channels.values_mut() {
             if subject::matches(p, &chan.name) {
-                chan.release(id);
+                chan.release(outbox, filter);
             }
         }
     }
@@ -264,6 +292,26 @@ impl Manager {
             if let Staged::Queued { crowded: c } = self.stager.stage(outbox, item, size) {
                 n += 1;
                 crowded |= c;
+            }
+        }
+        // Filtered subscriptions see only JSON messages whose fields match.
+        let json = match &push {
+            Push::Message(m) => match &m.data {
+                crate::protocol::Payload::Json(v) => Some(v),
+                crate::protocol::Payload::Text(_) => None,
+            },
+            _ => None,
+        };
+        if let Some(msg) = json {
+            for (outbox, filters) in chan.filtered_receivers() {
+                if !filters.iter().any(|f| f.matches_json(msg)) {
+                    continue;
+                }
+                let item = OutItem::Push(push.clone());
+                if let Staged::Queued { crowded: c } = self.stager.stage(outbox, item, size) {
+                    n += 1;
+                    crowded |= c;
+                }
             }
         }
         (n, crowded)

@@ -97,8 +97,20 @@ pub enum Command {
     Create(String),
     Drop(String),
     Channels,
-    Sub(String),
+    /// Subscribe to a channel or pattern; with a filter, only JSON messages matching it.
+    Sub {
+        target: String,
+        filter: Option<crate::store::expr::Expr>,
+    },
     Unsub(String),
+    /// Receive row changes of a table (those matching the filter).
+    Watch {
+        table: String,
+        filter: Option<crate::store::expr::Expr>,
+    },
+    Unwatch {
+        table: String,
+    },
     Pub {
         channel: String,
         data: Payload,

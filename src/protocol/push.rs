@@ -114,6 +114,17 @@ pub enum Push {
     Dropped(Arc<str>),
     /// `BYE <reason>`.
     Bye(ByeReason),
+    /// `ROW <table> <change> <row>`: a watched table changed.
+    Row(Arc<RowEvent>),
+}
+
+/// A row change as watchers receive it, shared by all of them.
+#[derive(Debug)]
+pub struct RowEvent {
+    pub table: String,
+    /// `insert`, `update`, `delete`, or `drop` (the table was removed; no row).
+    pub change: &'static str,
+    pub row: Option<super::Item>,
 }
 
 impl Push {
@@ -141,6 +152,29 @@ impl Push {
                 out.extend_from_slice(r.as_str().as_bytes());
                 out.extend_from_slice(b"\"}\n");
             }
+            (Push::Row(e), Format::Text) => {
+                out.extend_from_slice(b"ROW ");
+                out.extend_from_slice(e.table.as_bytes());
+                out.push(b' ');
+                out.extend_from_slice(e.change.as_bytes());
+                if let Some(row) = &e.row {
+                    out.push(b' ');
+                    out.extend_from_slice(row.text.as_bytes());
+                }
+                out.push(b'\n');
+            }
+            (Push::Row(e), Format::Json) => {
+                out.extend_from_slice(b"{\"event\":\"row\",\"table\":");
+                write_json_str(out, &e.table);
+                out.extend_from_slice(b",\"change\":\"");
+                out.extend_from_slice(e.change.as_bytes());
+                out.push(b'"');
+                if let Some(row) = &e.row {
+                    out.extend_from_slice(b",\"row\":");
+                    super::write_json_value(out, &row.json);
+                }
+                out.extend_from_slice(b"}\n");
+            }
         }
     }
 
@@ -150,6 +184,7 @@ impl Push {
             Push::Message(m) => m.approx_len(),
             Push::Dropped(c) => c.len() + 40,
             Push::Bye(_) => 40,
+            Push::Row(e) => e.table.len() + e.row.as_ref().map_or(0, |r| r.text.len()) + 24,
         }
     }
 }

@@ -150,6 +150,80 @@ fn parse_comparison(column: String, toks: &[Tok], pos: &mut usize) -> Result<Exp
     }
 }
 
+impl Expr {
+    /// Evaluates the expression against a JSON message: a column name is a field of
+    /// the object (`a.b` reaches into nested objects), and each literal is read as the
+    /// type of the field it is compared with. A missing or null field matches only
+    /// `IS NULL`; a field of another type than the literal matches nothing.
+    pub fn matches_json(&self, msg: &serde_json::Value) -> bool {
+        match self {
+            Expr::Or(v) => v.iter().any(|e| e.matches_json(msg)),
+            Expr::And(v) => v.iter().all(|e| e.matches_json(msg)),
+            Expr::IsNull { column, negated } => {
+                json_field(msg, column).is_none_or(|v| v.is_null()) != *negated
+            }
+            Expr::Cmp {
+                column,
+                op,
+                literal,
+            } => {
+                let field = json_field(msg, column).filter(|v| !v.is_null());
+                if !literal.quoted && literal.text.eq_ignore_ascii_case("null") {
+                    let is_null = field.is_none();
+                    return match op {
+                        CmpOp::Eq => is_null,
+                        CmpOp::Ne => !is_null,
+                        _ => false,
+                    };
+                }
+                let Some(ord) = field.and_then(|f| json_compare(f, literal)) else {
+                    return false;
+                };
+                op_holds(*op, ord)
+            }
+        }
+    }
+}
+
+fn json_field<'a>(msg: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    if let Some(v) = msg.get(path) {
+        return Some(v);
+    }
+    path.split('.').try_fold(msg, |v, key| v.get(key))
+}
+
+/// Compares a JSON field with a literal read as the field's type.
+fn json_compare(field: &serde_json::Value, lit: &Literal) -> Option<Ordering> {
+    use serde_json::Value as J;
+    match field {
+        J::String(s) => Some(s.as_str().cmp(lit.text.as_str())),
+        J::Number(n) if !lit.quoted => {
+            if let (Some(a), Ok(b)) = (n.as_i64(), lit.text.parse::<i64>()) {
+                return Some(a.cmp(&b));
+            }
+            let b = lit.text.parse::<f64>().ok()?;
+            n.as_f64()?.partial_cmp(&b)
+        }
+        J::Bool(a) if !lit.quoted => match lit.text.to_ascii_lowercase().as_str() {
+            "true" => Some(a.cmp(&true)),
+            "false" => Some(a.cmp(&false)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn op_holds(op: CmpOp, ord: Ordering) -> bool {
+    match op {
+        CmpOp::Eq => ord == Ordering::Equal,
+        CmpOp::Ne => ord != Ordering::Equal,
+        CmpOp::Lt => ord == Ordering::Less,
+        CmpOp::Le => ord != Ordering::Greater,
+        CmpOp::Gt => ord == Ordering::Greater,
+        CmpOp::Ge => ord != Ordering::Less,
+    }
+}
+
 /// A checked expression over one table's rows.
 #[derive(Clone, Debug)]
 pub enum Predicate {
@@ -290,14 +364,7 @@ impl Predicate {
                 let Some(ord) = cell.compare(value) else {
                     return false;
                 };
-                match op {
-                    CmpOp::Eq => ord == Ordering::Equal,
-                    CmpOp::Ne => ord != Ordering::Equal,
-                    CmpOp::Lt => ord == Ordering::Less,
-                    CmpOp::Le => ord != Ordering::Greater,
-                    CmpOp::Gt => ord == Ordering::Greater,
-                    CmpOp::Ge => ord != Ordering::Less,
-                }
+                op_holds(*op, ord)
             }
         }
     }
@@ -360,6 +427,36 @@ mod tests {
         assert!(pred("score >= 1.5 AND ok = false").matches(&row("x", None, 2.0, false)));
         assert!(pred("age > 20.5").matches(&row("x", Some(21), 0.0, true)));
         assert!(pred("id = 1").matches(&row("x", None, 0.0, true)));
+    }
+
+    #[test]
+    fn json_messages() {
+        let m = serde_json::json!({"price": 12.5, "sym": "ACME", "qty": 3, "live": true,
+                                   "meta": {"venue": "x"}, "none": null});
+        let e = |s: &str| {
+            parse(&tokenize(s).unwrap(), &mut 0)
+                .unwrap()
+                .matches_json(&m)
+        };
+        assert!(e("price > 10 AND sym = ACME"));
+        assert!(e("qty = 3 AND qty >= 3 AND qty < 3.5"));
+        assert!(!e("sym = acme"));
+        assert!(e("live = true AND meta.venue = x"));
+        assert!(e("none IS NULL AND missing IS NULL AND sym IS NOT NULL"));
+        assert!(!e("missing != 1"), "a missing field matches no comparison");
+        assert!(
+            !e("qty = abc OR live = 1 OR meta = x"),
+            "a type mismatch matches nothing"
+        );
+        assert!(
+            e("sym > 5"),
+            "a literal compared with a string field is text, as in tables"
+        );
+        assert!(e("(sym = X OR sym = ACME) AND price <= 12.5"));
+        assert!(!serde_json::json!("text").is_object());
+        assert!(!parse(&tokenize("a = 1").unwrap(), &mut 0)
+            .unwrap()
+            .matches_json(&serde_json::json!("a")));
     }
 
     #[test]

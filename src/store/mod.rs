@@ -23,6 +23,7 @@ use crate::manager::Map;
 use journal::{Journal, Record};
 use schema::Schema;
 use table::Table;
+use value::Value;
 
 /// A shared handle to one table.
 pub type TableRef = Arc<RwLock<Table>>;
@@ -33,6 +34,50 @@ pub struct TableStore {
     tables: RwLock<Map<String, TableRef>>,
     journal: OnceLock<Arc<Journal>>,
     saver: OnceLock<crossbeam_channel::Sender<persist::SaveReply>>,
+    changes: OnceLock<ChangeSink>,
+}
+
+/// Where changes to watched tables go (the channel manager).
+pub type ChangeSink = Box<dyn Fn(ChangeNote) + Send + Sync>;
+
+/// A change to a watched table, for the channel manager to pass on to its watchers.
+pub enum ChangeNote {
+    /// Rows changed; sent while the table's lock is held, so in order.
+    Rows {
+        table: String,
+        changes: Vec<RowChange>,
+    },
+    /// The table was removed.
+    Dropped { table: String },
+}
+
+/// One row's change.
+pub struct RowChange {
+    pub kind: ChangeKind,
+    /// The row before (update, delete).
+    pub before: Option<Vec<Value>>,
+    /// The row after (insert, update).
+    pub after: Option<Vec<Value>>,
+    /// The row as watchers see it (after, or before for a delete).
+    pub item: crate::protocol::Item,
+}
+
+/// What happened to a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Insert => "insert",
+            ChangeKind::Update => "update",
+            ChangeKind::Delete => "delete",
+        }
+    }
 }
 
 /// Why a table could not be defined.
@@ -49,6 +94,18 @@ impl TableStore {
 
     pub fn journal(&self) -> Option<&Arc<Journal>> {
         self.journal.get()
+    }
+
+    /// From now on, changes to watched tables are handed to `sink`.
+    pub fn attach_change_sink(&self, sink: ChangeSink) {
+        let _ = self.changes.set(sink);
+    }
+
+    /// Hands a change to the sink (the channel manager), if there is one.
+    pub fn notify(&self, note: ChangeNote) {
+        if let Some(sink) = self.changes.get() {
+            sink(note);
+        }
     }
 
     /// From now on, `SAVE` asks `saver` (the snapshot thread) for a snapshot.

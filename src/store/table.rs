@@ -1,6 +1,7 @@
 //! One table's rows, in id order.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 
 use super::expr::Predicate;
 use super::schema::Schema;
@@ -19,6 +20,9 @@ pub struct Table {
     pub schema: Schema,
     rows: BTreeMap<i64, Vec<Value>>,
     next_id: i64,
+    /// Set by the channel manager while someone watches this table, so writers report
+    /// their changes only when someone listens.
+    pub watched: AtomicBool,
 }
 
 /// Ordering for `select`: a column index and whether descending.
@@ -31,6 +35,7 @@ impl Table {
             schema,
             rows: BTreeMap::new(),
             next_id: 1,
+            watched: AtomicBool::new(false),
         }
     }
 
@@ -151,12 +156,14 @@ impl Table {
             .collect()
     }
 
-    /// Applies `sets` to each row in `ids`; all or nothing. Returns the updated rows.
+    /// Applies `sets` to each row in `ids`; all or nothing. Returns each updated row as
+    /// it was before and after.
+    #[allow(clippy::type_complexity)]
     pub fn update(
         &mut self,
         ids: &[i64],
         sets: &[(usize, Value)],
-    ) -> Result<Vec<Vec<Value>>, TableError> {
+    ) -> Result<Vec<(Vec<Value>, Vec<Value>)>, TableError> {
         // Check every row first so a refusal leaves the table untouched.
         for (i, v) in sets {
             if v.is_null() && !self.schema.columns[*i].nullable {
@@ -168,12 +175,13 @@ impl Table {
         let mut updated = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(row) = self.rows.get_mut(id) {
+                let before = row.clone();
                 for (i, v) in sets {
                     if *i > 0 {
                         row[*i] = v.clone();
                     }
                 }
-                updated.push(row.clone());
+                updated.push((before, row.clone()));
             }
         }
         Ok(updated)
@@ -216,7 +224,10 @@ mod tests {
             Value::Str("a".into()),
             "refused update left the row"
         );
-        assert_eq!(t.update(&[1, 2], &[(2, Value::Int(9))]).unwrap().len(), 2);
+        let changed = t.update(&[1, 2], &[(2, Value::Int(9))]).unwrap();
+        assert_eq!(changed.len(), 2);
+        assert_eq!(changed[1].0[2], Value::Int(7));
+        assert_eq!(changed[1].1[2], Value::Int(9));
         assert_eq!(t.delete(&[1, 99]).len(), 1);
         assert_eq!(
             t.insert(vec![(1, Value::Str("c".into()))]),

@@ -1,0 +1,176 @@
+//! Live data: `WATCH` and `UNWATCH`, applied by the channel manager, which passes each
+//! change of a watched table to the watchers whose filter the row matches (before or
+//! after the change, so a watcher also learns when a row leaves its filter).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::CommandSpec;
+use crate::conn::outbox::ConnId;
+use crate::manager::{Manager, Watcher};
+use crate::protocol::args::clip;
+use crate::protocol::push::RowEvent;
+use crate::protocol::{Command, ErrorReply, Push, Reply};
+use crate::store::{read, ChangeNote};
+
+pub static SPECS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "WATCH",
+        usage: "WATCH <table> [WHERE <expr>]",
+        json: r#"{"op":"watch","table":"users","where":"age > 20"}"#,
+        summary: "receive ROW <table> insert|update|delete <row> for each matching change",
+        parse_text: |mut a| {
+            let table = a.required("table")?.to_string();
+            let rest = a.rest();
+            let filter = if rest.is_empty() {
+                None
+            } else {
+                Some(super::tables::where_clause(rest).map_err(|e| a.error(e))?)
+            };
+            Ok(Command::Watch { table, filter })
+        },
+        parse_json: |mut a| {
+            let table = a.required_str("table")?;
+            let filter = match a.optional_str("where")? {
+                Some(w) => Some(super::tables::whole_expr(&w).map_err(|e| a.error(e))?),
+                None => None,
+            };
+            a.finish()?;
+            Ok(Command::Watch { table, filter })
+        },
+    },
+    CommandSpec {
+        name: "UNWATCH",
+        usage: "UNWATCH <table>",
+        json: r#"{"op":"unwatch","table":"users"}"#,
+        summary: "stop a WATCH",
+        parse_text: |mut a| {
+            let table = a.required("table")?.to_string();
+            a.finish()?;
+            Ok(Command::Unwatch { table })
+        },
+        parse_json: |mut a| {
+            let table = a.required_str("table")?;
+            a.finish()?;
+            Ok(Command::Unwatch { table })
+        },
+    },
+];
+
+/// Applies `WATCH` / `UNWATCH` on the manager thread.
+pub fn apply(m: &mut Manager, id: ConnId, cmd: Command) -> Reply {
+    match cmd {
+        Command::Watch { table, filter } => {
+            watch(m, id, table, filter).unwrap_or_else(Reply::Error)
+        }
+        Command::Unwatch { table } => {
+            let watching = m
+                .clients
+                .get(&id)
+                .is_some_and(|c| c.watching.contains(&table));
+            if !watching {
+                return ErrorReply::new(
+                    "not_watching",
+                    format!("you are not watching '{}'", clip(&table)),
+                )
+                .into();
+            }
+            unwatch(m, id, &table);
+            Reply::Done(None)
+        }
+        _ => ErrorReply::new("internal", "not a live command".into()).into(),
+    }
+}
+
+fn watch(
+    m: &mut Manager,
+    id: ConnId,
+    table: String,
+    filter: Option<crate::store::expr::Expr>,
+) -> Result<Reply, ErrorReply> {
+    let tref = m.store.get(&table).ok_or_else(|| {
+        ErrorReply::new(
+            "no_such_table",
+            format!("no table named '{}' (TABLES lists them)", clip(&table)),
+        )
+    })?;
+    let Some(client) = m.clients.get_mut(&id) else {
+        return Ok(Reply::Done(None));
+    };
+    // A short read lock on this OS thread, to check the filter against the schema.
+    let t = read(&tref);
+    let filter = filter.map(|e| super::tables::compile(&e, &t)).transpose()?;
+    client.watching.insert(table.clone());
+    let watcher = Watcher {
+        outbox: client.outbox.clone(),
+        filter,
+    };
+    m.watches.entry(table).or_default().insert(id, watcher);
+    // Set before the reply goes out, so every write after the client's +OK reports.
+    t.watched.store(true, Ordering::Relaxed);
+    Ok(Reply::Done(None))
+}
+
+/// Stops connection `id` watching `table`.
+pub fn unwatch(m: &mut Manager, id: ConnId, table: &str) {
+    if let Some(c) = m.clients.get_mut(&id) {
+        c.watching.remove(table);
+    }
+    let Some(w) = m.watches.get_mut(table) else {
+        return;
+    };
+    w.remove(&id);
+    if w.is_empty() {
+        m.watches.remove(table);
+        if let Some(t) = m.store.get(table) {
+            read(&t).watched.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Passes a table's changes to its watchers.
+pub fn table_changed(m: &mut Manager, note: ChangeNote) {
+    match note {
+        ChangeNote::Rows { table, changes } => {
+            let Some(watchers) = m.watches.get(&table) else {
+                return;
+            };
+            let mut deliveries = Vec::new();
+            for ch in changes {
+                let event = Arc::new(RowEvent {
+                    table: table.clone(),
+                    change: ch.kind.as_str(),
+                    row: Some(ch.item),
+                });
+                for w in watchers.values() {
+                    let hit = w.filter.as_ref().is_none_or(|p| {
+                        ch.before.as_deref().is_some_and(|r| p.matches(r))
+                            || ch.after.as_deref().is_some_and(|r| p.matches(r))
+                    });
+                    if hit {
+                        deliveries.push((w.outbox.clone(), Push::Row(event.clone())));
+                    }
+                }
+            }
+            for (outbox, push) in deliveries {
+                m.push(&outbox, push);
+            }
+        }
+        ChangeNote::Dropped { table } => {
+            let Some(watchers) = m.watches.remove(&table) else {
+                return;
+            };
+            let event = Arc::new(RowEvent {
+                table: table.clone(),
+                change: "drop",
+                row: None,
+            });
+            for (id, w) in watchers {
+                m.push(&w.outbox, Push::Row(event.clone()));
+                if let Some(c) = m.clients.get_mut(&id) {
+                    c.watching.remove(&table);
+                }
+            }
+        }
+    }
+}
