@@ -9,7 +9,6 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -62,6 +61,72 @@ impl Server {
     }
 }
 
+/// A Redis server for a same-run baseline, when one is installed.
+struct Redis {
+    child: Child,
+    addr: SocketAddr,
+    version: String,
+}
+
+impl Redis {
+    fn start(dir: &std::path::Path) -> Option<Redis> {
+        let version = Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .ok()?;
+        let version = String::from_utf8_lossy(&version.stdout)
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("v=").map(str::to_string))
+            .unwrap_or_default();
+        // A free port: bind to 0, note it, release it (Redis cannot bind port 0).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let rdir = dir.join("redis");
+        std::fs::create_dir_all(&rdir).ok()?;
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "everysec"])
+            .arg("--dir")
+            .arg(&rdir)
+            .stdout(Stdio::null())
+            .spawn()
+            .ok()?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(addr) {
+                let mut buf = [0u8; 64];
+                if s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).unwrap_or(0) > 0 {
+                    return Some(Redis {
+                        child,
+                        addr,
+                        version,
+                    });
+                }
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A connection past the greeting, with a helper to send a command and read its
 /// reply lines.
 struct Conn {
@@ -70,6 +135,17 @@ struct Conn {
 }
 
 impl Conn {
+    /// A plain connection to Redis (no greeting).
+    fn redis(addr: SocketAddr) -> Conn {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        Conn {
+            r: BufReader::with_capacity(1 << 16, s.try_clone().unwrap()),
+            w: s,
+        }
+    }
+
     fn new(addr: SocketAddr) -> Conn {
         let s = TcpStream::connect(addr).unwrap();
         s.set_nodelay(true).unwrap();
@@ -99,71 +175,124 @@ impl Conn {
             }
         }
     }
-
-    /// Reads the replies to `n` pipelined requests: lines up to and including `n`
-    /// status lines (`+...` or `-...`); item lines (`* ...`) are skipped. Only called
-    /// at a line start, with nothing more in flight.
-    fn replies(&mut self, n: usize) {
-        let mut got = 0;
-        let mut at_line_start = true;
-        let count = |bytes: &[u8], at_start: &mut bool, got: &mut usize| {
-            for &b in bytes {
-                if *at_start && (b == b'+' || b == b'-') {
-                    *got += 1;
-                }
-                *at_start = b == b'\n';
-            }
-        };
-        count(self.r.buffer(), &mut at_line_start, &mut got);
-        let held = self.r.buffer().len();
-        self.r.consume(held);
-        let mut buf = [0u8; 1 << 16];
-        while got < n || !at_line_start {
-            let k = self.r.get_mut().read(&mut buf).unwrap();
-            assert!(k > 0, "server closed");
-            count(&buf[..k], &mut at_line_start, &mut got);
-        }
-        assert_eq!(got, n, "one status line per request");
-    }
 }
 
 /// `clients` connections each doing `per_client` requests made by `make`, `depth` at a
-/// time; returns requests per second.
+/// time, all driven from one thread with `poll(2)` the way redis-benchmark drives its
+/// connections (50 blocking threads would measure this machine's scheduler instead of
+/// the server on 2 cores). Returns requests per second.
 fn load(
     addr: SocketAddr,
     clients: usize,
     per_client: usize,
     depth: usize,
-    make: impl Fn(usize, usize) -> String + Send + Sync + 'static,
+    make: impl Fn(usize, usize) -> String,
 ) -> f64 {
-    let make = Arc::new(make);
-    let barrier = Arc::new(Barrier::new(clients + 1));
-    let handles: Vec<_> = (0..clients)
-        .map(|c| {
-            let (make, barrier) = (make.clone(), barrier.clone());
-            thread::spawn(move || {
-                let mut conn = Conn::new(addr);
-                barrier.wait();
-                let mut i = 0;
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while i < per_client && Instant::now() < deadline {
-                    let k = depth.min(per_client - i);
-                    let mut batch = String::new();
-                    for j in 0..k {
-                        batch.push_str(&make(c, i + j));
-                        batch.push('\n');
-                    }
-                    conn.w.write_all(batch.as_bytes()).unwrap();
-                    conn.replies(k);
-                    i += k;
+    load_with(addr, clients, per_client, depth, make, b"+-", Conn::new)
+}
+
+/// `load` for any line protocol: a reply is a line starting with one of `firsts`.
+/// Requests are built before the clock starts, so the client spends its time on I/O.
+fn load_with(
+    addr: SocketAddr,
+    clients: usize,
+    per_client: usize,
+    depth: usize,
+    make: impl Fn(usize, usize) -> String,
+    firsts: &[u8],
+    open: fn(SocketAddr) -> Conn,
+) -> f64 {
+    use std::os::unix::io::AsRawFd;
+    struct Client {
+        conn: Conn,
+        /// Every request, and where each batch of `depth` ends in it.
+        requests: Vec<u8>,
+        batch_ends: Vec<usize>,
+        next_batch: usize,
+        done: usize,
+        in_flight: usize,
+        at_line_start: bool,
+    }
+    let mut cs: Vec<Client> = (0..clients)
+        .map(|idx| {
+            let mut requests = Vec::new();
+            let mut batch_ends = Vec::new();
+            for i in 0..per_client {
+                requests.extend_from_slice(make(idx, i).as_bytes());
+                requests.push(b'\n');
+                if (i + 1) % depth == 0 || i + 1 == per_client {
+                    batch_ends.push(requests.len());
                 }
-                i
-            })
+            }
+            Client {
+                conn: open(addr),
+                requests,
+                batch_ends,
+                next_batch: 0,
+                done: 0,
+                in_flight: 0,
+                at_line_start: true,
+            }
         })
         .collect();
-    barrier.wait();
+    let send = |c: &mut Client| {
+        let from = if c.next_batch == 0 {
+            0
+        } else {
+            c.batch_ends[c.next_batch - 1]
+        };
+        let to = c.batch_ends[c.next_batch];
+        c.conn.w.write_all(&c.requests[from..to]).unwrap();
+        c.in_flight = depth.min(per_client - c.next_batch * depth);
+        c.next_batch += 1;
+    };
     let start = Instant::now();
-    let done: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    for c in cs.iter_mut() {
+        send(c);
+    }
+    let deadline = start + Duration::from_secs(60);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut fds: Vec<libc::pollfd> = cs
+        .iter()
+        .map(|c| libc::pollfd {
+            fd: c.conn.w.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    while cs.iter().any(|c| c.done < per_client) && Instant::now() < deadline {
+        // SAFETY: fds points to fds.len() valid pollfd structs.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1000) };
+        if n <= 0 {
+            continue;
+        }
+        for (i, c) in cs.iter_mut().enumerate() {
+            if fds[i].revents & libc::POLLIN == 0 {
+                continue;
+            }
+            let k = c.conn.r.get_mut().read(&mut buf).unwrap();
+            assert!(k > 0, "server closed");
+            let data = &buf[..k];
+            // A reply starts where a line starts with one of `firsts`.
+            if c.at_line_start && firsts.contains(&data[0]) {
+                c.done += 1;
+                c.in_flight -= 1;
+            }
+            for nl in memchr::memchr_iter(b'\n', data) {
+                if let Some(b) = data.get(nl + 1) {
+                    if firsts.contains(b) {
+                        c.done += 1;
+                        c.in_flight -= 1;
+                    }
+                }
+            }
+            c.at_line_start = data[k - 1] == b'\n';
+            if c.in_flight == 0 && c.at_line_start && c.next_batch < c.batch_ends.len() {
+                send(c);
+            }
+        }
+    }
+    let done: usize = cs.iter().map(|c| c.done).sum();
     done as f64 / start.elapsed().as_secs_f64()
 }
 
@@ -198,6 +327,71 @@ fn main() {
         format!("GET kv {}", 1 + (c * 7919 + i * 104_729) % have)
     });
     println!("GET,    50 clients, no pipelining:  {get1:>10.0} /s   (Redis 7.0 GET: 92k/s)");
+
+    if let Some(redis) = Redis::start(dir.path()) {
+        let raddr = redis.addr;
+        // Redis speaks RESP; its inline commands are plain lines, and each reply starts
+        // with one of + - : $ (a bulk value's data line follows its $ header).
+        let firsts = b"+-:$";
+        let rset = load_with(
+            raddr,
+            50,
+            per,
+            16,
+            |c, i| format!("SET k{c}x{i} val{c}x{i}"),
+            firsts,
+            Conn::redis,
+        );
+        let rget = load_with(
+            raddr,
+            50,
+            per,
+            16,
+            |c, i| format!("GET k{c}x{}", (i * 7) % per),
+            firsts,
+            Conn::redis,
+        );
+        let rset1 = load_with(
+            raddr,
+            50,
+            small,
+            1,
+            |c, i| format!("SET j{c}x{i} one{c}x{i}"),
+            firsts,
+            Conn::redis,
+        );
+        let rget1 = load_with(
+            raddr,
+            50,
+            small,
+            1,
+            |c, i| format!("GET k{c}x{}", (i * 7) % per),
+            firsts,
+            Conn::redis,
+        );
+        println!(
+            "same client against Redis {} (appendonly, fsync everysec):",
+            redis.version
+        );
+        println!(
+            "  SET pipelined 16: {rset:>10.0} /s   leviathan INSERT / Redis SET = {:.2}x",
+            ins / rset
+        );
+        println!(
+            "  GET pipelined 16: {rget:>10.0} /s   leviathan GET / Redis GET    = {:.2}x",
+            get / rget
+        );
+        println!(
+            "  SET unpipelined:  {rset1:>10.0} /s   leviathan / Redis = {:.2}x",
+            ins1 / rset1
+        );
+        println!(
+            "  GET unpipelined:  {rget1:>10.0} /s   leviathan / Redis = {:.2}x",
+            get1 / rget1
+        );
+    } else {
+        println!("(redis-server is not on PATH: no same-run Redis baseline; apt-get install redis-server)");
+    }
 
     // Fill to `rows` rows.
     let have: usize = c

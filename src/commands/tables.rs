@@ -7,6 +7,7 @@ use serde_json::{json, Map as JsonMap, Value as Json};
 use super::CommandSpec;
 use crate::protocol::args::{clip, type_name, Args, JsonArgs};
 use crate::protocol::json::check_depth;
+use crate::protocol::reply::RowsReply;
 use crate::protocol::{Command, ErrorReply, Item, Reply};
 use crate::store::expr::{self, CompileError, Expr, Predicate};
 use crate::store::journal::Record;
@@ -738,8 +739,13 @@ fn apply_inner(store: &TableStore, c: TableCommand) -> Applied {
                     format!("table '{table}' has no row with id {id}"),
                 )
             })?;
-            let item = row_item(&t.schema, row);
-            Ok((Reply::One { key: "row", item }, None))
+            let reply = Reply::Rows(RowsReply {
+                key: "row",
+                one: true,
+                columns: t.schema.names.clone(),
+                rows: vec![row.clone()],
+            });
+            Ok((reply, None))
         }
         TableCommand::Select { table, query } => select(store, &table, &query),
         TableCommand::Update {
@@ -856,8 +862,13 @@ fn select(store: &TableStore, table: &str, query: &Query) -> Applied {
         }
     };
     let rows = t.select(filter.as_ref(), order, query.limit, query.offset);
-    let items = rows.into_iter().map(|r| row_item(&t.schema, r)).collect();
-    Ok((Reply::List { key: "rows", items }, None))
+    let reply = Reply::Rows(RowsReply {
+        key: "rows",
+        one: false,
+        columns: t.schema.names.clone(),
+        rows: rows.into_iter().cloned().collect(),
+    });
+    Ok((reply, None))
 }
 
 fn tables(store: &TableStore) -> Reply {

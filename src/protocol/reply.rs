@@ -44,8 +44,73 @@ pub enum Reply {
     List { key: &'static str, items: Vec<Item> },
     /// One item then a bare `+OK` / `{"ok":true,"<key>":{...}}`.
     One { key: &'static str, item: Item },
+    /// Table rows, encoded only in the format asked for: like `One` when `one`, else
+    /// like `List`.
+    Rows(RowsReply),
     /// `-ERR <code> <message>` / `{"ok":false,"error":{"code":...,"message":...}}`.
     Error(ErrorReply),
+}
+
+/// Rows of a table with their column names.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowsReply {
+    pub key: &'static str,
+    pub one: bool,
+    pub columns: std::sync::Arc<[String]>,
+    pub rows: Vec<Vec<crate::store::value::Value>>,
+}
+
+impl RowsReply {
+    fn text(&self, out: &mut Vec<u8>) {
+        for row in &self.rows {
+            out.extend_from_slice(b"* ");
+            for (i, (name, v)) in self.columns.iter().zip(row).enumerate() {
+                if i > 0 {
+                    out.push(b' ');
+                }
+                out.extend_from_slice(name.as_bytes());
+                out.push(b'=');
+                v.write_text_bytes(out);
+            }
+            out.push(b'\n');
+        }
+        if self.one {
+            out.extend_from_slice(b"+OK\n");
+        } else {
+            out.extend_from_slice(b"+OK ");
+            push_u64(out, self.rows.len() as u64);
+            out.push(b'\n');
+        }
+    }
+
+    fn json(&self, out: &mut Vec<u8>) {
+        if !self.one {
+            out.extend_from_slice(b",\"count\":");
+            push_u64(out, self.rows.len() as u64);
+        }
+        field_key(out, self.key);
+        if !self.one {
+            out.push(b'[');
+        }
+        for (r, row) in self.rows.iter().enumerate() {
+            if r > 0 {
+                out.push(b',');
+            }
+            out.push(b'{');
+            for (i, (name, v)) in self.columns.iter().zip(row).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_str(out, name);
+                out.push(b':');
+                v.write_json(out);
+            }
+            out.push(b'}');
+        }
+        if !self.one {
+            out.push(b']');
+        }
+    }
 }
 
 impl From<ErrorReply> for Reply {
@@ -100,6 +165,7 @@ impl Reply {
                 line(out, &["* ", &item.text]);
                 out.extend_from_slice(b"+OK\n");
             }
+            Reply::Rows(r) => r.text(out),
             Reply::Error(e) => line(out, &["-ERR ", e.code, " ", &one_line(&e.message)]),
         }
     }
@@ -159,6 +225,7 @@ impl Reply {
                 field_key(out, key);
                 write_json_value(out, &item.json);
             }
+            Reply::Rows(r) => r.json(out),
             Reply::Error(e) => {
                 out.extend_from_slice(b",\"error\":{\"code\":");
                 write_json_str(out, e.code);
@@ -205,6 +272,13 @@ pub fn write_text_value(out: &mut Vec<u8>, v: &Value) {
         Value::Null => out.push(b'-'),
         other => write_json_value(out, other),
     }
+}
+
+pub(crate) fn push_i64(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    push_u64(out, n.unsigned_abs());
 }
 
 pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {

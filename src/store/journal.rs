@@ -148,13 +148,18 @@ impl Journal {
     /// Appends a record; returns its sequence number. Never does I/O.
     pub fn append(&self, record: &Record) -> u64 {
         let mut b = self.buf.lock();
+        // The journal thread sleeps only on an empty buffer: only the append that
+        // makes it non-empty needs to wake it (one wake per batch, not per record).
+        let wake = b.data.is_empty();
         // Serializing plain data into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut b.data, record);
         b.data.push(b'\n');
         let seq = b.next_seq;
         b.next_seq += 1;
         drop(b);
-        self.more.notify_one();
+        if wake {
+            self.more.notify_one();
+        }
         seq
     }
 

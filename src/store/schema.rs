@@ -29,6 +29,8 @@ impl Column {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Schema {
     pub columns: Vec<Column>,
+    /// The column names, shared by the row replies built from this table.
+    pub names: std::sync::Arc<[String]>,
 }
 
 /// Table and column names: a letter or `_`, then letters, digits, `_` (and `-` in table
@@ -96,7 +98,8 @@ impl Schema {
                 nullable,
             });
         }
-        Ok(Schema { columns })
+        let names = columns.iter().map(|c| c.name.clone()).collect();
+        Ok(Schema { columns, names })
     }
 
     pub fn index_of(&self, name: &str) -> Option<usize> {
