@@ -16,7 +16,7 @@ use crate::conn;
 use crate::manager::{ChannelOp, Manager};
 use crate::protocol::ParseLimits;
 use crate::store::journal::{FsyncPolicy, Journal};
-use crate::store::persist::{self, Persistence, SaveReply};
+use crate::store::persist::{self, DiskRequest, Persistence};
 use crate::store::TableStore;
 
 /// Server settings; every limit has a default a small deployment can keep.
@@ -309,7 +309,7 @@ impl Persist {
             started.elapsed().as_millis(),
             config.fsync
         );
-        let (save_tx, save_rx) = crossbeam_channel::unbounded::<SaveReply>();
+        let (save_tx, save_rx) = crossbeam_channel::unbounded::<DiskRequest>();
         store.attach_saver(save_tx);
         let (saver_stop, stop_rx) = crossbeam_channel::bounded::<()>(1);
         let saver_thread = {
@@ -347,11 +347,12 @@ impl Persist {
     }
 }
 
-/// Serves `SAVE` requests and takes a snapshot every `every` seconds (0: never).
+/// Serves `SAVE` and file-removal requests and takes a snapshot every `every` seconds
+/// (0: never).
 fn snapshot_loop(
     p: &Persistence,
     store: &TableStore,
-    requests: &crossbeam_channel::Receiver<SaveReply>,
+    requests: &crossbeam_channel::Receiver<DiskRequest>,
     stop: &crossbeam_channel::Receiver<()>,
     every: u64,
 ) {
@@ -362,14 +363,21 @@ fn snapshot_loop(
     };
     loop {
         crossbeam_channel::select! {
-            recv(requests) -> req => {
-                let Ok(reply) = req else { return };
-                let r = p.snapshot(store).map_err(|e| e.to_string());
-                if let Err(e) = &r {
-                    log::error!("SAVE failed: {e}");
+            recv(requests) -> req => match req {
+                Ok(DiskRequest::Save(reply)) => {
+                    let r = p.snapshot(store).map_err(|e| e.to_string());
+                    if let Err(e) = &r {
+                        log::error!("SAVE failed: {e}");
+                    }
+                    let _ = reply.send(r);
                 }
-                let _ = reply.send(r);
-            }
+                Ok(DiskRequest::RemoveFiles(table)) => {
+                    if let Err(e) = p.remove_files(store, &table) {
+                        log::error!("cannot remove the files of table '{table}' (the next snapshot will): {e}");
+                    }
+                }
+                Err(_) => return,
+            },
             recv(tick) -> _ => {
                 if let Err(e) = p.snapshot(store) {
                     log::error!("periodic snapshot failed (the journal still holds every change): {e}");

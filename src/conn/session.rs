@@ -121,8 +121,10 @@ impl Session {
         }
     }
 
-    /// Whether `out` may be written: under fsync `always`, replies to table writes wait
-    /// until the journal has synced them; the journal then wakes this connection.
+    /// Whether `out` may be written. Replies to table writes wait until the journal holds
+    /// them: written to the OS (so a `kill -9` loses no acknowledged write, as with
+    /// Redis's AOF), and under fsync `always` also synced. The journal wakes this
+    /// connection when they are.
     pub fn output_durable(&mut self) -> bool {
         if self.durable_needed == 0 {
             return true;
@@ -130,9 +132,7 @@ impl Session {
         let Some(journal) = self.ctx.store.journal() else {
             return true;
         };
-        if journal.policy() != crate::store::journal::FsyncPolicy::Always
-            || journal.durable_or_wake(self.durable_needed, &self.outbox)
-        {
+        if journal.durable_or_wake(self.durable_needed, &self.outbox) {
             self.durable_needed = 0;
             return true;
         }

@@ -2,10 +2,10 @@
 //! record per line, written by its own OS thread (group commit).
 //!
 //! Connections append records into a shared buffer (a short mutex hold, no I/O). The
-//! journal thread writes the buffer out and, by the fsync policy, syncs it. Under
-//! `always`, a connection does not write its replies until the journal is durable past
-//! its last record; the journal thread wakes it through its outbox when it is. So no
-//! coroutine ever waits on the disk on a worker thread.
+//! journal thread writes the buffer out and, by the fsync policy, syncs it. A
+//! connection does not write its replies until the journal holds its last record
+//! (written to the OS; under `always`, synced); the journal thread wakes it through its
+//! outbox when it does. So no coroutine ever waits on the disk on a worker thread.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -252,6 +252,11 @@ impl Journal {
                 true
             }
         });
+    }
+
+    /// Writes and syncs everything buffered now.
+    pub fn sync(&self) -> io::Result<()> {
+        self.write_pending(true)
     }
 
     /// Writes and syncs everything buffered, then starts the next segment. Returns the

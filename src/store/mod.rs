@@ -33,7 +33,7 @@ pub type TableRef = Arc<RwLock<Table>>;
 pub struct TableStore {
     tables: RwLock<Map<String, TableRef>>,
     journal: OnceLock<Arc<Journal>>,
-    saver: OnceLock<crossbeam_channel::Sender<persist::SaveReply>>,
+    saver: OnceLock<crossbeam_channel::Sender<persist::DiskRequest>>,
     changes: OnceLock<ChangeSink>,
 }
 
@@ -109,7 +109,7 @@ impl TableStore {
     }
 
     /// From now on, `SAVE` asks `saver` (the snapshot thread) for a snapshot.
-    pub fn attach_saver(&self, saver: crossbeam_channel::Sender<persist::SaveReply>) {
+    pub fn attach_saver(&self, saver: crossbeam_channel::Sender<persist::DiskRequest>) {
         let _ = self.saver.set(saver);
     }
 
@@ -121,8 +121,15 @@ impl TableStore {
     ) -> Option<may::sync::mpsc::Receiver<Result<persist::SnapshotReport, String>>> {
         let saver = self.saver.get()?;
         let (tx, rx) = may::sync::mpsc::channel();
-        saver.send(tx).ok()?;
+        saver.send(persist::DiskRequest::Save(tx)).ok()?;
         Some(rx)
+    }
+
+    /// Asks the snapshot thread to remove an undefined table's files (if persistent).
+    pub fn request_file_removal(&self, table: &str) {
+        if let Some(saver) = self.saver.get() {
+            let _ = saver.send(persist::DiskRequest::RemoveFiles(table.to_string()));
+        }
     }
 
     /// Records a change; returns its journal sequence number when persistent. Call it
@@ -159,9 +166,12 @@ impl TableStore {
     pub fn undefine(&self, name: &str) -> Option<Option<u64>> {
         let mut tables = write(&self.tables);
         tables.remove(name)?;
-        Some(self.log(&Record::Undefine {
+        let seq = self.log(&Record::Undefine {
             t: name.to_string(),
-        }))
+        });
+        drop(tables);
+        self.request_file_removal(name);
+        Some(seq)
     }
 
     /// Removes a table without recording it (replaying the journal).

@@ -359,6 +359,14 @@ pub fn snapshot(
 /// Where a `SAVE` gets its answer.
 pub type SaveReply = may::sync::mpsc::Sender<Result<SnapshotReport, String>>;
 
+/// Work for the snapshot thread.
+pub enum DiskRequest {
+    /// `SAVE`: take a snapshot and answer.
+    Save(SaveReply),
+    /// `UNDEFINE`: remove the table's files, once the journal holds the removal.
+    RemoveFiles(String),
+}
+
 /// What a snapshot wrote.
 #[derive(Debug, Default, Clone)]
 pub struct SnapshotReport {
@@ -435,5 +443,25 @@ impl Persistence {
     pub fn snapshot(&self, store: &TableStore) -> io::Result<SnapshotReport> {
         let _one = self.snapshot_lock.lock();
         snapshot(&self.dir, store, Some(&self.journal))
+    }
+
+    /// Removes an undefined table's files. The journal is synced first, so that its
+    /// record of the removal is on disk before the files are gone (else a restart would
+    /// find changes to a table with no files). Nothing is removed if a table of that
+    /// name exists again: its next snapshot overwrites the files.
+    pub fn remove_files(&self, store: &TableStore, table: &str) -> io::Result<()> {
+        let _one = self.snapshot_lock.lock();
+        if store.get(table).is_some() {
+            return Ok(());
+        }
+        self.journal.sync()?;
+        for path in [schema_path(&self.dir, table), csv_path(&self.dir, table)] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        sync_dir(&self.dir)
     }
 }
