@@ -1,6 +1,7 @@
 //! leviathan: a lightweight real-time messaging server on `may` coroutines.
 //!
 //! # Layout
+//! - [`client`]: a blocking client (JSON on the wire, a reader thread, reconnects).
 //! - [`server`]: [`server::Config`], [`server::Server::start`] on a bound listener, and
 //!   the [`server::ServerHandle`] that stops it.
 //! - [`conn`]: one coroutine per connection: sniffs line client vs HTTP/WebSocket,
@@ -19,6 +20,7 @@
 //! manager, which answers through the connection's `Outbox` in request order → encoded
 //! in the request's format → written in batches.
 
+pub mod client;
 pub mod commands;
 pub mod conn;
 pub mod manager;

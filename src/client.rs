@@ -1,0 +1,472 @@
+//! A blocking client for leviathan, usable from plain threads and from `may` coroutines.
+//!
+//! It speaks the JSON form of the protocol: each request carries an `id` the server
+//! echoes, so replies are matched to requests, and pushes (`"event"`) go to an event
+//! channel read by the caller ([`Client::events`]) or a handler thread
+//! ([`Client::on_event`]). A thread of the library's own reads the socket, so a slow
+//! event handler never holds up replies. When the server goes away the client
+//! reconnects with backoff (capped at `Options::max_backoff`), restores its name and
+//! subscriptions, and says so with [`Event::Disconnected`] and [`Event::Reconnected`].
+//!
+//! ```no_run
+//! let client = leviathan::client::Client::connect("127.0.0.1:7000")?;
+//! client.name("alice")?;
+//! client.create("news")?;
+//! client.subscribe("news")?;
+//! client.publish("news", &serde_json::json!({"headline": "hi"}))?;
+//! for event in client.events().iter() {
+//!     println!("{event:?}");
+//!     break;
+//! }
+//! # Ok::<(), leviathan::client::ClientError>(())
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// What went wrong with a request.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The server answered with an error: its stable code and message.
+    Server { code: String, message: String },
+    /// Not connected (the connection dropped; the client may be reconnecting).
+    Disconnected,
+    /// No reply within `Options::timeout`.
+    Timeout,
+    /// Connecting or writing failed.
+    Io(io::Error),
+    /// The server sent something this client does not understand.
+    Protocol(String),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Server { code, message } => write!(f, "{code}: {message}"),
+            ClientError::Disconnected => write!(f, "not connected to the server"),
+            ClientError::Timeout => write!(f, "no reply in time"),
+            ClientError::Io(e) => write!(f, "{e}"),
+            ClientError::Protocol(m) => write!(f, "protocol error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
+impl ClientError {
+    /// The server's error code, if the server refused the request.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Server { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A message delivered to this client.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivery {
+    /// The channel (`None` for a direct message).
+    pub channel: Option<String>,
+    pub from: String,
+    pub data: Value,
+}
+
+impl Delivery {
+    /// The message's data as any deserializable type.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(&self.data)
+    }
+}
+
+/// Something the server pushed, or a change of connection.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A message on a subscribed channel.
+    Message(Delivery),
+    /// A direct message (`SEND`).
+    Direct(Delivery),
+    /// A subscribed channel was dropped.
+    Dropped { channel: String },
+    /// A watched table changed (`change` is insert, update, delete or drop).
+    Row {
+        table: String,
+        change: String,
+        row: Option<Value>,
+    },
+    /// The server is closing the connection (`shutdown`, `slow_consumer`).
+    Bye { reason: String },
+    /// The connection dropped; the client is reconnecting (if enabled).
+    Disconnected,
+    /// The client is connected again, with its name and subscriptions restored.
+    Reconnected,
+}
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Reconnect when the connection drops.
+    pub reconnect: bool,
+    /// Longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+    /// How long a request waits for its reply.
+    pub timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            reconnect: true,
+            max_backoff: Duration::from_secs(2),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+type ReplySender = may::sync::mpsc::Sender<Result<Value, ClientError>>;
+
+/// What a reconnection restores.
+#[derive(Default)]
+struct Restore {
+    name: Option<String>,
+    /// Channel or pattern → its WHERE filter.
+    subs: BTreeMap<String, Option<String>>,
+}
+
+struct Inner {
+    addr: String,
+    opts: Options,
+    writer: Mutex<Option<TcpStream>>,
+    pending: Mutex<HashMap<u64, ReplySender>>,
+    next_id: AtomicU64,
+    restore: Mutex<Restore>,
+    closed: AtomicBool,
+    events: crossbeam_channel::Sender<Event>,
+}
+
+/// A connection to a leviathan server. Cloning is cheap; clones share the connection.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    events: crossbeam_channel::Receiver<Event>,
+}
+
+/// Connects and reads the greeting; the stream is left at the start of the replies.
+fn open(addr: &str, timeout: Duration) -> io::Result<(TcpStream, BufReader<TcpStream>)> {
+    let sock = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
+    let s = TcpStream::connect_timeout(&sock, timeout)?;
+    s.set_nodelay(true)?;
+    let mut w = s.try_clone()?;
+    // Speaking first gets the greeting at once.
+    w.write_all(b"{\"op\":\"ping\"}\n")?;
+    s.set_read_timeout(Some(timeout))?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    if !line.starts_with("HELLO ") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not a leviathan server (it said {:?})", line.trim_end()),
+        ));
+    }
+    line.clear();
+    r.read_line(&mut line)?; // the ping's reply
+    r.get_ref().set_read_timeout(None)?;
+    Ok((w, r))
+}
+
+impl Client {
+    /// Connects to `addr` (`host:port`) with default options.
+    pub fn connect(addr: &str) -> Result<Client, ClientError> {
+        Client::connect_with(addr, Options::default())
+    }
+
+    pub fn connect_with(addr: &str, opts: Options) -> Result<Client, ClientError> {
+        let (w, r) = open(addr, opts.timeout)?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let inner = Arc::new(Inner {
+            addr: addr.to_string(),
+            opts,
+            writer: Mutex::new(Some(w)),
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            restore: Mutex::new(Restore::default()),
+            closed: AtomicBool::new(false),
+            events: tx,
+        });
+        let reader = inner.clone();
+        std::thread::Builder::new()
+            .name("leviathan-client".into())
+            .spawn(move || reader.read_loop(r))?;
+        Ok(Client { inner, events: rx })
+    }
+
+    /// Pushed events, in arrival order: iterate with `.iter()` or poll with `try_recv`.
+    pub fn events(&self) -> &crossbeam_channel::Receiver<Event> {
+        &self.events
+    }
+
+    /// Runs `handler` for every event on a thread of its own.
+    pub fn on_event(&self, mut handler: impl FnMut(Event) + Send + 'static) {
+        let rx = self.events.clone();
+        let _ = std::thread::Builder::new()
+            .name("leviathan-events".into())
+            .spawn(move || {
+                for e in rx.iter() {
+                    handler(e);
+                }
+            });
+    }
+
+    /// Sends a request (`{"op": ..., fields...}`) and waits for its reply object.
+    /// A reply with `"ok": false` becomes [`ClientError::Server`].
+    pub fn request(&self, mut req: Value) -> Result<Value, ClientError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Some(obj) = req.as_object_mut() {
+            obj.insert("id".into(), Value::from(id));
+        }
+        let (tx, rx) = may::sync::mpsc::channel();
+        self.inner.pending.lock().insert(id, tx);
+        if let Err(e) = self.inner.write(&req) {
+            self.inner.pending.lock().remove(&id);
+            return Err(e);
+        }
+        match rx.recv_timeout(self.inner.opts.timeout) {
+            Ok(r) => r,
+            Err(_) => {
+                self.inner.pending.lock().remove(&id);
+                Err(ClientError::Timeout)
+            }
+        }
+    }
+
+    /// `request` for an op and its fields.
+    pub fn call(&self, op: &str, fields: Value) -> Result<Value, ClientError> {
+        let mut req = match fields {
+            Value::Object(m) => m,
+            _ => Default::default(),
+        };
+        req.insert("op".into(), Value::from(op));
+        self.request(Value::Object(req))
+    }
+
+    pub fn ping(&self) -> Result<(), ClientError> {
+        self.call("ping", json!({})).map(|_| ())
+    }
+
+    /// Sets this client's name (restored after a reconnection).
+    pub fn name(&self, name: &str) -> Result<(), ClientError> {
+        self.call("name", json!({"name": name}))?;
+        self.inner.restore.lock().name = Some(name.to_string());
+        Ok(())
+    }
+
+    pub fn create(&self, channel: &str) -> Result<(), ClientError> {
+        self.call("create", json!({"channel": channel})).map(|_| ())
+    }
+
+    /// Subscribes to a channel or pattern (restored after a reconnection).
+    pub fn subscribe(&self, target: &str) -> Result<(), ClientError> {
+        self.subscribe_where(target, None)
+    }
+
+    /// Subscribes with a `WHERE` filter on JSON messages.
+    pub fn subscribe_where(&self, target: &str, filter: Option<&str>) -> Result<(), ClientError> {
+        let mut req = json!({"channel": target});
+        if let Some(f) = filter {
+            req["where"] = Value::from(f);
+        }
+        self.call("sub", req)?;
+        self.inner
+            .restore
+            .lock()
+            .subs
+            .insert(target.to_string(), filter.map(str::to_string));
+        Ok(())
+    }
+
+    pub fn unsubscribe(&self, target: &str) -> Result<(), ClientError> {
+        self.inner.restore.lock().subs.remove(target);
+        self.call("unsub", json!({"channel": target})).map(|_| ())
+    }
+
+    /// Publishes any serializable value; returns how many clients received it.
+    pub fn publish<T: Serialize + ?Sized>(
+        &self,
+        channel: &str,
+        data: &T,
+    ) -> Result<u64, ClientError> {
+        let data = serde_json::to_value(data).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let r = self.call("pub", json!({"channel": channel, "data": data}))?;
+        Ok(r["receivers"].as_u64().unwrap_or(0))
+    }
+
+    /// Sends a direct message to the client named `to`.
+    pub fn send<T: Serialize + ?Sized>(&self, to: &str, data: &T) -> Result<(), ClientError> {
+        let data = serde_json::to_value(data).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.call("send", json!({"to": to, "data": data}))
+            .map(|_| ())
+    }
+
+    /// Closes the connection and stops reconnecting.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        if let Some(w) = self.inner.writer.lock().take() {
+            let _ = w.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Inner {
+    fn write(&self, req: &Value) -> Result<(), ClientError> {
+        let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        line.push(b'\n');
+        let mut w = self.writer.lock();
+        let Some(stream) = w.as_mut() else {
+            return Err(ClientError::Disconnected);
+        };
+        stream
+            .write_all(&line)
+            .map_err(|_| ClientError::Disconnected)
+    }
+
+    fn read_loop(self: Arc<Self>, mut reader: BufReader<TcpStream>) {
+        loop {
+            self.serve(&mut reader);
+            *self.writer.lock() = None;
+            for (_, tx) in self.pending.lock().drain() {
+                let _ = tx.send(Err(ClientError::Disconnected));
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            let _ = self.events.send(Event::Disconnected);
+            if !self.opts.reconnect {
+                return;
+            }
+            match self.reconnect() {
+                Some(r) => reader = r,
+                None => return,
+            }
+        }
+    }
+
+    /// Reads lines until the connection ends.
+    fn serve(&self, reader: &mut BufReader<TcpStream>) {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let Ok(v) = serde_json::from_str::<Value>(line.trim_end()) else {
+                continue; // a text line (the greeting): nothing to route
+            };
+            if let Some(ev) = v.get("event").and_then(Value::as_str) {
+                if let Some(e) = event(ev, &v) {
+                    let _ = self.events.send(e);
+                }
+                continue;
+            }
+            let Some(id) = v.get("id").and_then(Value::as_u64) else {
+                continue;
+            };
+            let Some(tx) = self.pending.lock().remove(&id) else {
+                continue;
+            };
+            let result = if v["ok"] == Value::Bool(true) {
+                Ok(v)
+            } else {
+                Err(ClientError::Server {
+                    code: v["error"]["code"].as_str().unwrap_or("unknown").to_string(),
+                    message: v["error"]["message"].as_str().unwrap_or("").to_string(),
+                })
+            };
+            let _ = tx.send(result);
+        }
+    }
+
+    /// Tries again with doubling waits (capped) until connected or closed; then
+    /// restores the name and subscriptions.
+    fn reconnect(&self) -> Option<BufReader<TcpStream>> {
+        let mut wait = Duration::from_millis(50);
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            std::thread::sleep(wait);
+            if let Ok((w, r)) = open(&self.addr, self.opts.timeout) {
+                *self.writer.lock() = Some(w);
+                let restore = {
+                    let s = self.restore.lock();
+                    let mut reqs = Vec::new();
+                    if let Some(n) = &s.name {
+                        reqs.push(json!({"op": "name", "name": n}));
+                    }
+                    for (target, filter) in &s.subs {
+                        let mut r = json!({"op": "sub", "channel": target});
+                        if let Some(f) = filter {
+                            r["where"] = Value::from(f.as_str());
+                        }
+                        reqs.push(r);
+                    }
+                    reqs
+                };
+                // Their replies arrive before anything sent later; nobody waits on them.
+                for r in restore {
+                    let _ = self.write(&r);
+                }
+                let _ = self.events.send(Event::Reconnected);
+                return Some(r);
+            }
+            wait = (wait * 2).min(self.opts.max_backoff);
+        }
+    }
+}
+
+fn event(kind: &str, v: &Value) -> Option<Event> {
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    Some(match kind {
+        "msg" => Event::Message(Delivery {
+            channel: Some(s("channel")),
+            from: s("from"),
+            data: v["data"].clone(),
+        }),
+        "dm" => Event::Direct(Delivery {
+            channel: None,
+            from: s("from"),
+            data: v["data"].clone(),
+        }),
+        "dropped" => Event::Dropped {
+            channel: s("channel"),
+        },
+        "row" => Event::Row {
+            table: s("table"),
+            change: s("change"),
+            row: v.get("row").cloned(),
+        },
+        "bye" => Event::Bye {
+            reason: s("reason"),
+        },
+        _ => return None,
+    })
+}

@@ -1,0 +1,168 @@
+//! The client library against a real server.
+
+mod common;
+use std::time::{Duration, Instant};
+
+use leviathan::client::{Client, ClientError, Event, Options};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Quote {
+    sym: String,
+    price: f64,
+}
+
+fn next_event(c: &Client) -> Event {
+    c.events()
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an event in time")
+}
+
+#[test]
+fn requests_replies_and_typed_errors() {
+    let server = common::start();
+    let c = Client::connect(&server.local_addr().to_string()).unwrap();
+    c.ping().unwrap();
+    c.name("lib").unwrap();
+    let me = c.call("whoami", serde_json::json!({})).unwrap();
+    assert_eq!(me["client"]["name"], "lib");
+    c.create("news").unwrap();
+    match c.create("news") {
+        Err(ClientError::Server { code, message }) => {
+            assert_eq!(code, "channel_exists");
+            assert!(message.contains("news"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        c.subscribe("nope").unwrap_err().code(),
+        Some("no_such_channel")
+    );
+    let r = c.call("frob", serde_json::json!({})).unwrap_err();
+    assert_eq!(r.code(), Some("unknown_command"));
+    // Tables through the same raw request.
+    c.call(
+        "define",
+        serde_json::json!({"table":"t","columns":["v:int"]}),
+    )
+    .unwrap();
+    let r = c
+        .call("insert", serde_json::json!({"table":"t","row":{"v":1}}))
+        .unwrap();
+    assert_eq!(r["row_id"], 1);
+}
+
+#[test]
+fn typed_payloads_through_pub_sub_and_direct_messages() {
+    let server = common::start();
+    let addr = server.local_addr().to_string();
+    let a = Client::connect(&addr).unwrap();
+    let b = Client::connect(&addr).unwrap();
+    a.name("alice").unwrap();
+    b.name("bob").unwrap();
+    a.create("quotes").unwrap();
+    b.subscribe("quotes").unwrap();
+    let q = Quote {
+        sym: "ACME".into(),
+        price: 12.5,
+    };
+    assert_eq!(a.publish("quotes", &q).unwrap(), 1);
+    match next_event(&b) {
+        Event::Message(d) => {
+            assert_eq!(d.channel.as_deref(), Some("quotes"));
+            assert_eq!(d.from, "alice");
+            assert_eq!(d.decode::<Quote>().unwrap(), q);
+        }
+        other => panic!("{other:?}"),
+    }
+    a.send("bob", "psst").unwrap();
+    match next_event(&b) {
+        Event::Direct(d) => assert_eq!(d.decode::<String>().unwrap(), "psst"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        a.send("nobody", &1).unwrap_err().code(),
+        Some("no_such_client")
+    );
+    // A filtered subscription, and an event handler on its own thread.
+    let (tx, rx) = crossbeam_channel::unbounded();
+    b.unsubscribe("quotes").unwrap();
+    b.subscribe_where("quotes", Some("price > 100")).unwrap();
+    b.on_event(move |e| {
+        let _ = tx.send(e);
+    });
+    assert_eq!(
+        a.publish(
+            "quotes",
+            &Quote {
+                sym: "X".into(),
+                price: 1.0
+            }
+        )
+        .unwrap(),
+        0
+    );
+    assert_eq!(
+        a.publish(
+            "quotes",
+            &Quote {
+                sym: "Y".into(),
+                price: 101.0
+            }
+        )
+        .unwrap(),
+        1
+    );
+    match rx.recv_timeout(Duration::from_secs(10)).unwrap() {
+        Event::Message(d) => assert_eq!(d.decode::<Quote>().unwrap().sym, "Y"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn reconnects_and_restores_name_and_subscriptions() {
+    let mut first = common::start();
+    let addr = first.local_addr();
+    let opts = Options {
+        timeout: Duration::from_secs(5),
+        ..Options::default()
+    };
+    let c = Client::connect_with(&addr.to_string(), opts).unwrap();
+    c.name("node-a").unwrap();
+    c.subscribe("jobs.>").unwrap();
+    first.shutdown();
+    let mut saw_bye = false;
+    loop {
+        match next_event(&c) {
+            Event::Bye { reason } => {
+                assert_eq!(reason, "shutdown");
+                saw_bye = true;
+            }
+            Event::Disconnected => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(saw_bye);
+    assert!(matches!(c.ping(), Err(ClientError::Disconnected)));
+    // The server comes back on the same port; the client finds it within the
+    // backoff cap.
+    let listener = std::net::TcpListener::bind(addr).expect("the port is free again");
+    let second = leviathan::Server::start(listener, leviathan::Config::default()).unwrap();
+    let started = Instant::now();
+    assert_eq!(next_event(&c), Event::Reconnected);
+    assert!(started.elapsed() < Duration::from_secs(8));
+    let me = c.call("whoami", serde_json::json!({})).unwrap();
+    assert_eq!(me["client"]["name"], "node-a", "name restored");
+    let p = Client::connect(&second.local_addr().to_string()).unwrap();
+    p.create("jobs.build").unwrap();
+    assert_eq!(
+        p.publish("jobs.build", "go").unwrap(),
+        1,
+        "subscription restored"
+    );
+    match next_event(&c) {
+        Event::Message(d) => assert_eq!(d.data, "go"),
+        other => panic!("{other:?}"),
+    }
+    c.close();
+}
