@@ -23,6 +23,7 @@
 pub mod client;
 pub mod commands;
 pub mod conn;
+pub mod console;
 pub mod manager;
 pub mod protocol;
 pub mod server;

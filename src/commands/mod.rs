@@ -61,6 +61,11 @@ pub fn spec(verb: &str) -> Option<&'static CommandSpec> {
     BY_NAME.get(upper).copied()
 }
 
+/// Every command's name, in `HELP` order (for completion in `clientmain`).
+pub fn names() -> Vec<&'static str> {
+    families().into_iter().flatten().map(|s| s.name).collect()
+}
+
 /// Parses a text command from its verb and the rest of its line.
 pub fn parse_text(verb: &str, rest: &str) -> Result<Command, ErrorReply> {
     match spec(verb) {

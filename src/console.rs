@@ -1,0 +1,399 @@
+//! The engine of `clientmain`: a line-mode connection that sends what the user types
+//! (text or JSON), prints pushes the moment they arrive, waits for each reply, and
+//! formats both for people (or shows the exact wire lines with `raw`).
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+/// Where output goes: stdout, or above an interactive prompt.
+pub trait Printer: Send + Sync {
+    fn print(&self, text: String);
+}
+
+/// Prints to stdout.
+pub struct Stdout;
+
+impl Printer for Stdout {
+    fn print(&self, text: String) {
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+    }
+}
+
+/// How output looks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Style {
+    /// Show the exact lines the server sent.
+    pub raw: bool,
+    /// Pretty-print JSON replies and pushes.
+    pub json: bool,
+    /// ANSI colours (only on a terminal, never with `NO_COLOR`).
+    pub color: bool,
+    /// Say when connected, lost and back (interactive use).
+    pub notices: bool,
+}
+
+/// A reply: its item lines and its final status line.
+#[derive(Debug)]
+pub struct ReplyLines {
+    pub items: Vec<String>,
+    pub status: String,
+}
+
+impl ReplyLines {
+    /// Whether the server accepted the command.
+    pub fn ok(&self) -> bool {
+        if let Some(json) = self.status.strip_prefix('{') {
+            return serde_json::from_str::<serde_json::Value>(&format!("{{{json}"))
+                .map(|v| v["ok"] == serde_json::Value::Bool(true))
+                .unwrap_or(false);
+        }
+        self.status.starts_with('+')
+    }
+}
+
+enum FromReader {
+    Reply(ReplyLines),
+    Lost,
+}
+
+/// A connection driven by a person or a script.
+pub struct Console {
+    addr: String,
+    style: Style,
+    out: Arc<dyn Printer>,
+    /// Shared with the reader, which replaces it after a reconnection.
+    writer: Arc<Mutex<Option<TcpStream>>>,
+    replies: crossbeam_channel::Receiver<FromReader>,
+    quitting: Arc<AtomicBool>,
+}
+
+/// How long a command waits for its reply.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Console {
+    /// Connects to `addr` and starts the reader thread.
+    pub fn connect(addr: &str, style: Style, out: Arc<dyn Printer>) -> io::Result<Console> {
+        let stream = dial(addr)?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let quitting = Arc::new(AtomicBool::new(false));
+        let writer = Arc::new(Mutex::new(Some(stream.try_clone()?)));
+        let reader = Reader {
+            addr: addr.to_string(),
+            style,
+            out: out.clone(),
+            replies: tx,
+            quitting: quitting.clone(),
+            writer: writer.clone(),
+        };
+        std::thread::Builder::new()
+            .name("console-reader".into())
+            .spawn(move || reader.run(stream))?;
+        Ok(Console {
+            addr: addr.to_string(),
+            style,
+            out,
+            writer,
+            replies: rx,
+            quitting,
+        })
+    }
+
+    /// Sends one line and prints its reply. `Ok(true)` when the server accepted it.
+    pub fn run(&self, line: &str) -> io::Result<bool> {
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.trim().is_empty() {
+            return Ok(true);
+        }
+        if line.trim().eq_ignore_ascii_case("quit") || is_json_quit(line) {
+            self.quitting.store(true, Ordering::Release);
+        }
+        // Drop replies left over from a command that timed out.
+        while self.replies.try_recv().is_ok() {}
+        {
+            let mut w = self.writer.lock();
+            let Some(s) = w.as_mut() else {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "not connected (reconnecting)",
+                ));
+            };
+            s.write_all(line.as_bytes())?;
+            s.write_all(b"\n")?;
+        }
+        match self.replies.recv_timeout(REPLY_TIMEOUT) {
+            Ok(FromReader::Reply(r)) => {
+                let ok = r.ok();
+                for l in format_reply(&r, self.style) {
+                    self.out.print(l);
+                }
+                Ok(ok)
+            }
+            Ok(FromReader::Lost) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the connection was lost before the reply",
+            )),
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "no reply in time")),
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+}
+
+fn is_json_quit(line: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(line)
+        .map(|v| v["op"] == "quit")
+        .unwrap_or(false)
+}
+
+fn dial(addr: &str) -> io::Result<TcpStream> {
+    let sock = addr.to_socket_addrs()?.next().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot resolve {addr}"),
+        )
+    })?;
+    let s = TcpStream::connect_timeout(&sock, Duration::from_secs(5))?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+struct Reader {
+    addr: String,
+    style: Style,
+    out: Arc<dyn Printer>,
+    replies: crossbeam_channel::Sender<FromReader>,
+    quitting: Arc<AtomicBool>,
+    writer: Arc<Mutex<Option<TcpStream>>>,
+}
+
+impl Reader {
+    fn run(self, mut stream: TcpStream) {
+        loop {
+            self.serve(&stream);
+            let _ = self.replies.send(FromReader::Lost);
+            if self.quitting.load(Ordering::Acquire) {
+                return;
+            }
+            *self.writer.lock() = None;
+            self.notice(format!("connection to {} lost; reconnecting...", self.addr));
+            let mut wait = Duration::from_millis(100);
+            loop {
+                std::thread::sleep(wait);
+                if let Ok(s) = dial(&self.addr) {
+                    if let Ok(w) = s.try_clone() {
+                        *self.writer.lock() = Some(w);
+                        stream = s;
+                        self.notice(format!("reconnected to {}", self.addr));
+                        break;
+                    }
+                }
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+
+    fn notice(&self, text: String) {
+        if self.style.notices {
+            self.out.print(paint(&text, DIM, self.style));
+        } else {
+            eprintln!("{text}");
+        }
+    }
+
+    fn serve(&self, stream: &TcpStream) {
+        let Ok(s) = stream.try_clone() else { return };
+        let mut reader = BufReader::new(s);
+        let mut items = Vec::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let l = line.trim_end_matches(['\r', '\n']).to_string();
+            if l.starts_with("HELLO ") {
+                if self.style.raw {
+                    self.out.print(l);
+                } else if self.style.notices {
+                    self.out
+                        .print(paint(&format!("connected: {l}"), DIM, self.style));
+                }
+                continue;
+            }
+            match classify(&l) {
+                Kind::Item => items.push(l),
+                Kind::Status => {
+                    let r = ReplyLines {
+                        items: std::mem::take(&mut items),
+                        status: l,
+                    };
+                    let _ = self.replies.send(FromReader::Reply(r));
+                }
+                Kind::Push => self.out.print(format_push(&l, self.style)),
+            }
+        }
+    }
+}
+
+enum Kind {
+    Item,
+    Status,
+    Push,
+}
+
+fn classify(l: &str) -> Kind {
+    if l.starts_with('{') {
+        return match serde_json::from_str::<serde_json::Value>(l) {
+            Ok(v) if v.get("event").is_some() => Kind::Push,
+            _ => Kind::Status,
+        };
+    }
+    match l.as_bytes().first() {
+        Some(b'*') => Kind::Item,
+        Some(b'+') | Some(b'-') => Kind::Status,
+        _ => Kind::Push,
+    }
+}
+
+const RED: &str = "31";
+const CYAN: &str = "36";
+const DIM: &str = "2";
+
+fn paint(text: &str, code: &str, style: Style) -> String {
+    if style.color {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
+
+fn pretty(l: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(l)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| l.to_string())
+}
+
+/// A reply's lines as people read them: items indented, `+` dropped, errors spelled out.
+pub fn format_reply(r: &ReplyLines, style: Style) -> Vec<String> {
+    if style.raw {
+        return r.items.iter().cloned().chain([r.status.clone()]).collect();
+    }
+    let mut out: Vec<String> = r
+        .items
+        .iter()
+        .map(|i| format!("  {}", i.strip_prefix("* ").unwrap_or(i)))
+        .collect();
+    let s = &r.status;
+    let status = if s.starts_with('{') {
+        let text = if style.json { pretty(s) } else { s.clone() };
+        if r.ok() {
+            text
+        } else {
+            paint(&text, RED, style)
+        }
+    } else if let Some(rest) = s.strip_prefix("-ERR ") {
+        let (code, msg) = rest.split_once(' ').unwrap_or((rest, ""));
+        paint(&format!("error ({code}): {msg}"), RED, style)
+    } else {
+        s.strip_prefix('+').unwrap_or(s).to_string()
+    };
+    out.push(status);
+    out
+}
+
+/// A push as people read it: `[news] alice: hello`.
+pub fn format_push(l: &str, style: Style) -> String {
+    if style.raw {
+        return l.to_string();
+    }
+    if l.starts_with('{') {
+        return paint(
+            &if style.json { pretty(l) } else { l.to_string() },
+            CYAN,
+            style,
+        );
+    }
+    let mut parts = l.splitn(2, ' ');
+    let verb = parts.next().unwrap_or("");
+    let rest = parts.next().unwrap_or("");
+    let text = match verb {
+        "MSG" => {
+            let mut p = rest.splitn(3, ' ');
+            let (ch, from, msg) = (
+                p.next().unwrap_or(""),
+                p.next().unwrap_or(""),
+                p.next().unwrap_or(""),
+            );
+            format!("[{ch}] {from}: {msg}")
+        }
+        "DM" => {
+            let (from, msg) = rest.split_once(' ').unwrap_or((rest, ""));
+            format!("(direct) {from}: {msg}")
+        }
+        "ROW" => {
+            let (table, change) = rest.split_once(' ').unwrap_or((rest, ""));
+            format!("[{table}] {change}")
+        }
+        "DROPPED" => format!("[{rest}] channel dropped"),
+        "BYE" => format!("server closed the connection: {rest}"),
+        _ => l.to_string(),
+    };
+    paint(&text, CYAN, style)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formatting_for_people() {
+        let s = Style::default();
+        assert_eq!(
+            format_push("MSG news alice hello there", s),
+            "[news] alice: hello there"
+        );
+        assert_eq!(format_push("DM bob hi", s), "(direct) bob: hi");
+        assert_eq!(
+            format_push("ROW users insert id=1 name=a", s),
+            "[users] insert id=1 name=a"
+        );
+        assert_eq!(
+            format_push("BYE shutdown", s),
+            "server closed the connection: shutdown"
+        );
+        let r = ReplyLines {
+            items: vec!["* news 2".into()],
+            status: "+OK 1".into(),
+        };
+        assert_eq!(format_reply(&r, s), vec!["  news 2", "OK 1"]);
+        let e = ReplyLines {
+            items: vec![],
+            status: "-ERR no_such_channel no channel named 'x'".into(),
+        };
+        assert!(!e.ok());
+        assert_eq!(
+            format_reply(&e, s),
+            vec!["error (no_such_channel): no channel named 'x'"]
+        );
+        let j = ReplyLines {
+            items: vec![],
+            status: r#"{"ok":false,"error":{"code":"x","message":"y"}}"#.into(),
+        };
+        assert!(!j.ok());
+        let colored = Style { color: true, ..s };
+        assert!(format_push("MSG a b c", colored).starts_with("\x1b[36m"));
+        let raw = Style { raw: true, ..s };
+        assert_eq!(format_push("MSG a b c", raw), "MSG a b c");
+    }
+}

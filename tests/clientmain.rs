@@ -1,0 +1,139 @@
+//! The real `clientmain` binary: piped scripts with exact output and exit codes, and
+//! an interactive session in a pseudo-terminal.
+
+mod common;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::Client;
+
+fn clientmain(addr: std::net::SocketAddr, args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clientmain"))
+        .args([addr.ip().to_string(), addr.port().to_string()])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("clientmain starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_piped_script_prints_each_reply_for_people() {
+    let server = common::start();
+    let script = "NAME sam\nCREATE news\nCHANNELS\nPING there\n{\"op\":\"ping\",\"id\":7}\n";
+    let (code, out, err) = clientmain(server.local_addr(), &[], script);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "OK name=sam\nOK\n  news 0\nOK 1\nPONG there\n{\"ok\":true,\"id\":7,\"pong\":\"\"}\n"
+    );
+}
+
+#[test]
+fn a_failing_command_stops_the_script_with_a_non_zero_exit() {
+    let server = common::start();
+    let (code, out, _) = clientmain(server.local_addr(), &[], "PING\nSUB nope\nPING after\n");
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        "PONG\nerror (no_such_channel): no channel named 'nope' (CREATE it first; CHANNELS lists them)\n"
+    );
+    let (code, out, _) = clientmain(
+        server.local_addr(),
+        &["--keep-going"],
+        "SUB nope\nPING after\n",
+    );
+    assert_eq!(
+        code, 1,
+        "--keep-going runs everything but still reports the failure"
+    );
+    assert!(out.ends_with("PONG after\n"), "{out}");
+}
+
+#[test]
+fn one_command_raw_and_json_modes() {
+    let server = common::start();
+    let (code, out, _) = clientmain(server.local_addr(), &["-c", "PING x", "--raw"], "");
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("HELLO leviathan "), "{out}");
+    assert_eq!(lines[1], "+PONG x");
+    let (code, out, _) = clientmain(
+        server.local_addr(),
+        &["--json"],
+        "{\"op\":\"ping\",\"data\":\"j\"}\n",
+    );
+    assert_eq!(code, 0);
+    assert_eq!(out, "{\n  \"ok\": true,\n  \"pong\": \"j\"\n}\n");
+    let (code, _, err) = clientmain("127.0.0.1:1".parse().unwrap(), &["-c", "PING"], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot connect"), "{err}");
+}
+
+#[test]
+fn wait_keeps_printing_pushes_after_the_script() {
+    let server = common::start();
+    let addr = server.local_addr();
+    let mut admin = Client::connect(addr);
+    admin.ok("NAME admin");
+    admin.ok("CREATE news");
+    let publisher = std::thread::spawn(move || {
+        // Publish once the subscriber is in.
+        for _ in 0..200 {
+            if admin.ok("PUB news breaking") == "+OK 1" {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the subscriber never subscribed");
+    });
+    let (code, out, _) = clientmain(addr, &["--wait", "2"], "SUB news\n");
+    publisher.join().unwrap();
+    assert_eq!(code, 0);
+    assert!(out.starts_with("OK\n"), "{out}");
+    assert!(out.contains("[news] admin: breaking\n"), "{out}");
+}
+
+#[test]
+fn in_a_terminal_a_published_message_shows_while_nothing_is_typed() {
+    let server = common::start();
+    let addr = server.local_addr();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clientmain"));
+    cmd.args([addr.ip().to_string(), addr.port().to_string()])
+        .env("NO_COLOR", "1")
+        .env("HOME", std::env::temp_dir());
+    let mut p = rexpect::session::spawn_command(cmd, Some(15_000)).expect("clientmain in a pty");
+    p.exp_string("connected: HELLO leviathan").unwrap();
+    p.exp_string("leviathan> ").unwrap();
+    p.send_line("NAME watcher").unwrap();
+    p.exp_string("OK name=watcher").unwrap();
+    p.send_line("SUB news.>").unwrap();
+    p.exp_string("OK").unwrap();
+    p.exp_string("leviathan> ").unwrap();
+    // Someone else publishes; the user types nothing.
+    let mut other = Client::connect(addr);
+    other.ok("NAME bob");
+    other.ok("CREATE news.eu");
+    assert_eq!(other.ok("PUB news.eu hello from bob"), "+OK 1");
+    p.exp_string("[news.eu] bob: hello from bob").unwrap();
+    // The prompt still works afterwards, and Ctrl-D leaves cleanly.
+    p.send_line("PING still").unwrap();
+    p.exp_string("PONG still").unwrap();
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+}
