@@ -151,7 +151,7 @@ struct Restore {
 struct Inner {
     addr: String,
     opts: Options,
-    writer: Mutex<Option<TcpStream>>,
+    writer: Mutex<Option<Writer>>,
     pending: Mutex<HashMap<u64, ReplySender>>,
     next_id: AtomicU64,
     restore: Mutex<Restore>,
@@ -166,14 +166,103 @@ pub struct Client {
     events: crossbeam_channel::Receiver<Event>,
 }
 
-/// Connects and reads the greeting; the stream is left at the start of the replies.
-fn open(addr: &str, timeout: Duration) -> io::Result<(TcpStream, BufReader<TcpStream>)> {
-    let sock = addr
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
-    let s = TcpStream::connect_timeout(&sock, timeout)?;
-    s.set_nodelay(true)?;
+type Ws = tungstenite::WebSocket<TcpStream>;
+
+/// How long the WebSocket reader holds the socket before letting writers in.
+const WS_POLL: Duration = Duration::from_millis(20);
+
+/// The sending half of a connection.
+enum Writer {
+    Tcp(TcpStream),
+    /// tungstenite's socket cannot be split: the reader and writers share it.
+    Ws(Arc<Mutex<Ws>>),
+}
+
+impl Writer {
+    fn send_line(&mut self, line: &[u8]) -> io::Result<()> {
+        match self {
+            Writer::Tcp(s) => s.write_all(line),
+            Writer::Ws(ws) => {
+                let body = line.strip_suffix(b"\n").unwrap_or(line);
+                let text = String::from_utf8_lossy(body).into_owned();
+                ws.lock()
+                    .send(tungstenite::Message::text(text))
+                    .map_err(|e| io::Error::other(e.to_string()))
+            }
+        }
+    }
+
+    fn shutdown(&self) {
+        match self {
+            Writer::Tcp(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            Writer::Ws(ws) => {
+                let _ = ws.lock().get_ref().shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// The receiving half of a connection.
+enum ReadSide {
+    Tcp(BufReader<TcpStream>),
+    Ws(Arc<Mutex<Ws>>),
+}
+
+impl ReadSide {
+    /// The next line or text frame into `line`; false when the connection ended.
+    fn next_line(&mut self, line: &mut String) -> bool {
+        line.clear();
+        match self {
+            ReadSide::Tcp(r) => matches!(r.read_line(line), Ok(n) if n > 0),
+            ReadSide::Ws(ws) => loop {
+                let mut guard = ws.lock();
+                match guard.read() {
+                    Ok(tungstenite::Message::Text(t)) => {
+                        line.push_str(t.as_str());
+                        return true;
+                    }
+                    Ok(tungstenite::Message::Close(_)) => return false,
+                    Ok(_) => {}
+                    Err(tungstenite::Error::Io(e))
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        // Hand the socket to any writer waiting for it.
+                        parking_lot::MutexGuard::unlock_fair(guard);
+                    }
+                    Err(_) => return false,
+                }
+            },
+        }
+    }
+}
+
+/// Connects (`host:port`, or `ws://host:port/`) and reads the greeting.
+fn open(addr: &str, timeout: Duration) -> io::Result<(Writer, ReadSide)> {
+    if let Some(rest) = addr.strip_prefix("ws://") {
+        let hostport = rest.split('/').next().unwrap_or(rest);
+        let s = connect_tcp(hostport, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        let (mut ws, _) = tungstenite::client(addr, s)
+            .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string()))?;
+        match ws.read() {
+            Ok(tungstenite::Message::Text(t)) if t.as_str().starts_with("HELLO ") => {}
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("not a leviathan server (it sent {other:?})"),
+                ))
+            }
+        }
+        ws.get_ref().set_read_timeout(Some(WS_POLL))?;
+        let ws = Arc::new(Mutex::new(ws));
+        return Ok((Writer::Ws(ws.clone()), ReadSide::Ws(ws)));
+    }
+    let s = connect_tcp(addr, timeout)?;
     let mut w = s.try_clone()?;
     // Speaking first gets the greeting at once.
     w.write_all(b"{\"op\":\"ping\"}\n")?;
@@ -190,11 +279,22 @@ fn open(addr: &str, timeout: Duration) -> io::Result<(TcpStream, BufReader<TcpSt
     line.clear();
     r.read_line(&mut line)?; // the ping's reply
     r.get_ref().set_read_timeout(None)?;
-    Ok((w, r))
+    Ok((Writer::Tcp(w), ReadSide::Tcp(r)))
+}
+
+fn connect_tcp(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let sock = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
+    let s = TcpStream::connect_timeout(&sock, timeout)?;
+    s.set_nodelay(true)?;
+    Ok(s)
 }
 
 impl Client {
-    /// Connects to `addr` (`host:port`) with default options.
+    /// Connects to `addr` (`host:port` for TCP, `ws://host:port/` for WebSocket) with
+    /// default options.
     pub fn connect(addr: &str) -> Result<Client, ClientError> {
         Client::connect_with(addr, Options::default())
     }
@@ -330,7 +430,7 @@ impl Client {
     pub fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
         if let Some(w) = self.inner.writer.lock().take() {
-            let _ = w.shutdown(std::net::Shutdown::Both);
+            w.shutdown();
         }
     }
 }
@@ -344,11 +444,11 @@ impl Inner {
             return Err(ClientError::Disconnected);
         };
         stream
-            .write_all(&line)
+            .send_line(&line)
             .map_err(|_| ClientError::Disconnected)
     }
 
-    fn read_loop(self: Arc<Self>, mut reader: BufReader<TcpStream>) {
+    fn read_loop(self: Arc<Self>, mut reader: ReadSide) {
         loop {
             self.serve(&mut reader);
             *self.writer.lock() = None;
@@ -370,13 +470,11 @@ impl Inner {
     }
 
     /// Reads lines until the connection ends.
-    fn serve(&self, reader: &mut BufReader<TcpStream>) {
+    fn serve(&self, reader: &mut ReadSide) {
         let mut line = String::new();
         loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+            if !reader.next_line(&mut line) {
+                return;
             }
             let Ok(v) = serde_json::from_str::<Value>(line.trim_end()) else {
                 continue; // a text line (the greeting): nothing to route
@@ -407,7 +505,7 @@ impl Inner {
 
     /// Tries again with doubling waits (capped) until connected or closed; then
     /// restores the name and subscriptions.
-    fn reconnect(&self) -> Option<BufReader<TcpStream>> {
+    fn reconnect(&self) -> Option<ReadSide> {
         let mut wait = Duration::from_millis(50);
         loop {
             if self.closed.load(Ordering::Acquire) {

@@ -166,3 +166,46 @@ fn reconnects_and_restores_name_and_subscriptions() {
     }
     c.close();
 }
+
+#[test]
+fn the_same_api_over_websocket() {
+    let server = common::start();
+    let addr = server.local_addr();
+    let ws = Client::connect(&format!("ws://{addr}/")).unwrap();
+    let tcp = Client::connect(&addr.to_string()).unwrap();
+    ws.name("web").unwrap();
+    let me = ws.call("whoami", serde_json::json!({})).unwrap();
+    assert_eq!(me["client"]["via"], "ws");
+    tcp.create("room").unwrap();
+    ws.subscribe("room").unwrap();
+    assert_eq!(
+        tcp.publish(
+            "room",
+            &Quote {
+                sym: "W".into(),
+                price: 2.0
+            }
+        )
+        .unwrap(),
+        1
+    );
+    match next_event(&ws) {
+        Event::Message(d) => assert_eq!(d.decode::<Quote>().unwrap().sym, "W"),
+        other => panic!("{other:?}"),
+    }
+    // Many requests in a row while pushes arrive: replies still match their requests.
+    for i in 0..50 {
+        assert_eq!(ws.publish("room", &i).unwrap(), 1);
+    }
+    for i in 0..50 {
+        match next_event(&ws) {
+            Event::Message(d) => assert_eq!(d.decode::<i32>().unwrap(), i),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        ws.create("room").unwrap_err().code(),
+        Some("channel_exists")
+    );
+    ws.close();
+}
