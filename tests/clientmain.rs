@@ -136,4 +136,49 @@ fn in_a_terminal_a_published_message_shows_while_nothing_is_typed() {
     p.exp_string("PONG still").unwrap();
     p.send_control('d').unwrap();
     p.exp_eof().unwrap();
+    // Ctrl-C leaves cleanly too.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clientmain"));
+    cmd.args([addr.ip().to_string(), addr.port().to_string()])
+        .env("NO_COLOR", "1")
+        .env("HOME", std::env::temp_dir());
+    let mut p = rexpect::session::spawn_command(cmd, Some(15_000)).expect("clientmain in a pty");
+    p.exp_string("leviathan> ").unwrap();
+    p.send_control('c').unwrap();
+    p.exp_eof().unwrap();
+}
+
+#[test]
+fn it_says_when_the_server_goes_away_and_when_it_is_back() {
+    let mut first = common::start();
+    let addr = first.local_addr();
+    let child = Command::new(env!("CARGO_BIN_EXE_clientmain"))
+        .args([addr.ip().to_string(), addr.port().to_string()])
+        .args(["-c", "PING", "--wait", "4"])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    first.shutdown();
+    std::thread::sleep(Duration::from_millis(300));
+    let listener = std::net::TcpListener::bind(addr).expect("the port is free again");
+    let _second = leviathan::Server::start(listener, leviathan::Config::default()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("PONG\n"), "{stdout}");
+    assert!(
+        stdout.contains("server closed the connection: shutdown"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(&format!("connection to {addr} lost; reconnecting")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("reconnected to {addr}")),
+        "{stderr}"
+    );
 }
