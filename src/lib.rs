@@ -30,3 +30,18 @@ pub mod server;
 pub mod store;
 
 pub use server::{Config, Server, ServerHandle};
+
+#[cfg(test)]
+mod size_guard {
+    /// Every delivered message moves an `OutItem` and every request a `Command`: when a
+    /// variant grew them (a serde_json `Value` inline is 72 bytes), 1 -> 100 fan-out
+    /// cost 50% more CPU per message. Box large variants instead.
+    #[test]
+    fn hot_path_types_stay_small() {
+        use std::mem::size_of;
+        assert!(size_of::<crate::conn::outbox::OutItem>() <= 64);
+        assert!(size_of::<crate::protocol::Reply>() <= 64);
+        assert!(size_of::<crate::protocol::Push>() <= 32);
+        assert!(size_of::<crate::protocol::Command>() <= 128);
+    }
+}

@@ -71,7 +71,10 @@ pub static SPECS: &[CommandSpec] = &[
             } else {
                 Some(super::tables::where_clause(rest).map_err(|e| a.error(e))?)
             };
-            Ok(Command::Sub { target, filter })
+            Ok(Command::Sub {
+                target,
+                filter: filter.map(Box::new),
+            })
         },
         parse_json: |mut a| {
             let target = a.required_str("channel")?;
@@ -80,7 +83,10 @@ pub static SPECS: &[CommandSpec] = &[
                 None => None,
             };
             a.finish()?;
-            Ok(Command::Sub { target, filter })
+            Ok(Command::Sub {
+                target,
+                filter: filter.map(Box::new),
+            })
         },
     },
     CommandSpec {
@@ -141,7 +147,7 @@ pub fn apply(m: &mut Manager, id: ConnId, cmd: Command) -> Reply {
         Command::Create(name) => create(m, name),
         Command::Drop(name) => drop_channel(m, &name),
         Command::Channels => Ok(channels(m)),
-        Command::Sub { target, filter } => subscribe(m, id, target, filter),
+        Command::Sub { target, filter } => subscribe(m, id, target, filter.map(|f| *f)),
         Command::Unsub(target) => unsubscribe(m, id, &target),
         Command::Pub { channel, data } => publish(m, id, &channel, data),
         Command::Send { to, data } => send(m, id, &to, data),

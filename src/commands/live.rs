@@ -27,7 +27,10 @@ pub static SPECS: &[CommandSpec] = &[
             } else {
                 Some(super::tables::where_clause(rest).map_err(|e| a.error(e))?)
             };
-            Ok(Command::Watch { table, filter })
+            Ok(Command::Watch {
+                table,
+                filter: filter.map(Box::new),
+            })
         },
         parse_json: |mut a| {
             let table = a.required_str("table")?;
@@ -36,7 +39,10 @@ pub static SPECS: &[CommandSpec] = &[
                 None => None,
             };
             a.finish()?;
-            Ok(Command::Watch { table, filter })
+            Ok(Command::Watch {
+                table,
+                filter: filter.map(Box::new),
+            })
         },
     },
     CommandSpec {
@@ -61,7 +67,7 @@ pub static SPECS: &[CommandSpec] = &[
 pub fn apply(m: &mut Manager, id: ConnId, cmd: Command) -> Reply {
     match cmd {
         Command::Watch { table, filter } => {
-            watch(m, id, table, filter).unwrap_or_else(Reply::Error)
+            watch(m, id, table, filter.map(|f| *f)).unwrap_or_else(Reply::Error)
         }
         Command::Unwatch { table } => {
             let watching = m

@@ -78,6 +78,7 @@ pub fn parse_text(verb: &str, rest: &str) -> Result<Command, ErrorReply> {
 }
 
 /// `HELP` lists every command; `HELP <command>` shows one in detail.
+#[inline(never)]
 pub fn help(topic: Option<&str>) -> Reply {
     let item = |text: String, json: serde_json::Value| Item { text, json };
     match topic {
@@ -124,7 +125,7 @@ pub fn apply_local(cmd: Command, store: &crate::store::TableStore) -> (Reply, Op
         Command::Ping(text) => (Reply::Pong(text), None),
         Command::Help(topic) => (help(topic.as_deref()), None),
         Command::Quit => (Reply::Done(Some("bye".into())), None),
-        Command::Table(t) => tables::apply(store, t),
+        Command::Table(t) => tables::apply(store, *t),
         _ => {
             let e = ErrorReply::new("internal", "command routed to the wrong place".into());
             (Reply::Error(e), None)

@@ -91,7 +91,7 @@ pub struct Query {
 }
 
 fn cmd(c: TableCommand) -> Result<Command, ErrorReply> {
-    Ok(Command::Table(c))
+    Ok(Command::Table(Box::new(c)))
 }
 
 pub static SPECS: &[CommandSpec] = &[
@@ -649,6 +649,9 @@ pub fn row_item(schema: &Schema, row: &[Value]) -> Item {
 
 /// Applies a table command. Also returns the journal sequence number of the last change
 /// it recorded, which must be durable before the reply is written (fsync `always`).
+// Kept out of line: inlined, its large frame would be reserved by every request a
+// connection handles, and stack pages once touched stay resident per connection.
+#[inline(never)]
 pub fn apply(store: &TableStore, c: TableCommand) -> (Reply, Option<u64>) {
     match apply_inner(store, c) {
         Ok(r) => r,
@@ -739,12 +742,12 @@ fn apply_inner(store: &TableStore, c: TableCommand) -> Applied {
                     format!("table '{table}' has no row with id {id}"),
                 )
             })?;
-            let reply = Reply::Rows(RowsReply {
+            let reply = Reply::Rows(Box::new(RowsReply {
                 key: "row",
                 one: true,
                 columns: t.schema.names.clone(),
                 rows: vec![row.clone()],
-            });
+            }));
             Ok((reply, None))
         }
         TableCommand::Select { table, query } => select(store, &table, &query),
@@ -862,12 +865,12 @@ fn select(store: &TableStore, table: &str, query: &Query) -> Applied {
         }
     };
     let rows = t.select(filter.as_ref(), order, query.limit, query.offset);
-    let reply = Reply::Rows(RowsReply {
+    let reply = Reply::Rows(Box::new(RowsReply {
         key: "rows",
         one: false,
         columns: t.schema.names.clone(),
         rows: rows.into_iter().cloned().collect(),
-    });
+    }));
     Ok((reply, None))
 }
 

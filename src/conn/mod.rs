@@ -80,6 +80,10 @@ fn new_id(ctx: &ServerContext) -> u64 {
     ctx.next_id.fetch_add(1, Ordering::Relaxed)
 }
 
+// Each transport's loop stays out of line: inlined into `serve`, the WebSocket loop's
+// large frame would be reserved by every line connection too, and stack pages once
+// touched stay resident for the life of a connection.
+#[inline(never)]
 fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc<ServerContext>) {
     let id = new_id(&ctx);
     let outbox = Arc::new(Outbox::new(id, stream.waker(), ctx.config.outbox_limit));

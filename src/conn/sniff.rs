@@ -26,6 +26,7 @@ pub enum Sniffed {
 
 /// Waits up to `greet_delay` for the first line: silence, or a first line that is not
 /// an HTTP request line, means a line client.
+#[inline(never)]
 pub fn sniff(stream: &mut TcpStream, config: &Config) -> Sniffed {
     let mut buf = Vec::new();
     let deadline = Instant::now() + config.greet_delay;

@@ -54,6 +54,7 @@ impl Write for PrefixStream {
 }
 
 /// Serves a connection whose first line was an HTTP request line.
+#[inline(never)]
 pub(crate) fn serve_http(
     stream: TcpStream,
     addr: SocketAddr,

@@ -10,6 +10,8 @@ use crate::commands;
 /// Parses a line that starts with `{`. Nesting deeper than `limits.max_json_depth`
 /// is refused before serde_json runs, because its recursive descent would otherwise
 /// need stack in proportion to the nesting.
+// Out of line so serde_json's frames are only on the stack for JSON lines.
+#[inline(never)]
 pub fn parse(line: &str, limits: &ParseLimits) -> Request {
     let mut req = Request {
         format: Format::Json,

@@ -100,13 +100,13 @@ pub enum Command {
     /// Subscribe to a channel or pattern; with a filter, only JSON messages matching it.
     Sub {
         target: String,
-        filter: Option<crate::store::expr::Expr>,
+        filter: Option<Box<crate::store::expr::Expr>>,
     },
     Unsub(String),
     /// Receive row changes of a table (those matching the filter).
     Watch {
         table: String,
-        filter: Option<crate::store::expr::Expr>,
+        filter: Option<Box<crate::store::expr::Expr>>,
     },
     Unwatch {
         table: String,
@@ -119,8 +119,9 @@ pub enum Command {
         to: String,
         data: Payload,
     },
-    /// A table command (see `commands::tables`).
-    Table(commands::tables::TableCommand),
+    /// A table command (see `commands::tables`). Boxed: it is large, and every command
+    /// is moved through the manager's queue.
+    Table(Box<commands::tables::TableCommand>),
 }
 
 impl Command {

@@ -43,10 +43,10 @@ pub enum Reply {
     /// Items as `* ...` lines then `+OK <n>` / `{"ok":true,"count":n,"<key>":[...]}`.
     List { key: &'static str, items: Vec<Item> },
     /// One item then a bare `+OK` / `{"ok":true,"<key>":{...}}`.
-    One { key: &'static str, item: Item },
+    One { key: &'static str, item: Box<Item> },
     /// Table rows, encoded only in the format asked for: like `One` when `one`, else
     /// like `List`.
-    Rows(RowsReply),
+    Rows(Box<RowsReply>),
     /// `-ERR <code> <message>` / `{"ok":false,"error":{"code":...,"message":...}}`.
     Error(ErrorReply),
 }
