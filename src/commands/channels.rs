@@ -65,12 +65,7 @@ pub static SPECS: &[CommandSpec] = &[
         summary: "subscribe to a channel or a pattern ('*' = one token, final '>' = the rest); with WHERE, only JSON messages whose fields match",
         parse_text: |mut a| {
             let target = a.required("channel or pattern")?.to_string();
-            let rest = a.rest();
-            let filter = if rest.is_empty() {
-                None
-            } else {
-                Some(super::tables::where_clause(rest).map_err(|e| a.error(e))?)
-            };
+            let filter = super::tables::text_where(&mut a)?;
             Ok(Command::Sub {
                 target,
                 filter: filter.map(Box::new),
@@ -78,10 +73,7 @@ pub static SPECS: &[CommandSpec] = &[
         },
         parse_json: |mut a| {
             let target = a.required_str("channel")?;
-            let filter = match a.optional_str("where")? {
-                Some(w) => Some(super::tables::whole_expr(&w).map_err(|e| a.error(e))?),
-                None => None,
-            };
+            let filter = super::tables::json_where(&mut a)?;
             a.finish()?;
             Ok(Command::Sub {
                 target,

@@ -21,12 +21,7 @@ pub static SPECS: &[CommandSpec] = &[
         summary: "receive ROW <table> insert|update|delete <row> for each matching change",
         parse_text: |mut a| {
             let table = a.required("table")?.to_string();
-            let rest = a.rest();
-            let filter = if rest.is_empty() {
-                None
-            } else {
-                Some(super::tables::where_clause(rest).map_err(|e| a.error(e))?)
-            };
+            let filter = super::tables::text_where(&mut a)?;
             Ok(Command::Watch {
                 table,
                 filter: filter.map(Box::new),
@@ -34,10 +29,7 @@ pub static SPECS: &[CommandSpec] = &[
         },
         parse_json: |mut a| {
             let table = a.required_str("table")?;
-            let filter = match a.optional_str("where")? {
-                Some(w) => Some(super::tables::whole_expr(&w).map_err(|e| a.error(e))?),
-                None => None,
-            };
+            let filter = super::tables::json_where(&mut a)?;
             a.finish()?;
             Ok(Command::Watch {
                 table,

@@ -306,12 +306,7 @@ pub static SPECS: &[CommandSpec] = &[
         summary: "how many rows match; answered +OK <n>",
         parse_text: |mut a| {
             let table = a.required("table")?.to_string();
-            let rest = a.rest();
-            let filter = if rest.is_empty() {
-                None
-            } else {
-                Some(where_clause(rest).map_err(|e| a.error(e))?)
-            };
+            let filter = text_where(&mut a)?;
             cmd(TableCommand::Count { table, filter })
         },
         parse_json: |mut a| {
@@ -524,7 +519,17 @@ fn json_id(a: &mut JsonArgs) -> Result<Option<i64>, ErrorReply> {
     }
 }
 
-fn json_where(a: &mut JsonArgs) -> Result<Option<Expr>, ErrorReply> {
+/// An optional `WHERE <expr>` that ends a text command (SUB, WATCH, COUNT).
+pub(crate) fn text_where(a: &mut Args) -> Result<Option<Expr>, ErrorReply> {
+    let rest = a.rest();
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    where_clause(rest).map(Some).map_err(|e| a.error(e))
+}
+
+/// An optional `"where"` field of a JSON request.
+pub(crate) fn json_where(a: &mut JsonArgs) -> Result<Option<Expr>, ErrorReply> {
     match a.optional_str("where")? {
         None => Ok(None),
         Some(s) => whole_expr(&s).map(Some).map_err(|e| a.error(e)),
