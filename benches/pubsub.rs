@@ -370,24 +370,11 @@ fn memory_per_connection(n: usize) -> (f64, usize) {
     (per, conns.len())
 }
 
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write only the struct passed.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-    }
-}
-
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("relay") {
         return relay_main();
     }
-    raise_fd_limit();
+    leviathan::server::raise_open_file_limit();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))

@@ -125,7 +125,7 @@ fn main() -> ExitCode {
 /// Says at start which system limits bound the connection count, and warns when the
 /// configured maximum exceeds them.
 fn report_limits(config: &Config) {
-    let files = open_file_limit();
+    let files = leviathan::server::raise_open_file_limit();
     let maps = std::fs::read_to_string("/proc/sys/vm/max_map_count")
         .ok()
         .and_then(|s| s.trim().parse::<usize>().ok());
@@ -152,14 +152,4 @@ fn report_limits(config: &Config) {
             );
         }
     }
-}
-
-fn open_file_limit() -> Option<usize> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass and nothing else.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    (rc == 0).then_some(lim.rlim_cur as usize)
 }

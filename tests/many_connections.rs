@@ -3,26 +3,10 @@
 mod common;
 use common::{start, Client};
 
-/// Raises this process's open-file limit to its hard limit (client and server sockets
-/// share it here), and returns it.
-fn raise_fd_limit() -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-    }
-    lim.rlim_cur as usize
-}
-
 #[test]
 fn three_thousand_clients_subscribe_and_receive() {
-    let limit = raise_fd_limit();
+    // Client and server sockets share this process's limit.
+    let limit = leviathan::server::raise_open_file_limit().unwrap_or(1024);
     // Two descriptors per connection in this process (client and server side).
     let n = 3000.min(limit.saturating_sub(200) / 2);
     assert!(n >= 1000, "open-file limit {limit} too low for this test");
