@@ -718,14 +718,15 @@ fn apply_inner(store: &TableStore, c: TableCommand) -> Applied {
             let mut t = write(&tref);
             let values = typed(&t, &values)?;
             let id = t.insert(values).map_err(table_error)?;
-            let row = t.get(id).cloned().unwrap_or_default();
+            let row = t.get(id).map_or(&[][..], |r| &r[..]);
             // Recorded (and reported) under the table's lock, so the journal and the
             // watchers see this table's changes in the order they were made.
-            let seq = store.log(&Record::Insert {
+            let seq = store.log(|| Record::Insert {
                 t: table.clone(),
-                row: row_json(&row),
+                row: row_json(row),
             });
             if t.watched.load(Ordering::Relaxed) {
+                let row = row.to_vec();
                 let change = row_change(&t, ChangeKind::Insert, None, Some(row));
                 store.notify(ChangeNote::Rows {
                     table,
@@ -768,7 +769,7 @@ fn apply_inner(store: &TableStore, c: TableCommand) -> Applied {
             let updated = t.update(&ids, &sets).map_err(table_error)?;
             let mut seq = None;
             for (_, row) in &updated {
-                seq = store.log(&Record::Update {
+                seq = store.log(|| Record::Update {
                     t: table.clone(),
                     row: row_json(row),
                 });
@@ -791,8 +792,10 @@ fn apply_inner(store: &TableStore, c: TableCommand) -> Applied {
             let mut seq = None;
             for row in &removed {
                 if let Some(Value::Int(id)) = row.first() {
-                    let t = table.clone();
-                    seq = store.log(&Record::Delete { t, id: *id });
+                    seq = store.log(|| Record::Delete {
+                        t: table.clone(),
+                        id: *id,
+                    });
                 }
             }
             let n = removed.len() as u64;

@@ -56,14 +56,6 @@ impl Payload {
         }
     }
 
-    /// The payload as a JSON value (text becomes a string).
-    pub fn to_value(&self) -> Value {
-        match self {
-            Payload::Text(s) => Value::String(s.clone()),
-            Payload::Json(v) => v.clone(),
-        }
-    }
-
     /// Approximate encoded size, used to account outbox bytes.
     pub fn approx_len(&self) -> usize {
         match self {

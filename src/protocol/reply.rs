@@ -42,10 +42,8 @@ pub enum Reply {
     },
     /// Items as `* ...` lines then `+OK <n>` / `{"ok":true,"count":n,"<key>":[...]}`.
     List { key: &'static str, items: Vec<Item> },
-    /// One item then a bare `+OK` / `{"ok":true,"<key>":{...}}`.
-    One { key: &'static str, item: Box<Item> },
-    /// Table rows, encoded only in the format asked for: like `One` when `one`, else
-    /// like `List`.
+    /// Table rows, encoded only in the format asked for. With `one`: the row then a bare
+    /// `+OK` / `{"ok":true,"<key>":{...}}`; else like `List`.
     Rows(Box<RowsReply>),
     /// `-ERR <code> <message>` / `{"ok":false,"error":{"code":...,"message":...}}`.
     Error(ErrorReply),
@@ -161,10 +159,6 @@ impl Reply {
                 push_u64(out, items.len() as u64);
                 out.push(b'\n');
             }
-            Reply::One { item, .. } => {
-                line(out, &["* ", &item.text]);
-                out.extend_from_slice(b"+OK\n");
-            }
             Reply::Rows(r) => r.text(out),
             Reply::Error(e) => line(out, &["-ERR ", e.code, " ", &one_line(&e.message)]),
         }
@@ -220,10 +214,6 @@ impl Reply {
                     write_json_value(out, &item.json);
                 }
                 out.push(b']');
-            }
-            Reply::One { key, item } => {
-                field_key(out, key);
-                write_json_value(out, &item.json);
             }
             Reply::Rows(r) => r.json(out),
             Reply::Error(e) => {

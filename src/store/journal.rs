@@ -179,10 +179,6 @@ impl Journal {
         false
     }
 
-    pub fn policy(&self) -> FsyncPolicy {
-        self.policy
-    }
-
     fn run(&self) {
         loop {
             {

@@ -135,8 +135,9 @@ impl TableStore {
     /// Records a change; returns its journal sequence number when persistent. Call it
     /// while holding the lock under which the change was made, so that the journal
     /// holds each table's changes in the order they were made.
-    pub fn log(&self, record: &Record) -> Option<u64> {
-        self.journal.get().map(|j| j.append(record))
+    /// The record is built only when there is a journal to take it.
+    pub fn log(&self, record: impl FnOnce() -> Record) -> Option<u64> {
+        self.journal.get().map(|j| j.append(&record()))
     }
 
     /// Adds an empty table. Returns the journal sequence number of the definition.
@@ -145,7 +146,7 @@ impl TableStore {
         if tables.contains_key(name) {
             return Err(DefineError::Exists);
         }
-        let seq = self.log(&Record::Define {
+        let seq = self.log(|| Record::Define {
             t: name.to_string(),
             columns: schema.specs(),
         });
@@ -166,7 +167,7 @@ impl TableStore {
     pub fn undefine(&self, name: &str) -> Option<Option<u64>> {
         let mut tables = write(&self.tables);
         tables.remove(name)?;
-        let seq = self.log(&Record::Undefine {
+        let seq = self.log(|| Record::Undefine {
             t: name.to_string(),
         });
         drop(tables);

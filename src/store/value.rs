@@ -197,14 +197,6 @@ impl Value {
             _ => None,
         }
     }
-
-    /// Approximate heap bytes held, for memory figures.
-    pub fn heap_len(&self) -> usize {
-        match self {
-            Value::Str(s) => s.capacity(),
-            _ => 0,
-        }
-    }
 }
 
 fn write_float(out: &mut String, f: f64) {
