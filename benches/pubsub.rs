@@ -26,7 +26,7 @@ struct Server {
 impl Server {
     fn start(extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_servermain"))
-            .args(["127.0.0.1", "0"])
+            .args(["127.0.0.1", "0", "--in-memory"])
             .args(extra)
             .env("RUST_LOG", "warn,servermain=info")
             .stderr(Stdio::piped())

@@ -16,6 +16,7 @@ use crate::conn;
 use crate::manager::{ChannelOp, Manager};
 use crate::protocol::ParseLimits;
 use crate::store::journal::{FsyncPolicy, Journal};
+use crate::store::lock::DataLock;
 use crate::store::persist::{self, DiskRequest, Persistence};
 use crate::store::TableStore;
 
@@ -274,6 +275,8 @@ impl Drop for ServerHandle {
 /// The running parts of persistence: the journal thread and the snapshot thread.
 struct Persist {
     persistence: Arc<Persistence>,
+    /// Released last, once everything is saved and the journal is closed.
+    _lock: DataLock,
     journal_thread: std::thread::JoinHandle<()>,
     saver_stop: Sender<()>,
     saver_thread: std::thread::JoinHandle<()>,
@@ -290,6 +293,11 @@ impl Persist {
     ) -> io::Result<Persist> {
         let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
         let started = Instant::now();
+        std::fs::create_dir_all(dir).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
+        })?;
+        let lock =
+            DataLock::acquire(dir).map_err(|e| io::Error::new(io::ErrorKind::AddrInUse, e))?;
         let report = persist::load(dir, store).map_err(invalid)?;
         if let Some(at) = &report.torn_tail {
             log::warn!(
@@ -321,6 +329,7 @@ impl Persist {
         };
         Ok(Persist {
             persistence,
+            _lock: lock,
             journal_thread,
             saver_stop,
             saver_thread,

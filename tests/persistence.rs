@@ -241,3 +241,29 @@ fn save_needs_a_data_folder() {
     let mut c = Client::connect(server.local_addr());
     assert!(c.ok("SAVE").starts_with("-ERR unavailable "));
 }
+
+#[test]
+fn a_second_server_on_the_same_folder_is_refused_and_the_first_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = ServerProcess::start(dir.path(), &["--fsync", "always"]).unwrap();
+    let mut c = Client::connect(first.addr);
+    c.ok("DEFINE t v:int");
+    for v in 1..=5 {
+        assert_eq!(c.ok(&format!("INSERT t v={v}")), format!("+OK {v}"));
+    }
+    let err = match ServerProcess::start(dir.path(), &[]) {
+        Err(log) => log,
+        Ok(_) => panic!("a second server started on a folder in use"),
+    };
+    let pid = first.child.id().to_string();
+    assert!(
+        err.contains("data") && err.contains("in use") && err.contains(&pid),
+        "the refusal names the folder and the holder's pid: {err}"
+    );
+    // The refused server deleted nothing: after kill -9 every row comes back.
+    assert_eq!(c.ok("INSERT t v=6"), "+OK 6");
+    drop(first);
+    let s = ServerProcess::start(dir.path(), &[]).unwrap();
+    let mut c = Client::connect(s.addr);
+    assert_eq!(c.ok("COUNT t"), "+OK 6");
+}

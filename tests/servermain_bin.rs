@@ -9,8 +9,11 @@ use common::Client;
 
 #[test]
 fn servermain_serves_and_shuts_down_cleanly_on_sigint() {
+    // Its own folder: the checkout's ./data may belong to a server someone is running.
+    let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_servermain"))
         .args(["127.0.0.1", "0"])
+        .current_dir(dir.path())
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()

@@ -10,6 +10,7 @@ pub mod csv;
 pub mod expr;
 pub mod journal;
 pub mod lex;
+pub mod lock;
 pub mod persist;
 pub mod schema;
 pub mod table;
