@@ -111,7 +111,8 @@ fn load_table(dir: &Path, name: &str) -> Result<Table, String> {
         Err(e) => return Err(format!("{}: {e}", cpath.display())),
     };
     let at = |msg: String| format!("{}: {msg}", cpath.display());
-    let mut reader = csv::Reader::new(&text);
+    // Excel's "CSV UTF-8" starts the file with a byte-order mark.
+    let mut reader = csv::Reader::new(text.strip_prefix('\u{feff}').unwrap_or(&text));
     if let Some(header) = reader.next_record() {
         let (_, header) = header.map_err(at)?;
         let names: Vec<&str> = header.iter().map(|f| f.text.as_str()).collect();
@@ -165,17 +166,21 @@ fn csv_row(schema: &Schema, fields: &[csv::ReadField]) -> Result<Vec<Value>, Str
                     )),
                 };
             }
-            // Numbers and booleans may come quoted from a spreadsheet.
-            Value::from_text(col.ty, &f.text, col.ty == ColumnType::Str && f.quoted).map_err(
-                |want| {
-                    format!(
-                        "column '{}': '{}' is not {} {want}",
-                        col.name,
-                        f.text,
-                        col.ty.article()
-                    )
-                },
-            )
+            // Any other cell is a value, never null (the string "null" stays itself);
+            // numbers and booleans may come quoted from a spreadsheet.
+            Value::from_cell(col.ty, &f.text).map_err(|want| {
+                let hint = if f.text.eq_ignore_ascii_case("null") {
+                    " (a null is an empty cell)"
+                } else {
+                    ""
+                };
+                format!(
+                    "column '{}': '{}' is not {} {want}{hint}",
+                    col.name,
+                    f.text,
+                    col.ty.article()
+                )
+            })
         })
         .collect()
 }
@@ -463,5 +468,141 @@ impl Persistence {
             }
         }
         sync_dir(&self.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator (xorshift), so a failure can be replayed.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn string(&mut self) -> String {
+            const PIECES: &[&str] = &[
+                "null",
+                "NULL",
+                "Null",
+                "",
+                "\"",
+                "\"\"",
+                "\n",
+                "\r\n",
+                "\r",
+                "\0",
+                "\u{feff}",
+                " ",
+                "  lead",
+                "trail ",
+                ",",
+                "=",
+                "'",
+                "\t",
+                "é",
+                "本",
+                "œ",
+                "true",
+                "1",
+                "-0",
+                "1.5",
+                "1e9",
+                "=cmd|' /C calc'!A0",
+                "+1",
+                "@x",
+                "a,b",
+                "\\",
+            ];
+            let mut s = String::new();
+            for _ in 0..self.below(5) {
+                if self.below(3) == 0 {
+                    s.push(char::from_u32(self.below(0x3000) as u32).unwrap_or('x'));
+                } else {
+                    s.push_str(PIECES[self.below(PIECES.len())]);
+                }
+            }
+            s
+        }
+
+        fn value(&mut self, ty: ColumnType, nullable: bool) -> Value {
+            if nullable && self.below(4) == 0 {
+                return Value::Null;
+            }
+            match ty {
+                ColumnType::Str => Value::Str(self.string()),
+                ColumnType::Int => Value::Int(match self.below(4) {
+                    0 => i64::MIN,
+                    1 => i64::MAX,
+                    _ => self.next() as i64,
+                }),
+                ColumnType::Float => {
+                    let f = f64::from_bits(self.next());
+                    Value::Float(if f.is_finite() { f } else { 0.5 })
+                }
+                ColumnType::Bool => Value::Bool(self.below(2) == 0),
+            }
+        }
+    }
+
+    #[test]
+    fn every_value_written_to_csv_reads_back_as_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema =
+            Schema::parse_columns(&["s:str", "n:str?", "i:int?", "f:float?", "b:bool?", "z:int"])
+                .unwrap();
+        let mut table = Table::new("t".into(), schema);
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..3000 {
+            let values = table.schema.columns[1..]
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (i + 1, g.value(c.ty, c.nullable)))
+                .collect();
+            table.insert(values).unwrap();
+        }
+        fs::write(csv_path(dir.path(), "t"), table_csv(&table)).unwrap();
+        fs::write(schema_path(dir.path(), "t"), schema_json(&table)).unwrap();
+        let back = load_table(dir.path(), "t").unwrap();
+        assert_eq!(back.len(), table.len());
+        for (a, b) in table.rows().zip(back.rows()) {
+            assert_eq!(a, b);
+        }
+        assert_eq!(back.next_id(), table.next_id());
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_and_null_is_only_an_empty_cell() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            schema_path(dir.path(), "t"),
+            r#"{"columns":["s:str","n:int?"],"next_id":3}"#,
+        )
+        .unwrap();
+        fs::write(
+            csv_path(dir.path(), "t"),
+            "\u{feff}id,s,n\r\n1,null,\r\n2,NULL,7\r\n",
+        )
+        .unwrap();
+        let t = load_table(dir.path(), "t").unwrap();
+        let rows: Vec<_> = t.rows().cloned().collect();
+        assert_eq!(rows[0][1], Value::Str("null".into()));
+        assert_eq!(rows[0][2], Value::Null);
+        assert_eq!(rows[1][1], Value::Str("NULL".into()));
+        fs::write(csv_path(dir.path(), "t"), "id,s,n\n1,a,null\n").unwrap();
+        let Err(e) = load_table(dir.path(), "t") else {
+            panic!("'null' in an int column loaded");
+        };
+        assert!(e.contains("line 2") && e.contains("empty cell"), "{e}");
     }
 }

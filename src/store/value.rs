@@ -65,9 +65,17 @@ impl Value {
         if !quoted && text.eq_ignore_ascii_case("null") {
             return Ok(Value::Null);
         }
+        if quoted && ty != ColumnType::Str {
+            return Err(ty.as_str());
+        }
+        Value::from_cell(ty, text)
+    }
+
+    /// Reads a non-null value of type `ty` from its text: a string is the text itself,
+    /// whatever it says (a CSV cell `null` is the four letters: null is an empty cell).
+    pub fn from_cell(ty: ColumnType, text: &str) -> Result<Value, &'static str> {
         match ty {
             ColumnType::Str => Ok(Value::Str(text.to_string())),
-            _ if quoted => Err(ty.as_str()),
             ColumnType::Int => text.parse().map(Value::Int).map_err(|_| "int"),
             ColumnType::Float => match text.parse::<f64>() {
                 Ok(f) if f.is_finite() => Ok(Value::Float(f)),
