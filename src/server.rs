@@ -16,8 +16,9 @@ use crate::conn;
 use crate::manager::{ChannelOp, Manager};
 use crate::protocol::ParseLimits;
 use crate::store::journal::{FsyncPolicy, Journal};
+use crate::store::load;
 use crate::store::lock::DataLock;
-use crate::store::persist::{self, DiskRequest, Persistence};
+use crate::store::persist::{DiskRequest, Persistence};
 use crate::store::TableStore;
 
 /// Server settings; every limit has a default a small deployment can keep.
@@ -298,15 +299,19 @@ impl Persist {
         })?;
         let lock =
             DataLock::acquire(dir).map_err(|e| io::Error::new(io::ErrorKind::AddrInUse, e))?;
-        let report = persist::load(dir, store).map_err(invalid)?;
+        let report = load::load(dir, store).map_err(invalid)?;
         if let Some(at) = &report.torn_tail {
             log::warn!(
                 "journal: dropped a torn last record at {at}; everything before it was recovered"
             );
         }
-        let (journal, journal_thread) = Journal::start(dir, report.next_segment, config.fsync)?;
+        for note in &report.notes {
+            log::warn!("data: {note}");
+        }
+        let (journal, journal_thread) =
+            Journal::start(dir, report.next_segment, report.next_seq, config.fsync)?;
         store.attach_journal(journal.clone());
-        let persistence = Arc::new(Persistence::new(dir.to_path_buf(), journal));
+        let persistence = Arc::new(Persistence::new(dir.to_path_buf(), journal, report.on_disk));
         persistence.snapshot(store)?;
         log::info!(
             "data: {} tables, {} rows loaded from {} ({} journal records replayed) in {} ms; fsync {:?}",

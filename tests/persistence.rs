@@ -211,7 +211,10 @@ fn a_torn_last_journal_record_is_dropped_and_reported() {
     let s = ServerProcess::start(dir.path(), &[]).unwrap();
     let torn = s.startup_log.iter().find(|l| l.contains("torn"));
     let torn = torn.unwrap_or_else(|| panic!("no word of the torn record: {:?}", s.startup_log));
-    assert!(torn.contains("line 4"), "{torn}");
+    assert!(
+        torn.contains("line 5"),
+        "after the header and three records: {torn}"
+    );
     let mut c = Client::connect(s.addr);
     assert_eq!(c.ok("COUNT t"), "+OK 2");
     let (status, _) = s.signal_and_wait(libc::SIGINT);
@@ -324,4 +327,143 @@ fn stored_strings_read_back_as_themselves_after_save_and_after_kill_9() {
     let r = c.json(serde_json::json!({"op":"get","table":"t","row_id": 1}));
     assert_eq!(r["row"]["s"], "null", "{r}");
     assert_eq!(c.ok("COUNT t"), format!("+OK {}", 2 * tricky.len()));
+}
+
+/// Every file in a folder and its bytes.
+fn files(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != "LOCK")
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn put_back(dir: &std::path::Path, saved: &std::collections::BTreeMap<String, Vec<u8>>) {
+    for (name, _) in files(dir) {
+        fs::remove_file(dir.join(name)).unwrap();
+    }
+    for (name, bytes) in saved {
+        fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+/// Starts a server that must refuse `dir`, and checks that it changed no file there.
+fn refused(dir: &tempfile::TempDir) -> String {
+    let before = files(&data(dir));
+    let err = match ServerProcess::start(dir.path(), &[]) {
+        Err(log) => log,
+        Ok(_) => panic!("started on damaged files"),
+    };
+    assert_eq!(files(&data(dir)), before, "a refused start changes no file");
+    err
+}
+
+#[test]
+fn damaged_files_stop_the_start_and_are_left_as_they_were() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProcess::start(dir.path(), &["--fsync", "always"]).unwrap();
+    let mut c = Client::connect(s.addr);
+    c.ok("DEFINE t v:int");
+    for v in 0..50 {
+        c.ok(&format!("INSERT t v={v}"));
+    }
+    assert!(c.ok("SAVE").starts_with("+OK saved 1 tables, 50 rows"));
+    for v in 50..60 {
+        c.ok(&format!("INSERT t v={v}"));
+    }
+    drop(s); // kill -9: ten rows only in the journal
+    let d = data(&dir);
+    let good = files(&d);
+
+    // A line missing from the middle of the journal.
+    let (segment, text) = good
+        .iter()
+        .filter(|(n, _)| n.ends_with(".log"))
+        .map(|(n, b)| (n.clone(), String::from_utf8(b.clone()).unwrap()))
+        .find(|(_, t)| t.lines().count() > 5)
+        .expect("a segment with the ten inserts");
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.remove(4);
+    fs::write(d.join(&segment), lines.join("\n") + "\n").unwrap();
+    let err = refused(&dir);
+    assert!(
+        err.contains(&format!("{segment} line 5")) && err.contains("missing"),
+        "{err}"
+    );
+
+    // A changed byte inside a record.
+    put_back(&d, &good);
+    fs::write(d.join(&segment), text.replacen("[53,", "[53 ,", 1)).unwrap();
+    let err = refused(&dir);
+    assert!(err.contains(&segment) && err.contains("checksum"), "{err}");
+
+    // The CSV deleted, emptied, or cut to its header while the schema file records rows.
+    for (how, content) in [
+        ("deleted", None),
+        ("empty", Some("")),
+        ("header only", Some("id,v\n")),
+    ] {
+        put_back(&d, &good);
+        match content {
+            None => fs::remove_file(d.join("t.csv")).unwrap(),
+            Some(c) => fs::write(d.join("t.csv"), c).unwrap(),
+        }
+        let err = refused(&dir);
+        assert!(
+            err.contains("t.csv") && err.contains("50 rows"),
+            "{how}: {err}"
+        );
+    }
+
+    put_back(&d, &good);
+    let s = ServerProcess::start(dir.path(), &[]).expect("the good files start");
+    let mut c = Client::connect(s.addr);
+    assert_eq!(c.ok("COUNT t"), "+OK 60");
+}
+
+/// A save cut short between writing a table's schema file and its CSV leaves the CSV it
+/// was replacing, with the journal that covers the rest: that start must succeed.
+#[test]
+fn a_save_cut_short_between_its_two_files_is_not_mistaken_for_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProcess::start(dir.path(), &["--fsync", "always"]).unwrap();
+    let mut c = Client::connect(s.addr);
+    c.ok("DEFINE t v:int");
+    assert!(c.ok("SAVE").starts_with("+OK saved 1 tables, 0 rows"));
+    for v in 0..20 {
+        c.ok(&format!("INSERT t v={v}"));
+    }
+    drop(s);
+    // What the next save would have renamed first: a schema file recording 20 rows,
+    // replacing a CSV of none, covering every segment there is.
+    let d = data(&dir);
+    let newest = fs::read_dir(&d)
+        .unwrap()
+        .filter_map(|e| {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            n.strip_prefix("journal-")?
+                .strip_suffix(".log")?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap();
+    fs::write(
+        d.join("t.schema.json"),
+        format!(
+            r#"{{"columns":["v:int"],"next_id":21,"saved":{{"rows":20,"replaces":0,"segment":{}}}}}"#,
+            newest + 1
+        ),
+    )
+    .unwrap();
+    assert_eq!(fs::read_to_string(d.join("t.csv")).unwrap(), "id,v\n");
+    let s = ServerProcess::start(dir.path(), &[]).expect("starts");
+    let mut c = Client::connect(s.addr);
+    assert_eq!(c.ok("COUNT t"), "+OK 20");
 }

@@ -80,6 +80,20 @@ pub enum TableCommand {
     Save,
 }
 
+impl TableCommand {
+    /// Whether the command changes tables (and so needs the journal).
+    pub fn writes(&self) -> bool {
+        matches!(
+            self,
+            TableCommand::Define { .. }
+                | TableCommand::Undefine { .. }
+                | TableCommand::Insert { .. }
+                | TableCommand::Update { .. }
+                | TableCommand::Delete { .. }
+        )
+    }
+}
+
 /// What `SELECT` asks for.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Query {
@@ -693,7 +707,21 @@ fn table_ref(store: &TableStore, name: &str) -> Result<crate::store::TableRef, E
 
 type Applied = Result<(Reply, Option<u64>), ErrorReply>;
 
+/// Refuses a write while the journal cannot write, before anything changes.
+fn writable(store: &TableStore) -> Result<(), ErrorReply> {
+    match store.journal().and_then(|j| j.failure()) {
+        None => Ok(()),
+        Some(why) => Err(ErrorReply::new(
+            "unavailable",
+            format!("{why}; nothing was changed, and writes resume by themselves once it can"),
+        )),
+    }
+}
+
 fn apply_inner(store: &TableStore, c: TableCommand) -> Applied {
+    if c.writes() {
+        writable(store)?;
+    }
     match c {
         TableCommand::Define { table, columns } => {
             check_name("table", &table, true).map_err(|e| ErrorReply::new("bad_args", e))?;

@@ -154,7 +154,15 @@ impl Outbox {
     pub fn wake(&self) {
         self.waker.wakeup();
     }
+}
 
+impl crate::store::journal::Waiter for Outbox {
+    fn wake(&self) {
+        Outbox::wake(self);
+    }
+}
+
+impl Outbox {
     /// Moves everything queued into `dst` (which the consumer has emptied). The wake flag
     /// is cleared first, so anything queued after this call wakes the consumer again.
     pub fn take_all(&self, dst: &mut VecDeque<OutItem>) {

@@ -12,6 +12,7 @@ use crate::manager::{ChannelOp, Transport};
 use crate::protocol::push::ByeReason;
 use crate::protocol::{self, guess_format, Command, ErrorReply, Format, Push, Reply};
 use crate::server::ServerContext;
+use crate::store::journal::{Journal, Waiter};
 
 /// Requests a connection may have waiting on the channel manager before it stops
 /// reading: this is what keeps a fast pipelining publisher from queueing without bound.
@@ -33,15 +34,33 @@ pub enum Ending {
 
 /// A reply that must wait for an earlier one still being computed by the manager.
 enum Pending {
-    Manager { format: Format, id: Option<Value> },
+    Manager {
+        format: Format,
+        id: Option<Value>,
+    },
     Ready(Vec<u8>),
+    /// The reply to a table write whose journal record is `seq`.
+    Write(Held, Vec<u8>),
     Quit,
+}
+
+/// A reply to a table write that is encoded but must not be written before its journal
+/// record `seq` is durable: `start..end` in `out` (in its own buffer while pending).
+/// If the journal fails first, the reply is replaced by an error.
+struct Held {
+    start: usize,
+    end: usize,
+    seq: u64,
+    format: Format,
+    id: Option<Value>,
 }
 
 /// One client's protocol state, whichever transport carries it.
 pub struct Session {
     pub id: ConnId,
     pub outbox: Arc<Outbox>,
+    /// The outbox, as the journal wakes it.
+    waiter: Arc<dyn Waiter>,
     ctx: Arc<ServerContext>,
     /// Format of the most recent request; pushes are encoded in it.
     format: Format,
@@ -59,6 +78,8 @@ pub struct Session {
     /// Journal sequence number that must be durable before `out` may be written (0:
     /// nothing to wait for).
     durable_needed: u64,
+    /// Replies in `out` to writes not yet durable, in order.
+    held: Vec<Held>,
 }
 
 impl Session {
@@ -83,6 +104,7 @@ impl Session {
             .ok()?;
         Some(Session {
             id,
+            waiter: outbox.clone(),
             outbox,
             ctx,
             format: Format::Text,
@@ -94,6 +116,7 @@ impl Session {
             ending: None,
             quit_requested: false,
             durable_needed: 0,
+            held: Vec::new(),
         })
     }
 
@@ -129,14 +152,61 @@ impl Session {
         if self.durable_needed == 0 {
             return true;
         }
-        let Some(journal) = self.ctx.store.journal() else {
+        let Some(journal) = self.ctx.store.journal().cloned() else {
             return true;
         };
-        if journal.durable_or_wake(self.durable_needed, &self.outbox) {
+        if journal.durable_or_wake(self.durable_needed, &self.waiter) {
             self.durable_needed = 0;
+            self.held.clear();
             return true;
         }
-        false
+        match journal.failure() {
+            Some(why) => {
+                self.refuse_held(&journal, &why);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The journal cannot write: every reply to a write that is not durable becomes an
+    /// `unavailable` error, so the client hears now instead of when the disk is back.
+    /// Nothing is acknowledged that is not in the journal.
+    fn refuse_held(&mut self, journal: &Journal, why: &str) {
+        let refusal = || {
+            Reply::Error(ErrorReply::new(
+                "unavailable",
+                format!(
+                    "{why}; this change is applied in memory and will be journaled once the disk can be written, but it is not durable now"
+                ),
+            ))
+        };
+        let mut out = Vec::with_capacity(self.out.len());
+        let mut pos = 0;
+        for h in std::mem::take(&mut self.held) {
+            out.extend_from_slice(&self.out[pos..h.start]);
+            if journal.is_durable(h.seq) {
+                out.extend_from_slice(&self.out[h.start..h.end]);
+            } else {
+                refusal().encode(h.format, h.id.as_ref(), &mut out);
+            }
+            pos = h.end;
+        }
+        out.extend_from_slice(&self.out[pos..]);
+        self.out = out;
+        for p in self.pending.iter_mut() {
+            if let Pending::Write(h, bytes) = p {
+                let bytes = if journal.is_durable(h.seq) {
+                    std::mem::take(bytes)
+                } else {
+                    let mut b = Vec::new();
+                    refusal().encode(h.format, h.id.as_ref(), &mut b);
+                    b
+                };
+                *p = Pending::Ready(bytes);
+            }
+        }
+        self.durable_needed = 0;
     }
 
     /// Whether requests still wait on the manager.
@@ -161,10 +231,10 @@ impl Session {
             }
             Ok(cmd) if cmd.is_local() => {
                 let (reply, seq) = commands::apply_local(cmd, &self.ctx.store);
-                if let Some(seq) = seq {
-                    self.durable_needed = self.durable_needed.max(seq);
+                match seq {
+                    Some(seq) => self.write_reply(req.format, req.id, reply, seq),
+                    None => self.local_reply(req.format, req.id, reply),
                 }
-                self.local_reply(req.format, req.id, reply);
             }
             Ok(command) => {
                 self.batch.push(command);
@@ -215,6 +285,30 @@ impl Session {
         }
     }
 
+    /// Queues the reply to a table write, held until its journal record `seq` is durable.
+    fn write_reply(&mut self, format: Format, id: Option<Value>, reply: Reply, seq: u64) {
+        self.durable_needed = self.durable_needed.max(seq);
+        let mut held = Held {
+            start: 0,
+            end: 0,
+            seq,
+            format,
+            id: None,
+        };
+        if self.pending.is_empty() {
+            held.start = self.out.len();
+            reply.encode(format, id.as_ref(), &mut self.out);
+            held.end = self.out.len();
+            held.id = id;
+            self.held.push(held);
+        } else {
+            let mut buf = Vec::new();
+            reply.encode(format, id.as_ref(), &mut buf);
+            held.id = id;
+            self.pending.push_back(Pending::Write(held, buf));
+        }
+    }
+
     /// Moves replies that no longer wait on anything into `out`.
     fn flush_ready(&mut self) {
         while let Some(p) = self.pending.front_mut() {
@@ -223,6 +317,14 @@ impl Session {
                 Pending::Ready(buf) => {
                     self.out.extend_from_slice(buf);
                     self.pending.pop_front();
+                }
+                Pending::Write(..) => {
+                    if let Some(Pending::Write(mut held, buf)) = self.pending.pop_front() {
+                        held.start = self.out.len();
+                        self.out.extend_from_slice(&buf);
+                        held.end = self.out.len();
+                        self.held.push(held);
+                    }
                 }
                 Pending::Quit => {
                     self.pending.pop_front();

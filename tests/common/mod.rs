@@ -165,15 +165,27 @@ impl ServerProcess {
     /// Starts `servermain 127.0.0.1 0 <args>` in `dir`, waiting until it listens.
     /// `Err` holds its log when it exits instead.
     pub fn start(dir: &std::path::Path, args: &[&str]) -> Result<ServerProcess, String> {
+        Self::start_as(dir, args, None)
+    }
+
+    /// As [`ServerProcess::start`], as the user `uid` when given (the test runs as root).
+    pub fn start_as(
+        dir: &std::path::Path,
+        args: &[&str],
+        uid: Option<u32>,
+    ) -> Result<ServerProcess, String> {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_servermain"))
-            .args(["127.0.0.1", "0"])
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_servermain"));
+        cmd.args(["127.0.0.1", "0"])
             .args(args)
             .current_dir(dir)
             .env("RUST_LOG", "info")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("servermain starts");
+            .stderr(std::process::Stdio::piped());
+        if let Some(uid) = uid {
+            cmd.uid(uid).gid(uid);
+        }
+        let mut child = cmd.spawn().expect("servermain starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
