@@ -29,6 +29,7 @@ pub mod protocol;
 pub mod server;
 pub mod store;
 
+pub use commands::table_api::{TableError, Tables};
 pub use server::{Config, Server, ServerHandle};
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use may::net::TcpListener;
 
+use crate::commands::table_api::Tables;
 use crate::conn;
 use crate::manager::{ChannelOp, Manager};
 use crate::protocol::ParseLimits;
@@ -217,9 +218,10 @@ impl ServerHandle {
         self.local_addr
     }
 
-    /// The table store, for programs that embed the server.
-    pub fn store(&self) -> &Arc<TableStore> {
-        &self.store
+    /// The server's tables, for programs that embed it: the same checked, journaled and
+    /// watched path as the wire commands.
+    pub fn tables(&self) -> Tables {
+        Tables::new(self.store.clone())
     }
 
     /// Live counters.

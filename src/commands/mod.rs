@@ -11,6 +11,7 @@
 pub mod channels;
 pub mod live;
 pub mod session;
+pub mod table_api;
 pub mod tables;
 
 use crate::protocol::args::{clip, Args, JsonArgs};

@@ -438,7 +438,7 @@ fn json_object_text(s: &str) -> Result<Assignments, String> {
     json_object(v)
 }
 
-fn json_object(v: Json) -> Result<Assignments, String> {
+pub(crate) fn json_object(v: Json) -> Result<Assignments, String> {
     match v {
         Json::Object(m) => Ok(m.into_iter().map(|(k, v)| (k, RawValue::Json(v))).collect()),
         other => Err(format!(

@@ -91,7 +91,7 @@ pub enum DefineError {
 
 impl TableStore {
     /// From now on, every change is recorded in `journal`.
-    pub fn attach_journal(&self, journal: Arc<Journal>) {
+    pub(crate) fn attach_journal(&self, journal: Arc<Journal>) {
         let _ = self.journal.set(journal);
     }
 
@@ -100,26 +100,26 @@ impl TableStore {
     }
 
     /// From now on, changes to watched tables are handed to `sink`.
-    pub fn attach_change_sink(&self, sink: ChangeSink) {
+    pub(crate) fn attach_change_sink(&self, sink: ChangeSink) {
         let _ = self.changes.set(sink);
     }
 
     /// Hands a change to the sink (the channel manager), if there is one.
-    pub fn notify(&self, note: ChangeNote) {
+    pub(crate) fn notify(&self, note: ChangeNote) {
         if let Some(sink) = self.changes.get() {
             sink(note);
         }
     }
 
     /// From now on, `SAVE` asks `saver` (the snapshot thread) for a snapshot.
-    pub fn attach_saver(&self, saver: crossbeam_channel::Sender<persist::DiskRequest>) {
+    pub(crate) fn attach_saver(&self, saver: crossbeam_channel::Sender<persist::DiskRequest>) {
         let _ = self.saver.set(saver);
     }
 
     /// Asks for a snapshot; the answer arrives on the returned may channel, so a
     /// coroutine can wait for it without blocking its worker. `None` when the store is
     /// not persistent or is stopping.
-    pub fn request_save(
+    pub(crate) fn request_save(
         &self,
     ) -> Option<may::sync::mpsc::Receiver<Result<persist::SnapshotReport, String>>> {
         let saver = self.saver.get()?;
@@ -129,7 +129,7 @@ impl TableStore {
     }
 
     /// Asks the snapshot thread to remove an undefined table's files (if persistent).
-    pub fn request_file_removal(&self, table: &str) {
+    pub(crate) fn request_file_removal(&self, table: &str) {
         if let Some(saver) = self.saver.get() {
             let _ = saver.send(persist::DiskRequest::RemoveFiles(table.to_string()));
         }
@@ -139,12 +139,12 @@ impl TableStore {
     /// while holding the lock under which the change was made, so that the journal
     /// holds each table's changes in the order they were made.
     /// The record is built only when there is a journal to take it.
-    pub fn log(&self, record: impl FnOnce() -> Record) -> Option<u64> {
+    pub(crate) fn log(&self, record: impl FnOnce() -> Record) -> Option<u64> {
         self.journal.get().map(|j| j.append(&record()))
     }
 
     /// Adds an empty table. Returns the journal sequence number of the definition.
-    pub fn define(&self, name: &str, schema: Schema) -> Result<Option<u64>, DefineError> {
+    pub(crate) fn define(&self, name: &str, schema: Schema) -> Result<Option<u64>, DefineError> {
         let mut tables = write(&self.tables);
         if tables.contains_key(name) {
             return Err(DefineError::Exists);
@@ -159,7 +159,7 @@ impl TableStore {
     }
 
     /// Adds a table built elsewhere (loading from disk), replacing any of that name.
-    pub fn put(&self, table: Table) -> TableRef {
+    pub(crate) fn put(&self, table: Table) -> TableRef {
         let name = table.name.clone();
         let t = Arc::new(RwLock::new(table));
         write(&self.tables).insert(name, t.clone());
@@ -167,7 +167,7 @@ impl TableStore {
     }
 
     /// Removes a table: `None` if there was none, else the journal sequence number.
-    pub fn undefine(&self, name: &str) -> Option<Option<u64>> {
+    pub(crate) fn undefine(&self, name: &str) -> Option<Option<u64>> {
         let mut tables = write(&self.tables);
         tables.remove(name)?;
         let seq = self.log(|| Record::Undefine {
@@ -179,7 +179,7 @@ impl TableStore {
     }
 
     /// Removes a table without recording it (replaying the journal).
-    pub fn remove_quietly(&self, name: &str) {
+    pub(crate) fn remove_quietly(&self, name: &str) {
         write(&self.tables).remove(name);
     }
 
