@@ -55,7 +55,8 @@ struct Args {
     /// Keep tables in memory only: nothing is read from or written to disk
     #[arg(long)]
     in_memory: bool,
-    /// When the journal is synced: always (an +OK survives kill -9), everysec, or no
+    /// When the journal is synced: always (an +OK survives power loss), everysec (a machine
+    /// crash loses at most about a second) or no (the OS decides); an +OK survives kill -9 under all three
     #[arg(long, default_value = "everysec")]
     fsync: leviathan::store::journal::FsyncPolicy,
     /// Seconds between automatic snapshots (0: only at start, on SAVE and at shutdown)
