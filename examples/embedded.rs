@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-fn main() -> std::io::Result<()> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let mut server = leviathan::Server::start(listener, leviathan::Config::default())?;
     println!("server listening on {}", server.local_addr());
@@ -24,6 +24,14 @@ fn main() -> std::io::Result<()> {
         line.clear();
         reader.read_line(&mut line)?;
         print!("< {line}");
+    }
+    // The same tables the wire clients use: typed, journaled, seen by WATCH.
+    let tables = server.tables();
+    tables.define("users", &["name:str", "age:int?"])?;
+    let id = tables.insert("users", serde_json::json!({"name": "ann", "age": 30}))?;
+    println!("row {id}: {}", tables.get("users", id)?);
+    if let Err(e) = tables.insert("users", serde_json::json!({"age": "old"})) {
+        println!("refused: {e}");
     }
     server.shutdown();
     println!("server stopped");

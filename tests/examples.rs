@@ -37,5 +37,10 @@ fn embedded_example_runs_and_shows_the_conversation() {
     // The publisher is subscribed: its own message, then the receiver count.
     assert_eq!(lines[5], "< MSG greetings demo hello, world");
     assert_eq!(lines[6], "< +OK 1");
-    assert_eq!(lines[7], "server stopped");
+    assert_eq!(lines[7], r#"row 1: {"id":1,"name":"ann","age":30}"#);
+    assert!(
+        lines[8].starts_with("refused: bad_value: column 'age'"),
+        "{stdout}"
+    );
+    assert_eq!(lines[9], "server stopped");
 }

@@ -18,6 +18,14 @@ impl ErrorReply {
     }
 }
 
+impl std::fmt::Display for ErrorReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ErrorReply {}
+
 /// One item of a list reply, with its text line (after `* `) and its JSON form.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Item {
