@@ -7,8 +7,6 @@
 //! number its first change has, so that losing a segment's first lines is found too.
 //! The lines stay plain JSON, so `jq` reads a journal as it is.
 
-use std::io::Write as _;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
@@ -52,7 +50,7 @@ pub fn encode(out: &mut Vec<u8>, seq: Option<u64>, record: &Record) {
     let at = match seq {
         Some(n) => {
             out.extend_from_slice(b"{\"seq\":");
-            let _ = write!(out, "{n}");
+            push_u64(out, n);
             let at = out.len();
             // Serializing plain data into a Vec cannot fail.
             let _ = serde_json::to_writer(&mut *out, record);
@@ -68,7 +66,25 @@ pub fn encode(out: &mut Vec<u8>, seq: Option<u64>, record: &Record) {
     debug_assert_eq!(out.last(), Some(&b'}'), "a record is an object ({at})");
     out.pop();
     let crc = crc32fast::hash(&out[start..]);
-    let _ = writeln!(out, ",\"crc\":\"{crc:08x}\"}}");
+    out.extend_from_slice(b",\"crc\":\"");
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.extend((0..8).rev().map(|i| HEX[(crc >> (i * 4)) as usize & 0xf]));
+    out.extend_from_slice(b"\"}\n");
+}
+
+/// Decimal digits without the formatting machinery (this runs once per write).
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// A line as read back.
