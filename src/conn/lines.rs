@@ -105,6 +105,19 @@ impl LineReader {
         }
     }
 
+    /// The client sent its last byte. A last line without its `\n` is dropped, never
+    /// run: a command cut short can mean something else than the whole one (a
+    /// `DELETE … WHERE a = 1 AND b = 2` cut after `a = 1`). Returns its first bytes, if
+    /// there was one, so the client can be told.
+    pub fn end_of_input(&mut self) -> Option<Vec<u8>> {
+        let partial = (!self.skipping && self.start < self.end)
+            .then(|| head(&self.buf[self.start..self.end]));
+        self.skipping = false;
+        self.start = self.end;
+        self.scan = self.end;
+        partial
+    }
+
     /// Whether unprocessed bytes are buffered.
     pub fn is_empty(&self) -> bool {
         self.start == self.end

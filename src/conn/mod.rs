@@ -101,7 +101,18 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
         if !eof && session.wants_input(OUT_BUDGET) {
             session.pause_if_crowding();
             match read_into(&mut stream, &mut reader) {
-                Ok(0) => eof = true,
+                Ok(0) => {
+                    eof = true;
+                    progress = true;
+                    if let Some(first) = reader.end_of_input() {
+                        session.reject_line(
+                            &first,
+                            "incomplete_line",
+                            "the connection ended inside a line (no newline), which was not run"
+                                .into(),
+                        );
+                    }
+                }
                 Ok(_) => {
                     progress = true;
                     handle_lines(&mut reader, &mut session, max_line);
@@ -129,7 +140,10 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
             finish(&mut stream, &mut session, written);
             return;
         }
-        if eof && !session.awaiting_replies() && session.out.is_empty() && reader.is_empty() {
+        if eof && durable && !session.awaiting_replies() && reader.is_empty() {
+            // Half-closed: the client sends nothing more. Its last replies get a bounded
+            // time to go out, then the connection (and its slot) is released.
+            finish(&mut stream, &mut session, written);
             return;
         }
         if progress {

@@ -49,6 +49,9 @@ pub struct Outbox {
     queued_bytes: AtomicUsize,
     /// Mirrors `Queue::closed`, readable without the lock.
     closed: AtomicBool,
+    /// Set when the connection was cut as a slow consumer: it must close at once,
+    /// whatever it still holds to write.
+    cut: AtomicBool,
     wake_pending: AtomicBool,
     /// Set when this connection published to someone whose outbox is crowded.
     stall: AtomicBool,
@@ -70,6 +73,7 @@ impl Outbox {
             }),
             queued_bytes: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
             wake_pending: AtomicBool::new(false),
             stall: AtomicBool::new(false),
             waker,
@@ -91,6 +95,11 @@ impl Outbox {
     /// Whether the connection is closing (read without locking).
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection was cut as a slow consumer (read without locking).
+    pub fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::Acquire)
     }
 
     /// Queues `items` (about `bytes` in all) after what is queued, in one lock. Never
@@ -122,6 +131,7 @@ impl Outbox {
             .push_back(OutItem::Push(Push::Bye(ByeReason::SlowConsumer)));
         q.closed = true;
         self.closed.store(true, Ordering::Relaxed);
+        self.cut.store(true, Ordering::Release);
         self.queued_bytes.store(0, Ordering::Relaxed);
         true
     }

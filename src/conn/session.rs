@@ -337,6 +337,19 @@ impl Session {
     /// Encodes outbox items into `out` until it holds `budget` bytes. Returns whether
     /// anything was encoded.
     pub fn pump(&mut self, budget: usize) -> bool {
+        if self.outbox.is_cut() && self.ending.is_none() {
+            // Cut as a slow consumer: nothing still waiting matters any more, and the
+            // connection must close now, not once the client reads what fills `out`.
+            self.inbox.clear();
+            self.outbox.take_all(&mut self.inbox);
+            self.inbox.clear();
+            self.pending.clear();
+            self.held.clear();
+            self.durable_needed = 0;
+            Push::Bye(ByeReason::SlowConsumer).encode(self.format, &mut self.out);
+            self.ending = Some(Ending::Bye(ByeReason::SlowConsumer));
+            return true;
+        }
         if self.inbox.is_empty() {
             self.outbox.take_all(&mut self.inbox);
         }

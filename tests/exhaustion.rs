@@ -1,0 +1,121 @@
+//! No client can exhaust or freeze the server: connections that stop reading, stop
+//! writing, or half-close are released, and their slots go to others.
+
+mod common;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::{start_with, Client};
+use leviathan::Config;
+
+/// Reads everything until EOF (bounded), as text.
+fn read_to_eof(s: &mut TcpStream, limit: Duration) -> String {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut all = Vec::new();
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 65536];
+    loop {
+        assert!(Instant::now() < deadline, "no EOF within {limit:?}");
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn half_closed_connections_are_answered_and_released() {
+    let server = start_with(Config {
+        max_connections: 10,
+        ..Config::default()
+    });
+    let addr = server.local_addr();
+    // Three times the connection limit, one after another: each is answered, closed,
+    // and gives its slot back.
+    for i in 0..30 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"PING\nPING last").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let text = read_to_eof(&mut s, Duration::from_secs(10));
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("HELLO "), "{i}: {text}");
+        assert_eq!(lines[1], "+PONG", "{i}: {text}");
+        assert!(
+            lines[2].starts_with("-ERR incomplete_line "),
+            "{i}: a last line without its newline is not run: {text}"
+        );
+        assert_eq!(lines.len(), 3, "{i}: {text}");
+    }
+    let stats = server.stats();
+    wait_for("every slot released", Duration::from_secs(10), || {
+        stats.connections_current.load(Ordering::Acquire) == 0
+    });
+    assert_eq!(stats.connections_refused.load(Ordering::Relaxed), 0);
+    let mut c = Client::connect(addr);
+    assert_eq!(c.ok("PING"), "+PONG");
+}
+
+#[test]
+fn a_cut_slow_consumer_is_closed_at_once_and_leaves_clients() {
+    let server = start_with(Config {
+        outbox_limit: 256 << 10,
+        drain_timeout: Duration::from_secs(30),
+        ..Config::default()
+    });
+    let addr = server.local_addr();
+    let mut publisher = Client::connect(addr);
+    publisher.ok("NAME pub");
+    publisher.ok("CREATE firehose");
+    let mut stalled = Client::connect(addr);
+    stalled.ok("NAME stalled");
+    stalled.ok("SUB firehose");
+    let payload = "p".repeat(1000);
+    let stats = server.stats();
+    // Bounded: 20,000 messages of 1 KB, far more than the socket buffers and outbox hold.
+    for chunk in 0..200 {
+        if stats.slow_consumers.load(Ordering::Relaxed) > 0 {
+            break;
+        }
+        let batch: String = (0..100)
+            .map(|i| format!("PUB firehose {payload} {}\n", chunk * 100 + i))
+            .collect();
+        publisher.send_raw(batch.as_bytes());
+        for _ in 0..100 {
+            assert!(publisher.line().starts_with("+OK"));
+        }
+    }
+    assert_eq!(stats.slow_consumers.load(Ordering::Relaxed), 1);
+    // Without the stalled client reading a byte, it is gone from CLIENTS.
+    wait_for(
+        "the cut client leaves CLIENTS",
+        Duration::from_secs(5),
+        || {
+            let (items, _) = publisher.request("CLIENTS");
+            !items.iter().any(|l| l.contains(" stalled "))
+        },
+    );
+    assert_eq!(stats.connections_current.load(Ordering::Acquire), 1);
+    // What the kernel had buffered, then the end.
+    let text = read_to_eof(stalled.reader.get_mut(), Duration::from_secs(10));
+    assert!(!text.is_empty());
+    let started = Instant::now();
+    let mut server = server;
+    server.shutdown();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown did not wait for the cut client's drain"
+    );
+}
