@@ -209,6 +209,14 @@ impl Session {
         self.durable_needed = 0;
     }
 
+    /// Counts this connection as a slow consumer cut by its transport.
+    pub fn count_slow_consumer(&self) {
+        self.ctx
+            .stats
+            .slow_consumers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Whether requests still wait on the manager.
     pub fn awaiting_replies(&self) -> bool {
         !self.pending.is_empty()

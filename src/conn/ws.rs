@@ -72,9 +72,13 @@ pub(crate) fn serve_http(
         Err(why) => return http_error(s.stream, 400, "Bad Request", &why),
     }
     let max = ctx.config.max_line;
-    let config = WebSocketConfig::default()
+    // tungstenite's own write buffer counts against the outbox limit like everything
+    // else queued for this client: past it, a client that does not read is cut.
+    let defaults = WebSocketConfig::default();
+    let config = defaults
         .max_message_size(Some(max))
-        .max_frame_size(Some(max));
+        .max_frame_size(Some(max))
+        .max_write_buffer_size(ctx.config.outbox_limit.max(defaults.write_buffer_size + 1));
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut attempt = tungstenite::accept_with_config(&mut s, Some(config));
     let ws = loop {
@@ -160,6 +164,10 @@ fn run_ws(mut ws: WebSocket<&mut PrefixStream>, addr: SocketAddr, ctx: Arc<Serve
         if durable && !session.out.is_empty() {
             match send_lines(&mut ws, &mut session.out) {
                 Ok(()) => dirty = true,
+                Err(WsError::WriteBufferFull(_)) => {
+                    slow_consumer(&session, &mut ws);
+                    return;
+                }
                 Err(e) => {
                     log::debug!("connection {id}: websocket write failed: {e}");
                     return;
@@ -230,6 +238,17 @@ fn run_ws(mut ws: WebSocket<&mut PrefixStream>, addr: SocketAddr, ctx: Arc<Serve
         session.shrink_idle();
         ws.get_ref().stream.wait_io();
     }
+}
+
+/// The client does not read what is sent to it: counted, logged, and the connection
+/// closed at once (its write buffer is full, so no `BYE` can go out).
+fn slow_consumer(session: &Session, ws: &mut WebSocket<&mut PrefixStream>) {
+    session.count_slow_consumer();
+    log::warn!(
+        "connection {} is a slow consumer: its WebSocket write buffer is full; disconnecting it",
+        session.id
+    );
+    let _ = ws.get_mut().stream.shutdown(std::net::Shutdown::Both);
 }
 
 /// Queues each encoded line as its own text frame.
