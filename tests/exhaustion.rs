@@ -210,3 +210,57 @@ fn a_websocket_ping_flood_from_a_client_that_never_reads_stays_bounded() {
     let mut c = Client::connect(addr);
     assert_eq!(c.ok("PING"), "+PONG", "the server serves others");
 }
+
+#[test]
+fn a_dm_flood_slows_the_sender_instead_of_cutting_a_reading_victim() {
+    // The default 4 MiB outbox: a sender has at most 1,024 requests (1 MB here) in
+    // flight, so pausing it while the victim's outbox is half full keeps it from
+    // overflowing.
+    let server = start_with(Config::default());
+    let addr = server.local_addr();
+    let mut victim = Client::connect(addr);
+    victim.ok("NAME victim");
+    const N: usize = 12_000;
+    // The victim reads all the time, but only about 4 MB/s.
+    let reader = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut got = 0;
+        while got < N && Instant::now() < deadline {
+            match victim.line_or_eof() {
+                Some(l) if l.starts_with("DM ") => got += 1,
+                Some(l) => panic!("victim got {}", &l[..l.len().min(60)]),
+                None => break,
+            }
+            if got % 4 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        got
+    });
+    let mut sender = Client::connect(addr);
+    let mut sink = sender.reader.get_ref().try_clone().unwrap();
+    // The sender's replies are drained apart, so nothing but the victim slows it.
+    let replies = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut oks = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while oks < N && Instant::now() < deadline {
+            match sink.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => oks += buf[..n].iter().filter(|&&b| b == b'\n').count(),
+            }
+        }
+    });
+    let payload = "d".repeat(1000);
+    let all: String = (0..N)
+        .map(|i| format!("SEND victim {payload} {i}\n"))
+        .collect();
+    sender.send_raw(all.as_bytes());
+    assert_eq!(
+        reader.join().unwrap(),
+        N,
+        "the reading victim got every message"
+    );
+    let _ = replies.join();
+    assert_eq!(server.stats().slow_consumers.load(Ordering::Relaxed), 0);
+}

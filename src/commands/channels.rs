@@ -307,10 +307,8 @@ fn publish(m: &mut Manager, id: ConnId, channel: &str, data: Payload) -> Result<
     // do not. JSON is encoded by the first JSON receiver.
     msg.encoded(Format::Text);
     let (n, crowded) = m.fan_out(channel, Push::Message(Arc::new(msg)));
-    if crowded {
-        if let Some(c) = m.clients.get(&id) {
-            c.outbox.request_stall();
-        }
+    if let Some(receiver) = crowded {
+        stall(m, id, &receiver);
     }
     Ok(Reply::Count {
         key: "receivers",
@@ -339,6 +337,15 @@ fn send(m: &mut Manager, id: ConnId, to: &str, data: Payload) -> Result<Reply, E
         .map(|c| c.name.clone())
         .unwrap_or_default();
     let msg = Message::new(MessageKind::Direct, Arc::from(""), from, data);
-    m.push(&target, Push::Message(Arc::new(msg)));
+    if m.push(&target, Push::Message(Arc::new(msg))) {
+        stall(m, id, &target);
+    }
     Ok(Reply::Done(None))
+}
+
+/// Asks sender `id` to pause until `receiver`, whose outbox is crowded, catches up.
+fn stall(m: &Manager, id: ConnId, receiver: &Arc<Outbox>) {
+    if let Some(c) = m.clients.get(&id) {
+        c.outbox.request_stall(receiver);
+    }
 }

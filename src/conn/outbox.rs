@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use may::io::WaitIoWaker;
 use parking_lot::Mutex;
@@ -55,6 +56,10 @@ pub struct Outbox {
     wake_pending: AtomicBool,
     /// Set when this connection published to someone whose outbox is crowded.
     stall: AtomicBool,
+    /// That someone (the latest of them).
+    stall_on: Mutex<Option<Weak<Outbox>>>,
+    /// How many times the consumer has taken what was queued: its progress.
+    takes: AtomicU64,
     waker: WaitIoWaker,
     limit: usize,
     /// The manager's staging slot for this outbox: `(batch number << 32) | index`.
@@ -76,6 +81,8 @@ impl Outbox {
             cut: AtomicBool::new(false),
             wake_pending: AtomicBool::new(false),
             stall: AtomicBool::new(false),
+            stall_on: Mutex::new(None),
+            takes: AtomicU64::new(0),
             waker,
             limit,
             stage: AtomicU64::new(u64::MAX),
@@ -150,14 +157,29 @@ impl Outbox {
     }
 
     /// Asks this connection to pause before reading more requests: something it
-    /// published is filling up a receiver's outbox.
-    pub fn request_stall(&self) {
-        self.stall.store(true, Ordering::Relaxed);
+    /// published or sent is filling up `receiver`'s outbox.
+    pub fn request_stall(&self, receiver: &Arc<Outbox>) {
+        *self.stall_on.lock() = Some(Arc::downgrade(receiver));
+        self.stall.store(true, Ordering::Release);
     }
 
-    /// Whether a pause was requested since the last call.
-    pub fn take_stall(&self) -> bool {
-        self.stall.load(Ordering::Relaxed) && self.stall.swap(false, Ordering::Relaxed)
+    /// The crowded receiver, if a pause was requested since the last call.
+    pub fn take_stall(&self) -> Option<Arc<Outbox>> {
+        if !self.stall.load(Ordering::Relaxed) || !self.stall.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        self.stall_on.lock().take()?.upgrade()
+    }
+
+    /// Whether more than half the limit waits here.
+    pub fn is_crowded(&self) -> bool {
+        self.queued_bytes() * 2 > self.limit
+    }
+
+    /// How many times the consumer has taken its queue so far (it grows while the
+    /// client reads).
+    pub fn takes(&self) -> u64 {
+        self.takes.load(Ordering::Relaxed)
     }
 
     /// Wakes the connection's coroutine out of `wait_io`.
@@ -181,6 +203,7 @@ impl Outbox {
         if !q.items.is_empty() {
             std::mem::swap(&mut q.items, dst);
             self.queued_bytes.store(0, Ordering::Relaxed);
+            self.takes.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

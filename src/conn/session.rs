@@ -18,8 +18,13 @@ use crate::store::journal::{Journal, Waiter};
 /// reading: this is what keeps a fast pipelining publisher from queueing without bound.
 const MAX_IN_FLIGHT: usize = 1024;
 
-/// How long a publisher pauses when a receiver's outbox is more than half full.
+/// How often a stalled sender looks at the receiver it waits for.
 const STALL: std::time::Duration = std::time::Duration::from_millis(1);
+/// The longest a sender waits for one crowded receiver.
+const STALL_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+/// A receiver that takes nothing from its outbox this long is not reading: the sender
+/// goes on (and the receiver is cut once its outbox overflows).
+const STALL_NO_PROGRESS: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Why a connection is ending.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,12 +140,27 @@ impl Session {
         self.ending.is_some() && self.pending.is_empty() || self.ending == Some(Ending::ManagerGone)
     }
 
-    /// Pauses this coroutine briefly (never its worker) when something it published is
-    /// crowding a receiver's outbox, so a receiver that is only behind can catch up.
-    /// Bounded: a receiver that does not read still overflows and is cut off.
+    /// Pauses this coroutine (never its worker) while something it published or sent
+    /// is crowding a receiver's outbox, so a receiver that reads, only slower, keeps up
+    /// instead of being cut. Bounded: the pause ends once the receiver has room, after
+    /// [`STALL_MAX`], or as soon as the receiver makes no progress for
+    /// [`STALL_NO_PROGRESS`]; a receiver that does not read still overflows and is cut.
     pub fn pause_if_crowding(&self) {
-        if self.outbox.take_stall() {
+        let Some(receiver) = self.outbox.take_stall() else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let (mut takes, mut progress_at) = (receiver.takes(), started);
+        while receiver.is_crowded()
+            && !receiver.is_closed()
+            && started.elapsed() < STALL_MAX
+            && progress_at.elapsed() < STALL_NO_PROGRESS
+        {
             may::coroutine::sleep(STALL);
+            if receiver.takes() != takes {
+                takes = receiver.takes();
+                progress_at = std::time::Instant::now();
+            }
         }
     }
 

@@ -221,10 +221,13 @@ impl Manager {
         }
     }
 
-    /// Queues a push for one connection.
-    pub fn push(&mut self, outbox: &Arc<Outbox>, push: Push) {
+    /// Queues a push for one connection. Returns whether its outbox is crowded.
+    pub fn push(&mut self, outbox: &Arc<Outbox>, push: Push) -> bool {
         let size = push.approx_len();
-        self.deliver(outbox, OutItem::Push(push), size);
+        matches!(
+            self.stager.stage(outbox, OutItem::Push(push), size),
+            Staged::Queued { crowded: true }
+        )
     }
 
     fn deliver(&mut self, outbox: &Arc<Outbox>, item: OutItem, size: usize) {
@@ -279,19 +282,21 @@ impl Manager {
     }
 
     /// Hands `push` to every receiver of `channel`. Returns how many took it, and
-    /// whether any of them has a crowded outbox (the publisher should pause).
-    pub fn fan_out(&mut self, channel: &str, push: Push) -> (u64, bool) {
+    /// one of them whose outbox is crowded, if any (the publisher should pause).
+    pub fn fan_out(&mut self, channel: &str, push: Push) -> (u64, Option<Arc<Outbox>>) {
         let Some(chan) = self.channels.get(channel) else {
-            return (0, false);
+            return (0, None);
         };
         let size = push.approx_len();
         let mut n = 0;
-        let mut crowded = false;
+        let mut crowded = None;
         for outbox in chan.receivers() {
             let item = OutItem::Push(push.clone());
             if let Staged::Queued { crowded: c } = self.stager.stage(outbox, item, size) {
                 n += 1;
-                crowded |= c;
+                if c {
+                    crowded = Some(outbox.clone());
+                }
             }
         }
         // Filtered subscriptions see only JSON messages whose fields match.
@@ -310,7 +315,9 @@ impl Manager {
                 let item = OutItem::Push(push.clone());
                 if let Staged::Queued { crowded: c } = self.stager.stage(outbox, item, size) {
                     n += 1;
-                    crowded |= c;
+                    if c {
+                        crowded = Some(outbox.clone());
+                    }
                 }
             }
         }

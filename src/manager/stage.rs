@@ -9,7 +9,8 @@ use crate::server::Stats;
 
 /// What became of a staged item.
 pub enum Staged {
-    /// It will be delivered; `crowded` says the receiver's outbox is over half full.
+    /// It will be delivered; `crowded` says the receiver's outbox is over half full
+    /// (the sender should pause).
     Queued { crowded: bool },
     /// It will not: the receiver is closing, or has just overflowed.
     Dropped,
