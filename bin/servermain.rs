@@ -62,6 +62,24 @@ struct Args {
     /// Seconds between automatic snapshots (0: only at start, on SAVE and at shutdown)
     #[arg(long, default_value_t = Config::default().snapshot_secs)]
     snapshot_secs: u64,
+    /// Seconds of silence after which a client is sent PING (and again each interval);
+    /// any line from it answers (PONG is meant for this). 0: never
+    #[arg(long, default_value_t = 120)]
+    ping_interval_secs: u64,
+    /// Unanswered PINGs after which a connection is closed (BYE stale_connection)
+    #[arg(long, default_value_t = Config::default().max_pings_out)]
+    max_pings_out: u32,
+    /// Seconds a request line may stay incomplete before the connection is closed
+    /// (BYE line_timeout). 0: no limit
+    #[arg(long, default_value_t = 60)]
+    line_timeout_secs: u64,
+    /// TCP keepalive idle seconds, so peers that vanished without closing are noticed. 0: off
+    #[arg(long, default_value_t = 60)]
+    tcp_keepalive_secs: u64,
+    /// MiB of incomplete lines all connections together may hold; past it, connections
+    /// holding over 64 KiB of one are closed (BYE input_budget)
+    #[arg(long, default_value_t = Config::default().input_budget >> 20)]
+    input_budget_mib: usize,
 }
 
 fn main() -> ExitCode {
@@ -80,6 +98,11 @@ fn main() -> ExitCode {
         data_dir: (!args.in_memory).then(|| args.data_dir.clone()),
         fsync: args.fsync,
         snapshot_secs: args.snapshot_secs,
+        ping_interval: secs(args.ping_interval_secs),
+        max_pings_out: args.max_pings_out,
+        line_timeout: secs(args.line_timeout_secs),
+        tcp_keepalive: secs(args.tcp_keepalive_secs),
+        input_budget: args.input_budget_mib << 20,
         ..Config::default()
     };
     let addr = format!("{}:{}", args.host, args.port);
@@ -121,6 +144,11 @@ fn main() -> ExitCode {
         s.slow_consumers.load(std::sync::atomic::Ordering::Relaxed)
     );
     ExitCode::SUCCESS
+}
+
+/// A number of seconds from a flag, where 0 means off.
+fn secs(n: u64) -> Option<Duration> {
+    (n > 0).then(|| Duration::from_secs(n))
 }
 
 /// Says at start which system limits bound the connection count, and warns when the

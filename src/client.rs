@@ -480,6 +480,11 @@ impl Inner {
                 continue; // a text line (the greeting): nothing to route
             };
             if let Some(ev) = v.get("event").and_then(Value::as_str) {
+                if ev == "ping" {
+                    // The server checks that this client is still there.
+                    let _ = self.write(&serde_json::json!({"op": "pong"}));
+                    continue;
+                }
                 if let Some(e) = event(ev, &v) {
                     let _ = self.events.send(e);
                 }

@@ -239,10 +239,25 @@ impl Reader {
                     };
                     let _ = self.replies.send(FromReader::Reply(r));
                 }
+                Kind::Push if is_server_ping(&l) => {
+                    // Answered for the person, who need not see it.
+                    if let Some(s) = self.writer.lock().as_mut() {
+                        let _ = s.write_all(if l.starts_with('{') {
+                            b"{\"op\":\"pong\"}\n"
+                        } else {
+                            b"PONG\n"
+                        });
+                    }
+                }
                 Kind::Push => self.out.print(format_push(&l, self.style)),
             }
         }
     }
+}
+
+/// The server's `PING` push (text or JSON) to a client that has been silent.
+fn is_server_ping(l: &str) -> bool {
+    l == "PING" || l == r#"{"event":"ping"}"#
 }
 
 enum Kind {

@@ -14,6 +14,7 @@ use may::net::TcpListener;
 
 use crate::commands::table_api::Tables;
 use crate::conn;
+use crate::manager::liveness::Liveness;
 use crate::manager::{ChannelOp, Manager};
 use crate::protocol::ParseLimits;
 use crate::store::journal::{FsyncPolicy, Journal};
@@ -51,6 +52,19 @@ pub struct Config {
     /// Seconds between automatic snapshots; 0 for none (snapshots still happen at
     /// start, on `SAVE` and at shutdown).
     pub snapshot_secs: u64,
+    /// Silence after which a client is sent `PING` (and again each interval); `None`
+    /// for never.
+    pub ping_interval: Option<Duration>,
+    /// Unanswered `PING`s after which a connection is closed as stale.
+    pub max_pings_out: u32,
+    /// The longest a request line may stay incomplete; `None` for no limit.
+    pub line_timeout: Option<Duration>,
+    /// TCP keepalive idle time, so the kernel notices peers that vanished without a
+    /// FIN; `None` for off.
+    pub tcp_keepalive: Option<Duration>,
+    /// Bytes of incomplete lines all connections together may hold; past it, a
+    /// connection whose incomplete line passes 64 KiB is closed.
+    pub input_budget: usize,
 }
 
 impl Default for Config {
@@ -72,6 +86,11 @@ impl Default for Config {
             data_dir: None,
             fsync: FsyncPolicy::EverySec,
             snapshot_secs: 300,
+            ping_interval: Some(Duration::from_secs(120)),
+            max_pings_out: 2,
+            line_timeout: Some(Duration::from_secs(60)),
+            tcp_keepalive: Some(Duration::from_secs(60)),
+            input_budget: 256 << 20,
         }
     }
 }
@@ -95,6 +114,8 @@ pub struct Stats {
     pub connections_refused: AtomicU64,
     /// Connections closed because their outbox overflowed.
     pub slow_consumers: AtomicU64,
+    /// Bytes of incomplete request lines held by all connections now.
+    pub input_buffered: AtomicUsize,
 }
 
 /// What every connection coroutine shares.
@@ -131,7 +152,12 @@ impl Server {
         };
         let stats = Arc::new(Stats::default());
         let (ops, ops_rx) = crossbeam_channel::unbounded();
-        let manager = Manager::new(stats.clone(), config.history_limit, store.clone());
+        let liveness = Liveness {
+            ping_interval: config.ping_interval,
+            max_pings_out: config.max_pings_out,
+            line_timeout: config.line_timeout,
+        };
+        let manager = Manager::new(stats.clone(), config.history_limit, store.clone(), liveness);
         {
             // Writers of watched tables report their changes to the manager.
             let ops = ops.clone();

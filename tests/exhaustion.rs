@@ -120,97 +120,6 @@ fn a_cut_slow_consumer_is_closed_at_once_and_leaves_clients() {
     );
 }
 
-/// Resident memory of this process (server and test client), in bytes.
-fn rss() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
-
-fn ws_connect(
-    addr: std::net::SocketAddr,
-) -> tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>> {
-    let (mut ws, _) = tungstenite::connect(format!("ws://{addr}/")).expect("handshake");
-    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(common::WAIT)).unwrap();
-    }
-    ws.read().expect("greeting");
-    ws
-}
-
-#[test]
-fn a_websocket_subscriber_that_never_reads_is_cut_at_the_outbox_limit() {
-    let server = start_with(Config {
-        outbox_limit: 1 << 20,
-        ..Config::default()
-    });
-    let addr = server.local_addr();
-    let mut publisher = Client::connect(addr);
-    publisher.ok("CREATE firehose");
-    let mut ws = ws_connect(addr);
-    ws.send(tungstenite::Message::text("SUB firehose")).unwrap();
-    assert_eq!(ws.read().unwrap().to_text().unwrap(), "+OK");
-    // From here on the WebSocket client reads nothing.
-    let stats = server.stats();
-    let before = rss();
-    let payload = "p".repeat(1000);
-    // Bounded: at most 100 MB published.
-    for chunk in 0..1000 {
-        if stats.slow_consumers.load(Ordering::Relaxed) > 0 {
-            break;
-        }
-        let batch: String = (0..100)
-            .map(|i| format!("PUB firehose {payload} {}\n", chunk * 100 + i))
-            .collect();
-        publisher.send_raw(batch.as_bytes());
-        for _ in 0..100 {
-            assert!(publisher.line().starts_with("+OK"));
-        }
-    }
-    assert_eq!(stats.slow_consumers.load(Ordering::Relaxed), 1, "cut");
-    let grown = rss().saturating_sub(before);
-    assert!(grown < 64 << 20, "memory grew by {} MB", grown >> 20);
-    wait_for("its slot is released", Duration::from_secs(5), || {
-        stats.connections_current.load(Ordering::Acquire) == 1
-    });
-    assert_eq!(publisher.ok("PUB firehose after"), "+OK 0");
-}
-
-#[test]
-fn a_websocket_ping_flood_from_a_client_that_never_reads_stays_bounded() {
-    let server = start_with(Config::default());
-    let addr = server.local_addr();
-    let mut ws = ws_connect(addr);
-    let before = rss();
-    // Masked ping frames with the largest payload a control frame may carry (125
-    // bytes), written raw: 500,000 of them, about 65 MB, and nothing read back. Each
-    // would be answered by a pong of 127 bytes: far more than socket buffers hold.
-    let mut frame = vec![0x89u8, 0x80 | 125, 1, 2, 3, 4];
-    frame.extend((0..125usize).map(|i| b'x' ^ [1, 2, 3, 4][i % 4]));
-    let batch: Vec<u8> = frame
-        .iter()
-        .copied()
-        .cycle()
-        .take(frame.len() * 10_000)
-        .collect();
-    let raw = match ws.get_mut() {
-        tungstenite::stream::MaybeTlsStream::Plain(s) => s,
-        _ => unreachable!(),
-    };
-    raw.set_write_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    for _ in 0..50 {
-        if raw.write_all(&batch).is_err() {
-            break; // the server may close a client this abusive; either way it is bounded
-        }
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let grown = rss().saturating_sub(before);
-    assert!(grown < 32 << 20, "memory grew by {} MB", grown >> 20);
-    let mut c = Client::connect(addr);
-    assert_eq!(c.ok("PING"), "+PONG", "the server serves others");
-}
-
 #[test]
 fn a_dm_flood_slows_the_sender_instead_of_cutting_a_reading_victim() {
     // The default 4 MiB outbox: a sender has at most 1,024 requests (1 MB here) in
@@ -263,4 +172,145 @@ fn a_dm_flood_slows_the_sender_instead_of_cutting_a_reading_victim() {
     );
     let _ = replies.join();
     assert_eq!(server.stats().slow_consumers.load(Ordering::Relaxed), 0);
+}
+
+fn liveness_config() -> Config {
+    Config {
+        ping_interval: Some(Duration::from_millis(500)),
+        max_pings_out: 2,
+        line_timeout: Some(Duration::from_secs(1)),
+        ..Config::default()
+    }
+}
+
+#[test]
+fn a_silent_client_is_pinged_then_closed_and_one_that_answers_stays() {
+    let server = start_with(liveness_config());
+    let addr = server.local_addr();
+    let mut silent = Client::connect(addr);
+    let mut answering = Client::connect(addr);
+    // Answering every PING keeps a connection, and PONG itself gets no reply.
+    let answerer = std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            assert_eq!(answering.line(), "PING");
+            answering.send("PONG");
+        }
+        assert_eq!(answering.ok("PING still"), "+PONG still");
+        answering.send(r#"{"op":"pong"}"#);
+        let r = answering.json(serde_json::json!({"op":"ping"}));
+        assert_eq!(
+            r["ok"], true,
+            "the first reply after a JSON pong is the next request's: {r}"
+        );
+    });
+    let started = Instant::now();
+    assert_eq!(silent.line(), "PING");
+    assert_eq!(silent.line(), "PING");
+    assert_eq!(silent.line(), "BYE stale_connection");
+    assert_eq!(silent.line_or_eof(), None);
+    // Two intervals of pings, then a third of silence (counted from the connection's
+    // start, which the greeting delay precedes).
+    assert!(
+        started.elapsed() >= Duration::from_millis(1200),
+        "{:?}",
+        started.elapsed()
+    );
+    answerer.join().unwrap();
+}
+
+#[test]
+fn the_client_library_answers_pings_by_itself() {
+    let server = start_with(liveness_config());
+    let client = leviathan::client::Client::connect(&server.local_addr().to_string()).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        client.ping().is_ok(),
+        "still connected after six ping intervals"
+    );
+    let events: Vec<_> = client.events().try_iter().collect();
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            leviathan::client::Event::Disconnected | leviathan::client::Event::Bye { .. }
+        )),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_line_that_never_ends_is_cut_after_the_line_timeout() {
+    let server = start_with(Config {
+        ping_interval: None,
+        ..liveness_config()
+    });
+    let mut c = Client::connect(server.local_addr());
+    let started = Instant::now();
+    // One byte every 100 ms, never a newline: bounded to 5 s.
+    let mut ended = false;
+    while started.elapsed() < Duration::from_secs(5) {
+        if c.writer.write_all(b"x").is_err() {
+            ended = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        c.reader.get_ref().set_nonblocking(true).unwrap();
+        let mut b = [0u8; 64];
+        let got = c.reader.get_mut().read(&mut b);
+        c.reader.get_ref().set_nonblocking(false).unwrap();
+        match got {
+            Ok(0) => {
+                ended = true;
+                break;
+            }
+            Ok(n) => {
+                assert_eq!(&b[..n], b"BYE line_timeout\n");
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(ended, "the connection was closed");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let mut other = Client::connect(server.local_addr());
+    assert_eq!(other.ok("PING"), "+PONG");
+}
+
+#[test]
+fn partial_lines_are_bounded_by_the_input_budget() {
+    let server = start_with(Config {
+        input_budget: 4 << 20,
+        ..Config::default()
+    });
+    let addr = server.local_addr();
+    let stats = server.stats();
+    let chunk = vec![b'a'; 100 << 10];
+    // Ten connections each holding up to 900 KB of a line that never ends: 9 MB
+    // against a 4 MB budget.
+    let mut conns: Vec<Client> = (0..10).map(|_| Client::connect(addr)).collect();
+    for _ in 0..9 {
+        for c in conns.iter_mut() {
+            let _ = c.writer.write_all(&chunk);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_for("the budget holds", Duration::from_secs(5), || {
+        stats.input_buffered.load(Ordering::Acquire) <= (4 << 20) + (1 << 20)
+    });
+    let mut cut = 0;
+    for c in conns.iter_mut() {
+        c.writer
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        if let Some(l) = c.line_or_eof_quick() {
+            assert_eq!(l, "BYE input_budget");
+            cut += 1;
+        }
+    }
+    assert!(cut >= 4, "only {cut} of 10 were cut");
+    let mut canary = Client::connect(addr);
+    assert_eq!(canary.ok("PING"), "+PONG");
+    drop(conns);
+    wait_for("held bytes are given back", Duration::from_secs(5), || {
+        stats.input_buffered.load(Ordering::Acquire) == 0
+    });
 }

@@ -33,6 +33,14 @@ pub static SPECS: &[CommandSpec] = &[
         },
     },
     CommandSpec {
+        name: "PONG",
+        usage: "PONG",
+        json: r#"{"op":"pong"}"#,
+        summary: "the answer to the server's PING push (after a silence); the one line that gets no reply",
+        parse_text: |a| a.finish().map(|_| Command::Pong),
+        parse_json: |a| a.finish().map(|_| Command::Pong),
+    },
+    CommandSpec {
         name: "HELP",
         usage: "HELP [command]",
         json: r#"{"op":"help","command":"pub"}"#,

@@ -118,6 +118,20 @@ impl LineReader {
         partial
     }
 
+    /// Whether a line has begun and not ended (also while an overlong one is being
+    /// skipped), and how many of its bytes are held.
+    pub fn partial(&self) -> (bool, usize) {
+        if self.skipping {
+            return (true, 0);
+        }
+        let buffered = &self.buf[self.start..self.end];
+        let tail = match memchr::memrchr(b'\n', buffered) {
+            Some(i) => buffered.len() - i - 1,
+            None => buffered.len(),
+        };
+        (tail > 0, tail)
+    }
+
     /// Whether unprocessed bytes are buffered.
     pub fn is_empty(&self) -> bool {
         self.start == self.end

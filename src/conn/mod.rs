@@ -53,6 +53,11 @@ impl Drop for LiveGuard {
 pub(crate) fn serve(mut stream: TcpStream, addr: SocketAddr, ctx: Arc<ServerContext>) {
     let _live = LiveGuard(ctx.clone());
     let _ = stream.set_nodelay(true);
+    if let Some(idle) = ctx.config.tcp_keepalive {
+        if let Err(e) = keepalive(&stream, idle) {
+            log::debug!("{addr}: cannot set TCP keepalive: {e}");
+        }
+    }
     match sniff::sniff(&mut stream, &ctx.config) {
         sniff::Sniffed::Lines(initial) => {
             if ctx.stopping.load(Ordering::Acquire) {
@@ -63,6 +68,40 @@ pub(crate) fn serve(mut stream: TcpStream, addr: SocketAddr, ctx: Arc<ServerCont
         sniff::Sniffed::Http(head) => ws::serve_http(stream, addr, head, ctx),
         sniff::Sniffed::Gone => {}
     }
+}
+
+/// TCP keepalive: after `idle` without traffic the kernel probes the peer every 10 s
+/// and, after 3 unanswered probes, reports the connection broken, so a peer that
+/// vanished without a FIN (a cable pulled, a machine gone) is noticed.
+fn keepalive(stream: &TcpStream, idle: Duration) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let fd = stream.as_raw_fd();
+    let set = |level, name, value: libc::c_int| {
+        // SAFETY: setsockopt reads `value` (a c_int of the size given) for this call
+        // only, on a descriptor the stream owns.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                &value as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    set(
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPIDLE,
+        idle.as_secs().max(1) as libc::c_int,
+    )?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 10)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3)
 }
 
 /// Turns away a connection over `max_connections`, with a reason.
@@ -88,6 +127,7 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
     let id = new_id(&ctx);
     let outbox = Arc::new(Outbox::new(id, stream.waker(), ctx.config.outbox_limit));
     let max_line = ctx.config.max_line;
+    let mut input = InputShare::new(&ctx);
     let Some(mut session) = Session::start(ctx, id, outbox, addr, Transport::Tcp) else {
         return;
     };
@@ -115,7 +155,13 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
                 }
                 Ok(_) => {
                     progress = true;
+                    session.outbox.note_input();
                     handle_lines(&mut reader, &mut session, max_line);
+                    let (in_line, held) = reader.partial();
+                    session
+                        .outbox
+                        .note_partial(if in_line { held.max(1) } else { 0 });
+                    input.hold(held, &session);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
@@ -161,6 +207,66 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
             written = 0;
         }
         stream.wait_io();
+    }
+}
+
+/// This connection's part of the server's input budget: the bytes of an incomplete line
+/// it holds, added to [`crate::server::Stats::input_buffered`] (and taken back when it
+/// ends).
+struct InputShare {
+    ctx: Arc<ServerContext>,
+    held: usize,
+}
+
+/// An incomplete line smaller than this never gets a connection cut for the budget.
+const BUDGET_OFFENDER: usize = 64 << 10;
+
+impl InputShare {
+    fn new(ctx: &Arc<ServerContext>) -> InputShare {
+        InputShare {
+            ctx: ctx.clone(),
+            held: 0,
+        }
+    }
+
+    /// Records that the connection now holds `held` bytes of an incomplete line; when
+    /// all connections together hold more than the budget and this one holds a large
+    /// part, it is cut (and told why).
+    fn hold(&mut self, held: usize, session: &Session) {
+        let stats = &self.ctx.stats;
+        let total = if held >= self.held {
+            stats
+                .input_buffered
+                .fetch_add(held - self.held, Ordering::AcqRel)
+                + held
+                - self.held
+        } else {
+            stats
+                .input_buffered
+                .fetch_sub(self.held - held, Ordering::AcqRel)
+                - (self.held - held)
+        };
+        self.held = held;
+        if held >= BUDGET_OFFENDER && total > self.ctx.config.input_budget {
+            log::warn!(
+                "connection {}: incomplete lines of all clients hold {} bytes, over the {}-byte input budget; disconnecting this one, which holds {held}",
+                session.id,
+                total,
+                self.ctx.config.input_budget
+            );
+            if session.outbox.cut(ByeReason::InputBudget) {
+                session.outbox.wake();
+            }
+        }
+    }
+}
+
+impl Drop for InputShare {
+    fn drop(&mut self) {
+        self.ctx
+            .stats
+            .input_buffered
+            .fetch_sub(self.held, Ordering::AcqRel);
     }
 }
 
@@ -223,8 +329,8 @@ fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>, written: &mut usize) -> 
 fn finish(stream: &mut TcpStream, session: &mut Session, written: usize) {
     let out = &session.out;
     let written = written.min(out.len());
-    if session.ending == Some(Ending::Bye(ByeReason::SlowConsumer)) {
-        // The client is not reading: skip the backlog, finish the line it is in the
+    if matches!(session.ending, Some(Ending::Bye(r)) if r != ByeReason::Shutdown) {
+        // Cut: the client may not be reading; skip the backlog, finish the line it is in the
         // middle of (if any), then try to say BYE, the last line queued.
         let mut last = Vec::new();
         let rest = &out[written..];

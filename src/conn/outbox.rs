@@ -6,7 +6,7 @@
 //! connection per batch, whatever the number of messages.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use may::io::WaitIoWaker;
@@ -50,9 +50,15 @@ pub struct Outbox {
     queued_bytes: AtomicUsize,
     /// Mirrors `Queue::closed`, readable without the lock.
     closed: AtomicBool,
-    /// Set when the connection was cut as a slow consumer: it must close at once,
-    /// whatever it still holds to write.
-    cut: AtomicBool,
+    /// Set (to 1 + the reason's index in [`ByeReason::ALL`]) when the connection was cut:
+    /// it must close at once, whatever it still holds to write.
+    cut: AtomicU8,
+    /// When the client last sent anything ([`now_ms`]), for the idle check.
+    last_input: AtomicU64,
+    /// Since when a line has been incomplete ([`now_ms`]; 0: none), for the line timeout.
+    partial_since: AtomicU64,
+    /// Bytes of the incomplete line buffered, for the server's input budget.
+    pub(crate) partial_bytes: AtomicUsize,
     wake_pending: AtomicBool,
     /// Set when this connection published to someone whose outbox is crowded.
     stall: AtomicBool,
@@ -78,7 +84,10 @@ impl Outbox {
             }),
             queued_bytes: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
-            cut: AtomicBool::new(false),
+            cut: AtomicU8::new(0),
+            last_input: AtomicU64::new(now_ms()),
+            partial_since: AtomicU64::new(0),
+            partial_bytes: AtomicUsize::new(0),
             wake_pending: AtomicBool::new(false),
             stall: AtomicBool::new(false),
             stall_on: Mutex::new(None),
@@ -104,9 +113,40 @@ impl Outbox {
         self.closed.load(Ordering::Relaxed)
     }
 
-    /// Whether the connection was cut as a slow consumer (read without locking).
-    pub fn is_cut(&self) -> bool {
-        self.cut.load(Ordering::Acquire)
+    /// Why the connection was cut, if it was (read without locking).
+    pub fn cut_reason(&self) -> Option<ByeReason> {
+        match self.cut.load(Ordering::Acquire) {
+            0 => None,
+            n => ByeReason::ALL.get(n as usize - 1).copied(),
+        }
+    }
+
+    /// The client sent something now.
+    pub fn note_input(&self) {
+        self.last_input.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// When the client last sent anything ([`now_ms`]).
+    pub fn last_input(&self) -> u64 {
+        self.last_input.load(Ordering::Relaxed)
+    }
+
+    /// Records the incomplete line the connection holds: `bytes` of it (0: none).
+    pub fn note_partial(&self, bytes: usize) {
+        if bytes == 0 {
+            self.partial_since.store(0, Ordering::Relaxed);
+        } else if self.partial_since.load(Ordering::Relaxed) == 0 {
+            self.partial_since.store(now_ms(), Ordering::Relaxed);
+        }
+        self.partial_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Since when a line has been incomplete ([`now_ms`]), if one is.
+    pub fn partial_since(&self) -> Option<u64> {
+        match self.partial_since.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t),
+        }
     }
 
     /// Queues `items` (about `bytes` in all) after what is queued, in one lock. Never
@@ -129,16 +169,27 @@ impl Outbox {
     /// being read and holds memory) and `BYE slow_consumer` is all that is left.
     /// Returns whether this call closed it.
     pub fn close_slow(&self) -> bool {
+        self.cut(ByeReason::SlowConsumer)
+    }
+
+    /// Closes the connection at once for `reason`: what is queued is dropped and
+    /// `BYE <reason>` is all that is left. Returns whether this call closed it; the
+    /// caller wakes the connection.
+    pub fn cut(&self, reason: ByeReason) -> bool {
         let mut q = self.queue.lock();
-        if q.closed {
+        if q.closed && self.cut.load(Ordering::Relaxed) != 0 {
             return false;
         }
         q.items.clear();
-        q.items
-            .push_back(OutItem::Push(Push::Bye(ByeReason::SlowConsumer)));
+        q.items.push_back(OutItem::Push(Push::Bye(reason)));
         q.closed = true;
         self.closed.store(true, Ordering::Relaxed);
-        self.cut.store(true, Ordering::Release);
+        let code = ByeReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0)
+            + 1;
+        self.cut.store(code as u8, Ordering::Release);
         self.queued_bytes.store(0, Ordering::Relaxed);
         true
     }
@@ -206,4 +257,15 @@ impl Outbox {
             self.takes.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Milliseconds since the process first asked (a monotonic clock cheap to store).
+pub fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    // Never 0, so 0 can mean "none".
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+        + 1
 }

@@ -250,6 +250,8 @@ impl Session {
         self.format = req.format;
         match req.command {
             Err(e) => self.local_reply(req.format, req.id, Reply::Error(e)),
+            // Reading it was the point: the connection noted the input.
+            Ok(Command::Pong) => {}
             Ok(Command::Quit) => {
                 let (reply, _) = commands::apply_local(Command::Quit, &self.ctx.store);
                 self.local_reply(req.format, req.id, reply);
@@ -365,17 +367,18 @@ impl Session {
     /// Encodes outbox items into `out` until it holds `budget` bytes. Returns whether
     /// anything was encoded.
     pub fn pump(&mut self, budget: usize) -> bool {
-        if self.outbox.is_cut() && self.ending.is_none() {
-            // Cut as a slow consumer: nothing still waiting matters any more, and the
-            // connection must close now, not once the client reads what fills `out`.
+        if let Some(reason) = self.outbox.cut_reason().filter(|_| self.ending.is_none()) {
+            // Cut (a slow consumer, a stale connection…): nothing still waiting matters
+            // any more, and the connection must close now, not once the client reads
+            // what fills `out`.
             self.inbox.clear();
             self.outbox.take_all(&mut self.inbox);
             self.inbox.clear();
             self.pending.clear();
             self.held.clear();
             self.durable_needed = 0;
-            Push::Bye(ByeReason::SlowConsumer).encode(self.format, &mut self.out);
-            self.ending = Some(Ending::Bye(ByeReason::SlowConsumer));
+            Push::Bye(reason).encode(self.format, &mut self.out);
+            self.ending = Some(Ending::Bye(reason));
             return true;
         }
         if self.inbox.is_empty() {

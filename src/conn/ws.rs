@@ -176,7 +176,11 @@ fn run_ws(mut ws: WebSocket<&mut PrefixStream>, addr: SocketAddr, ctx: Arc<Serve
         }
         session.pause_if_crowding();
         while session.wants_input(OUT_BUDGET) {
-            match ws.read() {
+            let read = ws.read();
+            if read.is_ok() {
+                session.outbox.note_input();
+            }
+            match read {
                 Ok(Message::Text(t)) => {
                     for line in t.as_bytes().split(|&b| b == b'\n') {
                         session.handle_line(line);

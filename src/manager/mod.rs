@@ -3,15 +3,16 @@
 //! needs a lock. It drains many ops per wake and wakes each touched connection once.
 
 pub mod channel;
+pub mod liveness;
 pub mod stage;
 pub mod subject;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::commands;
 use crate::conn::outbox::{ConnId, OutItem, Outbox};
@@ -81,6 +82,8 @@ pub struct Client {
     pub patterns: Map<Arc<str>, Option<Filter>>,
     /// Tables watched.
     pub watching: Set<String>,
+    /// Its liveness as last checked.
+    pub seen: liveness::Seen,
 }
 
 /// A connection watching a table.
@@ -115,10 +118,16 @@ pub struct Manager {
     /// Table → its watchers.
     pub watches: Map<String, Map<ConnId, Watcher>>,
     stager: Stager,
+    liveness: liveness::Liveness,
 }
 
 impl Manager {
-    pub fn new(stats: Arc<Stats>, history_limit: usize, store: Arc<TableStore>) -> Self {
+    pub fn new(
+        stats: Arc<Stats>,
+        history_limit: usize,
+        store: Arc<TableStore>,
+        liveness: liveness::Liveness,
+    ) -> Self {
         Manager {
             clients: Map::default(),
             names: Map::default(),
@@ -130,17 +139,40 @@ impl Manager {
             store,
             watches: Map::default(),
             stager: Stager::default(),
+            liveness,
         }
     }
 
     /// Runs until a `Shutdown` op or until every sender is gone.
     pub fn run(mut self, ops: Receiver<ChannelOp>) {
-        while let Ok(op) = ops.recv() {
-            let mut done = 0;
-            let mut stop = self.handle(op, &mut done);
-            while !stop && done < BATCH_COMMANDS {
-                let Ok(op) = ops.try_recv() else { break };
+        let tick = self.liveness.tick();
+        let mut next_check = tick.map(|t| Instant::now() + t);
+        loop {
+            let first = match next_check {
+                Some(at) => match ops.recv_deadline(at) {
+                    Ok(op) => Some(op),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match ops.recv() {
+                    Ok(op) => Some(op),
+                    Err(_) => break,
+                },
+            };
+            let mut stop = false;
+            if let Some(op) = first {
+                let mut done = 0;
                 stop = self.handle(op, &mut done);
+                while !stop && done < BATCH_COMMANDS {
+                    let Ok(op) = ops.try_recv() else { break };
+                    stop = self.handle(op, &mut done);
+                }
+            }
+            if let (Some(at), Some(t)) = (next_check, tick) {
+                if Instant::now() >= at {
+                    self.check_liveness();
+                    next_check = Some(Instant::now() + t);
+                }
             }
             self.stager.flush(&self.stats);
             if stop {
@@ -172,6 +204,7 @@ impl Manager {
                         channels: Map::default(),
                         patterns: Map::default(),
                         watching: Set::default(),
+                        seen: liveness::Seen::default(),
                     },
                 );
             }

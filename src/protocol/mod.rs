@@ -80,6 +80,8 @@ pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     Ping(Option<String>),
+    /// The answer to the server's `PING` push: no reply.
+    Pong,
     Help(Option<String>),
     Quit,
     Name(String),
@@ -121,7 +123,7 @@ impl Command {
     pub fn is_local(&self) -> bool {
         matches!(
             self,
-            Command::Ping(_) | Command::Help(_) | Command::Quit | Command::Table(_)
+            Command::Ping(_) | Command::Pong | Command::Help(_) | Command::Quit | Command::Table(_)
         )
     }
 }

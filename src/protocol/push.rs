@@ -93,7 +93,14 @@ impl Message {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ByeReason {
     Shutdown,
+    /// Its outbox overflowed: it does not read what it is sent.
     SlowConsumer,
+    /// It answered none of the server's `PING`s for too long.
+    StaleConnection,
+    /// A line stayed incomplete longer than the line timeout.
+    LineTimeout,
+    /// The server's input budget was spent, and it held one of the largest partial lines.
+    InputBudget,
 }
 
 impl ByeReason {
@@ -101,8 +108,20 @@ impl ByeReason {
         match self {
             ByeReason::Shutdown => "shutdown",
             ByeReason::SlowConsumer => "slow_consumer",
+            ByeReason::StaleConnection => "stale_connection",
+            ByeReason::LineTimeout => "line_timeout",
+            ByeReason::InputBudget => "input_budget",
         }
     }
+
+    /// Every reason, for code that stores one as a number.
+    pub const ALL: [ByeReason; 5] = [
+        ByeReason::Shutdown,
+        ByeReason::SlowConsumer,
+        ByeReason::StaleConnection,
+        ByeReason::LineTimeout,
+        ByeReason::InputBudget,
+    ];
 }
 
 /// Everything the server pushes.
@@ -116,6 +135,9 @@ pub enum Push {
     Bye(ByeReason),
     /// `ROW <table> <change> <row>`: a watched table changed.
     Row(Arc<RowEvent>),
+    /// `PING`: the client has been silent; any request (`PONG` is meant for this) shows
+    /// it is still there.
+    Ping,
 }
 
 /// A row change as watchers receive it, shared by all of them.
@@ -152,6 +174,8 @@ impl Push {
                 out.extend_from_slice(r.as_str().as_bytes());
                 out.extend_from_slice(b"\"}\n");
             }
+            (Push::Ping, Format::Text) => out.extend_from_slice(b"PING\n"),
+            (Push::Ping, Format::Json) => out.extend_from_slice(b"{\"event\":\"ping\"}\n"),
             (Push::Row(e), Format::Text) => {
                 out.extend_from_slice(b"ROW ");
                 out.extend_from_slice(e.table.as_bytes());
@@ -183,7 +207,7 @@ impl Push {
         match self {
             Push::Message(m) => m.approx_len(),
             Push::Dropped(c) => c.len() + 40,
-            Push::Bye(_) => 40,
+            Push::Bye(_) | Push::Ping => 40,
             Push::Row(e) => e.table.len() + e.row.as_ref().map_or(0, |r| r.text.len()) + 24,
         }
     }

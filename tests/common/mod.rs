@@ -89,6 +89,20 @@ impl Client {
         }
     }
 
+    /// The next line if one arrives within the socket's read timeout; `None` on EOF or
+    /// timeout.
+    pub fn line_or_eof_quick(&mut self) -> Option<String> {
+        let mut buf = Vec::new();
+        match self.reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(
+                String::from_utf8_lossy(&buf)
+                    .trim_end_matches('\n')
+                    .to_string(),
+            ),
+        }
+    }
+
     /// Sends a command and returns its reply lines (items then the status line). Push
     /// lines arriving meanwhile are returned separately, and also kept for `push()`.
     pub fn request(&mut self, line: &str) -> (Vec<String>, Vec<String>) {

@@ -1,0 +1,117 @@
+//! Memory stays bounded by the configured limits whatever a WebSocket client does.
+//! RSS is measured for the whole test process, so these tests run one at a time, in a
+//! process of their own.
+
+mod common;
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{start_with, Client};
+use leviathan::Config;
+
+/// One measuring test at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Resident memory of this process (server and test client), in bytes.
+fn rss() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+fn ws_connect(
+    addr: std::net::SocketAddr,
+) -> tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>> {
+    let (mut ws, _) = tungstenite::connect(format!("ws://{addr}/")).expect("handshake");
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(common::WAIT)).unwrap();
+    }
+    ws.read().expect("greeting");
+    ws
+}
+
+#[test]
+fn a_websocket_subscriber_that_never_reads_is_cut_at_the_outbox_limit() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_with(Config {
+        outbox_limit: 1 << 20,
+        ..Config::default()
+    });
+    let addr = server.local_addr();
+    let mut publisher = Client::connect(addr);
+    publisher.ok("CREATE firehose");
+    let mut ws = ws_connect(addr);
+    ws.send(tungstenite::Message::text("SUB firehose")).unwrap();
+    assert_eq!(ws.read().unwrap().to_text().unwrap(), "+OK");
+    // From here on the WebSocket client reads nothing.
+    let stats = server.stats();
+    let before = rss();
+    let payload = "p".repeat(1000);
+    // Bounded: at most 100 MB published.
+    for chunk in 0..1000 {
+        if stats.slow_consumers.load(Ordering::Relaxed) > 0 {
+            break;
+        }
+        let batch: String = (0..100)
+            .map(|i| format!("PUB firehose {payload} {}\n", chunk * 100 + i))
+            .collect();
+        publisher.send_raw(batch.as_bytes());
+        for _ in 0..100 {
+            assert!(publisher.line().starts_with("+OK"));
+        }
+    }
+    assert_eq!(stats.slow_consumers.load(Ordering::Relaxed), 1, "cut");
+    let grown = rss().saturating_sub(before);
+    assert!(grown < 64 << 20, "memory grew by {} MB", grown >> 20);
+    wait_for("its slot is released", Duration::from_secs(5), || {
+        stats.connections_current.load(Ordering::Acquire) == 1
+    });
+    assert_eq!(publisher.ok("PUB firehose after"), "+OK 0");
+}
+
+#[test]
+fn a_websocket_ping_flood_from_a_client_that_never_reads_stays_bounded() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_with(Config::default());
+    let addr = server.local_addr();
+    let mut ws = ws_connect(addr);
+    let before = rss();
+    // Masked ping frames with the largest payload a control frame may carry (125
+    // bytes), written raw: 500,000 of them, about 65 MB, and nothing read back. Each
+    // would be answered by a pong of 127 bytes: far more than socket buffers hold.
+    let mut frame = vec![0x89u8, 0x80 | 125, 1, 2, 3, 4];
+    frame.extend((0..125usize).map(|i| b'x' ^ [1, 2, 3, 4][i % 4]));
+    let batch: Vec<u8> = frame
+        .iter()
+        .copied()
+        .cycle()
+        .take(frame.len() * 10_000)
+        .collect();
+    let raw = match ws.get_mut() {
+        tungstenite::stream::MaybeTlsStream::Plain(s) => s,
+        _ => unreachable!(),
+    };
+    raw.set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    for _ in 0..50 {
+        if raw.write_all(&batch).is_err() {
+            break; // the server may close a client this abusive; either way it is bounded
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let grown = rss().saturating_sub(before);
+    assert!(grown < 32 << 20, "memory grew by {} MB", grown >> 20);
+    let mut c = Client::connect(addr);
+    assert_eq!(c.ok("PING"), "+PONG", "the server serves others");
+}
