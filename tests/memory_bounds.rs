@@ -115,3 +115,105 @@ fn a_websocket_ping_flood_from_a_client_that_never_reads_stays_bounded() {
     let mut c = Client::connect(addr);
     assert_eq!(c.ok("PING"), "+PONG", "the server serves others");
 }
+
+#[test]
+fn unread_selects_of_a_big_table_hold_no_copy_of_it() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_with(Config::default());
+    let addr = server.local_addr();
+    let mut c = Client::connect(addr);
+    c.ok("DEFINE t v:int s:str");
+    let payload = "z".repeat(1000);
+    // 20,000 rows of 1 KB: 20 MB of table.
+    for start in (0..20_000).step_by(500) {
+        let batch: String = (start..start + 500)
+            .map(|i| format!("INSERT t v={i} s={payload}\n"))
+            .collect();
+        c.send_raw(batch.as_bytes());
+        for _ in 0..500 {
+            assert!(c.line().starts_with("+OK"));
+        }
+    }
+    let before = rss();
+    let mut reader = Client::connect(addr);
+    reader.send("SELECT t\nSELECT t\nSELECT t\nSELECT t");
+    std::thread::sleep(Duration::from_millis(1500));
+    let grown = rss().saturating_sub(before);
+    eprintln!(
+        "four unread SELECTs of a 20 MB table: memory grew by {} KB",
+        grown >> 10
+    );
+    assert!(
+        grown < 8 << 20,
+        "four unread SELECTs grew memory by {} MB",
+        grown >> 20
+    );
+    // Read back, the replies are whole and in order.
+    for _ in 0..4 {
+        let mut n = 0;
+        loop {
+            let l = reader.line();
+            if let Some(count) = l.strip_prefix("+OK ") {
+                assert_eq!(count, "20000");
+                break;
+            }
+            n += 1;
+        }
+        assert_eq!(n, 20_000);
+    }
+    let mut canary = Client::connect(addr);
+    assert_eq!(canary.ok("PING"), "+PONG");
+}
+
+#[test]
+fn a_json_select_too_big_for_one_websocket_message_gets_an_error() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_with(Config {
+        outbox_limit: 1 << 20,
+        max_line: 1 << 20,
+        ..Config::default()
+    });
+    let addr = server.local_addr();
+    let mut c = Client::connect(addr);
+    c.ok("DEFINE t s:str");
+    let payload = "w".repeat(1000);
+    for start in (0..2000).step_by(500) {
+        let batch: String = (start..start + 500)
+            .map(|_| format!("INSERT t s={payload}\n"))
+            .collect();
+        c.send_raw(batch.as_bytes());
+        for _ in 0..500 {
+            assert!(c.line().starts_with("+OK"));
+        }
+    }
+    let mut ws = ws_connect(addr);
+    ws.send(tungstenite::Message::text(
+        r#"{"op":"select","table":"t","id":1}"#,
+    ))
+    .unwrap();
+    let reply: serde_json::Value =
+        serde_json::from_str(ws.read().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(reply["ok"], false, "{reply}");
+    assert_eq!(reply["error"]["code"], "too_large");
+    assert_eq!(reply["id"], 1);
+    ws.send(tungstenite::Message::text(
+        r#"{"op":"select","table":"t","limit":2,"id":2}"#,
+    ))
+    .unwrap();
+    let reply: serde_json::Value =
+        serde_json::from_str(ws.read().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(reply["count"], 2, "a smaller page fits: {reply}");
+    // Text rows are one frame each, so a text SELECT of any size streams.
+    ws.send(tungstenite::Message::text("SELECT t")).unwrap();
+    let mut frames = 0;
+    loop {
+        let m = ws.read().unwrap();
+        let t = m.to_text().unwrap();
+        if t.starts_with("+OK") {
+            assert_eq!(t, "+OK 2000");
+            break;
+        }
+        frames += 1;
+    }
+    assert_eq!(frames, 2000);
+}

@@ -10,6 +10,7 @@
 
 pub mod channels;
 pub mod live;
+pub mod select;
 pub mod session;
 pub mod table_api;
 pub mod tables;

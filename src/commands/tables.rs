@@ -13,7 +13,7 @@ use crate::store::expr::{self, CompileError, Expr, Predicate};
 use crate::store::journal::Record;
 use crate::store::lex::{self, Tok};
 use crate::store::schema::{check_name, Schema};
-use crate::store::table::{Order, Table, TableError};
+use crate::store::table::{Table, TableError};
 use crate::store::value::Value;
 use crate::store::{read, write, ChangeKind, ChangeNote, DefineError, RowChange, TableStore};
 use std::sync::atomic::Ordering;
@@ -81,6 +81,11 @@ pub enum TableCommand {
 }
 
 impl TableCommand {
+    /// Whether this is a `SELECT`, which connections stream as their client reads.
+    pub fn is_select(&self) -> bool {
+        matches!(self, TableCommand::Select { .. })
+    }
+
     /// Whether the command changes tables (and so needs the journal).
     pub fn writes(&self) -> bool {
         matches!(
@@ -701,7 +706,10 @@ fn row_json(row: &[Value]) -> Vec<Json> {
     row.iter().map(Value::to_json).collect()
 }
 
-fn table_ref(store: &TableStore, name: &str) -> Result<crate::store::TableRef, ErrorReply> {
+pub(crate) fn table_ref(
+    store: &TableStore,
+    name: &str,
+) -> Result<crate::store::TableRef, ErrorReply> {
     store.get(name).ok_or_else(|| no_such_table(name))
 }
 
@@ -837,10 +845,7 @@ fn apply_inner(store: &TableStore, c: TableCommand) -> Applied {
             Ok((Reply::Count { key: "count", n }, seq))
         }
         TableCommand::Count { table, filter } => {
-            let t = table_ref(store, &table)?;
-            let t = read(&t);
-            let p = filter.as_ref().map(|e| compile(e, &t)).transpose()?;
-            let n = t.count(p.as_ref()) as u64;
+            let n = super::select::count(store, &table, filter.as_ref())?;
             Ok((Reply::Count { key: "count", n }, None))
         }
         TableCommand::Tables => Ok((tables(store), None)),
@@ -884,30 +889,23 @@ fn target_ids(t: &Table, target: &Target) -> Result<Vec<i64>, ErrorReply> {
     })
 }
 
+/// A whole `SELECT` reply in memory (embedders; the connections stream theirs).
 fn select(store: &TableStore, table: &str, query: &Query) -> Applied {
-    let t = table_ref(store, table)?;
-    let t = read(&t);
-    let filter = query.filter.as_ref().map(|e| compile(e, &t)).transpose()?;
-    let order: Option<Order> = match &query.order {
-        None => None,
-        Some((col, desc)) => {
-            let idx = t.schema.index_of(col).ok_or_else(|| {
-                ErrorReply::new(
-                    "no_such_column",
-                    format!("cannot ORDER BY '{}': no such column", clip(col)),
-                )
-            })?;
-            Some((idx, *desc))
-        }
-    };
-    let rows = t.select(filter.as_ref(), order, query.limit, query.offset);
+    let mut stream = super::select::open(store, table, query)?;
+    let mut rows = Vec::new();
+    while !stream.next_rows(|r| rows.push(r.to_vec())) {}
     let reply = Reply::Rows(Box::new(RowsReply {
         key: "rows",
         one: false,
-        columns: t.schema.names.clone(),
-        rows: rows.into_iter().cloned().collect(),
+        columns: stream.columns().clone(),
+        rows,
     }));
     Ok((reply, None))
+}
+
+/// `no_such_column` for a column named in `what`.
+pub(crate) fn no_such_column(what: &str) -> ErrorReply {
+    ErrorReply::new("no_such_column", format!("{}: no such column", clip(what)))
 }
 
 fn tables(store: &TableStore) -> Reply {

@@ -8,8 +8,11 @@ use serde_json::Value;
 
 use super::outbox::{ConnId, OutItem, Outbox};
 use crate::commands;
+use crate::commands::select::RowStream;
+use crate::commands::tables::TableCommand;
 use crate::manager::{ChannelOp, Transport};
 use crate::protocol::push::ByeReason;
+use crate::protocol::reply::RowsEncoder;
 use crate::protocol::{self, guess_format, Command, ErrorReply, Format, Push, Reply};
 use crate::server::ServerContext;
 use crate::store::journal::{Journal, Waiter};
@@ -46,7 +49,21 @@ enum Pending {
     Ready(Vec<u8>),
     /// The reply to a table write whose journal record is `seq`.
     Write(Held, Vec<u8>),
+    /// A `SELECT` to stream once everything before it is out.
+    Stream(Box<(RowStream, Format, Option<Value>)>),
     Quit,
+}
+
+/// The `SELECT` being streamed: its rows go into `out` a chunk at a time, as `out` has
+/// room, and nothing else is written until it ends.
+struct Streaming {
+    rows: RowStream,
+    enc: RowsEncoder,
+    format: Format,
+    id: Option<Value>,
+    /// Where its reply starts in `out` (for a JSON reply over WebSocket, which is one
+    /// frame and so must be whole before it is sent).
+    start: usize,
 }
 
 /// A reply to a table write that is encoded but must not be written before its journal
@@ -85,6 +102,14 @@ pub struct Session {
     durable_needed: u64,
     /// Replies in `out` to writes not yet durable, in order.
     held: Vec<Held>,
+    stream: Option<Box<Streaming>>,
+    /// `Pending::Stream`s queued.
+    streams_waiting: usize,
+    /// Since when this connection has run without letting others run (streaming).
+    slice: std::time::Instant,
+    /// Longest single reply line this transport can carry whole (WebSocket frames are
+    /// whole messages); `None` for no limit.
+    line_limit: Option<usize>,
 }
 
 impl Session {
@@ -97,6 +122,8 @@ impl Session {
         addr: std::net::SocketAddr,
         transport: Transport,
     ) -> Option<Session> {
+        let line_limit = (transport == Transport::WebSocket)
+            .then(|| ctx.config.max_line.max(ctx.config.outbox_limit));
         let name = commands::session::default_name(id);
         let hello = format!("HELLO leviathan {} {name}\n", env!("CARGO_PKG_VERSION"));
         ctx.ops
@@ -122,6 +149,10 @@ impl Session {
             quit_requested: false,
             durable_needed: 0,
             held: Vec::new(),
+            stream: None,
+            streams_waiting: 0,
+            slice: std::time::Instant::now(),
+            line_limit,
         })
     }
 
@@ -130,6 +161,8 @@ impl Session {
     pub fn wants_input(&self, out_budget: usize) -> bool {
         self.ending.is_none()
             && !self.quit_requested
+            && self.stream.is_none()
+            && self.streams_waiting == 0
             && self.in_flight < MAX_IN_FLIGHT
             && self.out.len() < out_budget
     }
@@ -252,6 +285,15 @@ impl Session {
             Err(e) => self.local_reply(req.format, req.id, Reply::Error(e)),
             // Reading it was the point: the connection noted the input.
             Ok(Command::Pong) => {}
+            Ok(Command::Table(t)) if t.is_select() => {
+                let TableCommand::Select { table, query } = *t else {
+                    return;
+                };
+                match commands::select::open(&self.ctx.store, &table, &query) {
+                    Ok(rows) => self.queue_stream(rows, req.format, req.id),
+                    Err(e) => self.local_reply(req.format, req.id, Reply::Error(e)),
+                }
+            }
             Ok(Command::Quit) => {
                 let (reply, _) = commands::apply_local(Command::Quit, &self.ctx.store);
                 self.local_reply(req.format, req.id, reply);
@@ -315,6 +357,68 @@ impl Session {
         }
     }
 
+    /// Streams `rows` now, or once the replies before it are out.
+    fn queue_stream(&mut self, rows: RowStream, format: Format, id: Option<Value>) {
+        if self.pending.is_empty() && self.stream.is_none() {
+            self.start_stream(rows, format, id);
+        } else {
+            self.streams_waiting += 1;
+            self.pending
+                .push_back(Pending::Stream(Box::new((rows, format, id))));
+        }
+    }
+
+    fn start_stream(&mut self, rows: RowStream, format: Format, id: Option<Value>) {
+        let start = self.out.len();
+        let enc = RowsEncoder::start(format, id.as_ref(), rows.columns().clone(), &mut self.out);
+        self.stream = Some(Box::new(Streaming {
+            rows,
+            enc,
+            format,
+            id,
+            start,
+        }));
+    }
+
+    /// Adds one chunk of the streaming `SELECT` to `out`, if it has room. Returns
+    /// whether anything was done.
+    fn fill_stream(&mut self, budget: usize) -> bool {
+        let Some(s) = self.stream.as_mut() else {
+            return false;
+        };
+        if self.out.len() >= budget {
+            return false;
+        }
+        let out = &mut self.out;
+        let done = s.rows.next_rows(|row| s.enc.row(row, out));
+        let too_long = s.format == Format::Json
+            && self
+                .line_limit
+                .is_some_and(|limit| out.len() - s.start > limit);
+        if too_long {
+            let s = self.stream.take().map(|s| *s);
+            if let Some(s) = s {
+                self.out.truncate(s.start);
+                let limit = self.line_limit.unwrap_or_default();
+                let e = ErrorReply::new(
+                    "too_large",
+                    format!("the reply is over {limit} bytes, more than one WebSocket message may hold; use LIMIT and OFFSET, or the text format"),
+                );
+                Reply::Error(e).encode(s.format, s.id.as_ref(), &mut self.out);
+            }
+            self.flush_ready();
+        } else if done {
+            if let Some(s) = self.stream.take() {
+                s.enc.finish(&mut self.out);
+            }
+            self.flush_ready();
+        } else {
+            // One chunk at a time: others on this worker run in between.
+            crate::commands::select::let_others_run(&mut self.slice);
+        }
+        true
+    }
+
     /// Queues the reply to a table write, held until its journal record `seq` is durable.
     fn write_reply(&mut self, format: Format, id: Option<Value>, reply: Reply, seq: u64) {
         self.durable_needed = self.durable_needed.max(seq);
@@ -348,6 +452,17 @@ impl Session {
                     self.out.extend_from_slice(buf);
                     self.pending.pop_front();
                 }
+                Pending::Stream(..) => {
+                    if self.stream.is_some() {
+                        break;
+                    }
+                    if let Some(Pending::Stream(s)) = self.pending.pop_front() {
+                        self.streams_waiting -= 1;
+                        let (rows, format, id) = *s;
+                        self.start_stream(rows, format, id);
+                    }
+                    break;
+                }
                 Pending::Write(..) => {
                     if let Some(Pending::Write(mut held, buf)) = self.pending.pop_front() {
                         held.start = self.out.len();
@@ -376,10 +491,16 @@ impl Session {
             self.inbox.clear();
             self.pending.clear();
             self.held.clear();
+            self.stream = None;
+            self.streams_waiting = 0;
             self.durable_needed = 0;
             Push::Bye(reason).encode(self.format, &mut self.out);
             self.ending = Some(Ending::Bye(reason));
             return true;
+        }
+        if self.stream.is_some() {
+            // No push may come between a reply's rows: they wait in the outbox.
+            return self.fill_stream(budget);
         }
         if self.inbox.is_empty() {
             self.outbox.take_all(&mut self.inbox);

@@ -255,10 +255,13 @@ fn slow_consumer(session: &Session, ws: &mut WebSocket<&mut PrefixStream>) {
     let _ = ws.get_mut().stream.shutdown(std::net::Shutdown::Both);
 }
 
-/// Queues each encoded line as its own text frame.
+/// Queues each complete encoded line as its own text frame; a line still being
+/// produced (a streamed JSON reply) stays in `out` until it is whole.
 fn send_lines(ws: &mut WebSocket<&mut PrefixStream>, out: &mut Vec<u8>) -> Result<(), WsError> {
-    let body = out.strip_suffix(b"\n").unwrap_or(out);
-    for line in body.split(|&b| b == b'\n') {
+    let Some(last) = memchr::memrchr(b'\n', out) else {
+        return Ok(());
+    };
+    for line in out[..last].split(|&b| b == b'\n') {
         let text = String::from_utf8_lossy(line).into_owned();
         match ws.write(Message::text(text)) {
             Ok(()) => {}
@@ -266,7 +269,7 @@ fn send_lines(ws: &mut WebSocket<&mut PrefixStream>, out: &mut Vec<u8>) -> Resul
             Err(e) => return Err(e),
         }
     }
-    out.clear();
+    out.drain(..=last);
     Ok(())
 }
 

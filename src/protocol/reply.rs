@@ -69,16 +69,7 @@ pub struct RowsReply {
 impl RowsReply {
     fn text(&self, out: &mut Vec<u8>) {
         for row in &self.rows {
-            out.extend_from_slice(b"* ");
-            for (i, (name, v)) in self.columns.iter().zip(row).enumerate() {
-                if i > 0 {
-                    out.push(b' ');
-                }
-                out.extend_from_slice(name.as_bytes());
-                out.push(b'=');
-                v.write_text_bytes(out);
-            }
-            out.push(b'\n');
+            row_text(out, &self.columns, row);
         }
         if self.one {
             out.extend_from_slice(b"+OK\n");
@@ -102,20 +93,100 @@ impl RowsReply {
             if r > 0 {
                 out.push(b',');
             }
-            out.push(b'{');
-            for (i, (name, v)) in self.columns.iter().zip(row).enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json_str(out, name);
-                out.push(b':');
-                v.write_json(out);
-            }
-            out.push(b'}');
+            row_json(out, &self.columns, row);
         }
         if !self.one {
             out.push(b']');
         }
+    }
+}
+
+/// `* name=value …` and its newline.
+fn row_text(out: &mut Vec<u8>, columns: &[String], row: &[crate::store::value::Value]) {
+    out.extend_from_slice(b"* ");
+    for (i, (name, v)) in columns.iter().zip(row).enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'=');
+        v.write_text_bytes(out);
+    }
+    out.push(b'\n');
+}
+
+/// `{"name":value,…}`.
+fn row_json(out: &mut Vec<u8>, columns: &[String], row: &[crate::store::value::Value]) {
+    out.push(b'{');
+    for (i, (name, v)) in columns.iter().zip(row).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_str(out, name);
+        out.push(b':');
+        v.write_json(out);
+    }
+    out.push(b'}');
+}
+
+/// Encodes a rows reply a piece at a time, for replies produced as the client reads:
+/// [`RowsEncoder::start`], any number of [`RowsEncoder::row`], then
+/// [`RowsEncoder::finish`]. The text form is the same as [`Reply::Rows`]'s; the JSON
+/// form carries `"count"` after the rows (`{"ok":true,"rows":[…],"count":n}`).
+pub struct RowsEncoder {
+    format: Format,
+    columns: std::sync::Arc<[String]>,
+    count: u64,
+}
+
+impl RowsEncoder {
+    /// Writes what comes before the rows.
+    pub fn start(
+        format: Format,
+        id: Option<&Value>,
+        columns: std::sync::Arc<[String]>,
+        out: &mut Vec<u8>,
+    ) -> RowsEncoder {
+        if format == Format::Json {
+            out.extend_from_slice(b"{\"ok\":true");
+            if let Some(id) = id {
+                out.extend_from_slice(b",\"id\":");
+                write_json_value(out, id);
+            }
+            out.extend_from_slice(b",\"rows\":[");
+        }
+        RowsEncoder {
+            format,
+            columns,
+            count: 0,
+        }
+    }
+
+    pub fn row(&mut self, row: &[crate::store::value::Value], out: &mut Vec<u8>) {
+        match self.format {
+            Format::Text => row_text(out, &self.columns, row),
+            Format::Json => {
+                if self.count > 0 {
+                    out.push(b',');
+                }
+                row_json(out, &self.columns, row);
+            }
+        }
+        self.count += 1;
+    }
+
+    /// Writes the end: `+OK <n>`, or the JSON array's end and the count.
+    pub fn finish(self, out: &mut Vec<u8>) {
+        match self.format {
+            Format::Text => out.extend_from_slice(b"+OK "),
+            Format::Json => out.extend_from_slice(b"],\"count\":"),
+        }
+        push_u64(out, self.count);
+        out.extend_from_slice(if self.format == Format::Json {
+            b"}\n"
+        } else {
+            b"\n"
+        });
     }
 }
 

@@ -25,9 +25,6 @@ pub struct Table {
     pub watched: AtomicBool,
 }
 
-/// Ordering for `select`: a column index and whether descending.
-pub type Order = (usize, bool);
-
 impl Table {
     pub fn new(name: String, schema: Schema) -> Self {
         Table {
@@ -104,47 +101,26 @@ impl Table {
         self.rows.get(&id)
     }
 
-    /// Rows matching `filter`, ordered, then `offset` skipped and at most `limit` kept.
-    pub fn select(
+    /// Visits up to `max` rows with ids from `from` on, in id order, calling `f` on each
+    /// that matches `filter`. Returns the id to go on from, or `None` when the table has
+    /// no more rows. Long scans are made of such chunks, with the lock released between
+    /// them, so that no scan holds a lock, or its worker, for long.
+    pub fn scan_from(
         &self,
+        from: i64,
+        max: usize,
         filter: Option<&Predicate>,
-        order: Option<Order>,
-        limit: Option<usize>,
-        offset: usize,
-    ) -> Vec<&Vec<Value>> {
-        let matching = self
-            .rows
-            .values()
-            .filter(|r| filter.is_none_or(|p| p.matches(r)));
-        match order {
-            // Id order is the map's own: stream without sorting.
-            None | Some((0, false)) => matching
-                .skip(offset)
-                .take(limit.unwrap_or(usize::MAX))
-                .collect(),
-            Some((col, desc)) => {
-                let mut rows: Vec<&Vec<Value>> = matching.collect();
-                rows.sort_by(|a, b| {
-                    let o = a[col].sort_cmp(&b[col]);
-                    if desc {
-                        o.reverse()
-                    } else {
-                        o
-                    }
-                });
-                rows.into_iter()
-                    .skip(offset)
-                    .take(limit.unwrap_or(usize::MAX))
-                    .collect()
+        mut f: impl FnMut(&Vec<Value>),
+    ) -> Option<i64> {
+        for (visited, (id, row)) in self.rows.range(from..).enumerate() {
+            if visited == max {
+                return Some(*id);
+            }
+            if filter.is_none_or(|p| p.matches(row)) {
+                f(row);
             }
         }
-    }
-
-    pub fn count(&self, filter: Option<&Predicate>) -> usize {
-        match filter {
-            None => self.rows.len(),
-            Some(p) => self.rows.values().filter(|r| p.matches(r)).count(),
-        }
+        None
     }
 
     /// Ids of the rows an update or delete targets.
