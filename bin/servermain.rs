@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use leviathan::store::StoreLimits;
 use leviathan::{Config, Server};
 
 // Messages are allocated on the manager thread and freed on worker threads; mimalloc's
@@ -80,6 +81,27 @@ struct Args {
     /// holding over 64 KiB of one are closed (BYE input_budget)
     #[arg(long, default_value_t = Config::default().input_budget >> 20)]
     input_budget_mib: usize,
+    /// Channels the server may hold
+    #[arg(long, default_value_t = Config::default().max_channels)]
+    max_channels: usize,
+    /// Channels one connection may create
+    #[arg(long, default_value_t = Config::default().max_channels_per_client)]
+    max_channels_per_client: usize,
+    /// Subscriptions and watches one connection may hold
+    #[arg(long, default_value_t = Config::default().max_subscriptions)]
+    max_subscriptions: usize,
+    /// Tables the server may hold
+    #[arg(long, default_value_t = StoreLimits::default().max_tables)]
+    max_tables: usize,
+    /// Rows one table may hold
+    #[arg(long, default_value_t = StoreLimits::default().max_table_rows)]
+    max_table_rows: usize,
+    /// Largest row, in bytes (as held in memory)
+    #[arg(long, default_value_t = StoreLimits::default().max_row_bytes)]
+    max_row_bytes: usize,
+    /// MiB all tables' rows may take in memory
+    #[arg(long, default_value_t = StoreLimits::default().max_store_bytes >> 20)]
+    max_store_mib: usize,
 }
 
 fn main() -> ExitCode {
@@ -103,6 +125,15 @@ fn main() -> ExitCode {
         line_timeout: secs(args.line_timeout_secs),
         tcp_keepalive: secs(args.tcp_keepalive_secs),
         input_budget: args.input_budget_mib << 20,
+        max_channels: args.max_channels,
+        max_channels_per_client: args.max_channels_per_client,
+        max_subscriptions: args.max_subscriptions,
+        store_limits: StoreLimits {
+            max_tables: args.max_tables,
+            max_table_rows: args.max_table_rows,
+            max_row_bytes: args.max_row_bytes,
+            max_store_bytes: args.max_store_mib << 20,
+        },
         ..Config::default()
     };
     let addr = format!("{}:{}", args.host, args.port);

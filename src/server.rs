@@ -15,13 +15,13 @@ use may::net::TcpListener;
 use crate::commands::table_api::Tables;
 use crate::conn;
 use crate::manager::liveness::Liveness;
-use crate::manager::{ChannelOp, Manager};
+use crate::manager::{ChannelOp, Manager, ManagerSettings};
 use crate::protocol::ParseLimits;
 use crate::store::journal::{FsyncPolicy, Journal};
 use crate::store::load;
 use crate::store::lock::DataLock;
 use crate::store::persist::{DiskRequest, Persistence};
-use crate::store::TableStore;
+use crate::store::{StoreLimits, TableStore};
 
 /// Server settings; every limit has a default a small deployment can keep.
 #[derive(Clone, Debug)]
@@ -65,6 +65,14 @@ pub struct Config {
     /// Bytes of incomplete lines all connections together may hold; past it, a
     /// connection whose incomplete line passes 64 KiB is closed.
     pub input_budget: usize,
+    /// Channels the server may hold.
+    pub max_channels: usize,
+    /// Channels one connection may create.
+    pub max_channels_per_client: usize,
+    /// Subscriptions (channels, patterns) and watches one connection may hold.
+    pub max_subscriptions: usize,
+    /// Tables, rows and bytes the store may hold.
+    pub store_limits: StoreLimits,
 }
 
 impl Default for Config {
@@ -91,6 +99,10 @@ impl Default for Config {
             line_timeout: Some(Duration::from_secs(60)),
             tcp_keepalive: Some(Duration::from_secs(60)),
             input_budget: 256 << 20,
+            max_channels: 100_000,
+            max_channels_per_client: 10_000,
+            max_subscriptions: 10_000,
+            store_limits: StoreLimits::default(),
         }
     }
 }
@@ -145,19 +157,25 @@ impl Server {
         // listener becomes its only owner.
         let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
 
-        let store = Arc::new(TableStore::default());
+        let store = Arc::new(TableStore::new(config.store_limits));
         let persistence = match &config.data_dir {
             Some(dir) => Some(Persist::open(dir, &store, &config)?),
             None => None,
         };
         let stats = Arc::new(Stats::default());
         let (ops, ops_rx) = crossbeam_channel::unbounded();
-        let liveness = Liveness {
-            ping_interval: config.ping_interval,
-            max_pings_out: config.max_pings_out,
-            line_timeout: config.line_timeout,
+        let settings = ManagerSettings {
+            history_limit: config.history_limit,
+            liveness: Liveness {
+                ping_interval: config.ping_interval,
+                max_pings_out: config.max_pings_out,
+                line_timeout: config.line_timeout,
+            },
+            max_channels: config.max_channels,
+            max_channels_per_client: config.max_channels_per_client,
+            max_subscriptions: config.max_subscriptions,
         };
-        let manager = Manager::new(stats.clone(), config.history_limit, store.clone(), liveness);
+        let manager = Manager::new(stats.clone(), store.clone(), settings);
         {
             // Writers of watched tables report their changes to the manager.
             let ops = ops.clone();

@@ -136,7 +136,7 @@ pub static SPECS: &[CommandSpec] = &[
 /// Applies a channel command for connection `id`.
 pub fn apply(m: &mut Manager, id: ConnId, cmd: Command) -> Reply {
     let result = match cmd {
-        Command::Create(name) => create(m, name),
+        Command::Create(name) => create(m, id, name),
         Command::Drop(name) => drop_channel(m, &name),
         Command::Channels => Ok(channels(m)),
         Command::Sub { target, filter } => subscribe(m, id, target, filter.map(|f| *f)),
@@ -146,6 +146,10 @@ pub fn apply(m: &mut Manager, id: ConnId, cmd: Command) -> Reply {
         _ => Err(ErrorReply::new("internal", "not a channel command".into())),
     };
     result.unwrap_or_else(Reply::Error)
+}
+
+pub(crate) fn limit_reached(message: String) -> ErrorReply {
+    ErrorReply::new("limit_reached", message)
 }
 
 fn bad_name(e: String) -> ErrorReply {
@@ -162,13 +166,29 @@ fn no_such_channel(name: &str) -> ErrorReply {
     )
 }
 
-fn create(m: &mut Manager, name: String) -> Result<Reply, ErrorReply> {
+fn create(m: &mut Manager, id: ConnId, name: String) -> Result<Reply, ErrorReply> {
     subject::check_channel(&name).map_err(bad_name)?;
     if m.channels.contains_key(name.as_str()) {
         return Err(ErrorReply::new(
             "channel_exists",
             format!("channel '{name}' already exists"),
         ));
+    }
+    if m.channels.len() >= m.settings.max_channels {
+        return Err(limit_reached(format!(
+            "the server holds its maximum of {} channels (--max-channels)",
+            m.settings.max_channels
+        )));
+    }
+    let quota = m.settings.max_channels_per_client;
+    match m.clients.get_mut(&id) {
+        Some(c) if c.created >= quota => {
+            return Err(limit_reached(format!(
+                "this connection has created its maximum of {quota} channels (--max-channels-per-client)"
+            )))
+        }
+        Some(c) => c.created += 1,
+        None => {}
     }
     let name: Arc<str> = name.into();
     let mut chan = Channel::new(name.clone());
@@ -243,6 +263,14 @@ fn subscribe(
     let Some(client) = clients.get_mut(&id) else {
         return Ok(Reply::Done(None));
     };
+    let renewing = client.channels.contains_key(target.as_str())
+        || client.patterns.contains_key(target.as_str());
+    if !renewing && client.subscriptions() >= m.settings.max_subscriptions {
+        return Err(limit_reached(format!(
+            "this connection holds its maximum of {} subscriptions and watches (--max-subscriptions)",
+            m.settings.max_subscriptions
+        )));
+    }
     match kind {
         Target::Channel => {
             let chan = channels

@@ -92,9 +92,15 @@ fn watch(
             format!("no table named '{}' (TABLES lists them)", clip(&table)),
         )
     })?;
+    let max = m.settings.max_subscriptions;
     let Some(client) = m.clients.get_mut(&id) else {
         return Ok(Reply::Done(None));
     };
+    if !client.watching.contains(&table) && client.subscriptions() >= max {
+        return Err(super::channels::limit_reached(format!(
+            "this connection holds its maximum of {max} subscriptions and watches (--max-subscriptions)"
+        )));
+    }
     // A short read lock on this OS thread, to check the filter against the schema.
     let t = read(&tref);
     let filter = filter.map(|e| super::tables::compile(&e, &t)).transpose()?;

@@ -585,6 +585,42 @@ pub(crate) fn compile(e: &Expr, t: &Table) -> Result<Predicate, ErrorReply> {
     })
 }
 
+fn limit_reached(message: String) -> ErrorReply {
+    ErrorReply::new("limit_reached", message)
+}
+
+/// Refuses a write that would add `rows` rows, make a row `largest` bytes, or grow the
+/// store by `growth` bytes past its limits.
+fn room_for_rows(
+    store: &TableStore,
+    t: &Table,
+    rows: usize,
+    largest: usize,
+    growth: usize,
+) -> Result<(), ErrorReply> {
+    let l = &store.limits;
+    if largest > l.max_row_bytes {
+        return Err(limit_reached(format!(
+            "a row of about {largest} bytes is over the {}-byte limit (--max-row-bytes)",
+            l.max_row_bytes
+        )));
+    }
+    if rows > 0 && t.len() + rows > l.max_table_rows {
+        return Err(limit_reached(format!(
+            "table '{}' holds its maximum of {} rows (--max-table-rows)",
+            t.name, l.max_table_rows
+        )));
+    }
+    if growth > 0 && store.bytes() + growth > l.max_store_bytes {
+        return Err(limit_reached(format!(
+            "the tables hold about {} bytes, their maximum is {} (--max-store-mib)",
+            store.bytes(),
+            l.max_store_bytes
+        )));
+    }
+    Ok(())
+}
+
 fn table_error(e: TableError) -> ErrorReply {
     match e {
         TableError::NullNotAllowed(col) => ErrorReply::new(
@@ -735,11 +771,14 @@ fn apply_inner(store: &TableStore, c: TableCommand) -> Applied {
             check_name("table", &table, true).map_err(|e| ErrorReply::new("bad_args", e))?;
             let schema =
                 Schema::parse_columns(&columns).map_err(|e| ErrorReply::new("bad_args", e))?;
-            let seq = store
-                .define(&table, schema)
-                .map_err(|DefineError::Exists| {
+            let seq = store.define(&table, schema).map_err(|e| match e {
+                DefineError::Exists => {
                     ErrorReply::new("table_exists", format!("table '{table}' already exists"))
-                })?;
+                }
+                DefineError::TooMany(n) => limit_reached(format!(
+                    "the server holds its maximum of {n} tables (--max-tables)"
+                )),
+            })?;
             Ok((Reply::Done(None), seq))
         }
         TableCommand::Undefine { table } => match store.undefine(&table) {
@@ -753,7 +792,13 @@ fn apply_inner(store: &TableStore, c: TableCommand) -> Applied {
             let tref = table_ref(store, &table)?;
             let mut t = write(&tref);
             let values = typed(&t, &values)?;
+            let size = crate::store::table::row_bytes(&[Value::Int(0)])
+                + values.iter().map(|(_, v)| v.heap_bytes()).sum::<usize>()
+                + (t.schema.columns.len() - 1 - values.len()) * Value::Null.heap_bytes();
+            room_for_rows(store, &t, 1, size, size)?;
+            let before = t.bytes();
             let id = t.insert(values).map_err(table_error)?;
+            store.account(before, t.bytes());
             let row = t.get(id).map_or(&[][..], |r| &r[..]);
             // Recorded (and reported) under the table's lock, so the journal and the
             // watchers see this table's changes in the order they were made.
@@ -802,7 +847,17 @@ fn apply_inner(store: &TableStore, c: TableCommand) -> Applied {
             let mut t = write(&tref);
             let sets = typed(&t, &sets)?;
             let ids = target_ids(&t, &target)?;
+            let (mut largest, mut growth) = (0, 0);
+            for id in &ids {
+                if let (Some(after), Some(row)) = (t.bytes_after(*id, &sets), t.get(*id)) {
+                    largest = largest.max(after);
+                    growth += after.saturating_sub(crate::store::table::row_bytes(row));
+                }
+            }
+            room_for_rows(store, &t, 0, largest, growth)?;
+            let before = t.bytes();
             let updated = t.update(&ids, &sets).map_err(table_error)?;
+            store.account(before, t.bytes());
             let mut seq = None;
             for (_, row) in &updated {
                 seq = store.log(|| Record::Update {
@@ -824,7 +879,9 @@ fn apply_inner(store: &TableStore, c: TableCommand) -> Applied {
             let tref = table_ref(store, &table)?;
             let mut t = write(&tref);
             let ids = target_ids(&t, &target)?;
+            let before = t.bytes();
             let removed = t.delete(&ids);
+            store.account(before, t.bytes());
             let mut seq = None;
             for row in &removed {
                 if let Some(Value::Int(id)) = row.first() {

@@ -69,6 +69,20 @@ pub enum ChannelOp {
     Shutdown,
 }
 
+/// The manager's own settings (the assembly layer fills them in from its `Config`).
+#[derive(Clone, Copy, Debug)]
+pub struct ManagerSettings {
+    /// Disconnected clients remembered for `HISTORY`.
+    pub history_limit: usize,
+    pub liveness: liveness::Liveness,
+    /// Channels the server may hold.
+    pub max_channels: usize,
+    /// Channels one connection may create.
+    pub max_channels_per_client: usize,
+    /// Subscriptions (channels, patterns) and watches one connection may hold.
+    pub max_subscriptions: usize,
+}
+
 /// A connected client as the manager knows it.
 pub struct Client {
     pub outbox: Arc<Outbox>,
@@ -84,6 +98,15 @@ pub struct Client {
     pub watching: Set<String>,
     /// Its liveness as last checked.
     pub seen: liveness::Seen,
+    /// Channels it created (for its quota).
+    pub created: usize,
+}
+
+impl Client {
+    /// Subscriptions and watches it holds.
+    pub fn subscriptions(&self) -> usize {
+        self.channels.len() + self.patterns.len() + self.watching.len()
+    }
 }
 
 /// A connection watching a table.
@@ -119,27 +142,24 @@ pub struct Manager {
     pub watches: Map<String, Map<ConnId, Watcher>>,
     stager: Stager,
     liveness: liveness::Liveness,
+    pub settings: ManagerSettings,
 }
 
 impl Manager {
-    pub fn new(
-        stats: Arc<Stats>,
-        history_limit: usize,
-        store: Arc<TableStore>,
-        liveness: liveness::Liveness,
-    ) -> Self {
+    pub fn new(stats: Arc<Stats>, store: Arc<TableStore>, settings: ManagerSettings) -> Self {
         Manager {
             clients: Map::default(),
             names: Map::default(),
             channels: Map::default(),
             patterns: Map::default(),
             history: VecDeque::new(),
-            history_limit,
+            history_limit: settings.history_limit,
             stats,
             store,
             watches: Map::default(),
             stager: Stager::default(),
-            liveness,
+            liveness: settings.liveness,
+            settings,
         }
     }
 
@@ -205,6 +225,7 @@ impl Manager {
                         patterns: Map::default(),
                         watching: Set::default(),
                         seen: liveness::Seen::default(),
+                        created: 0,
                     },
                 );
             }

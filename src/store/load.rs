@@ -414,10 +414,14 @@ fn apply_record(
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let before = table.bytes();
             table.restore(typed).map_err(|e| format!("{e:?}"))?;
+            store.account(before, table.bytes());
         }
         Err(id) => {
+            let before = table.bytes();
             table.delete(&[id]);
+            store.account(before, table.bytes());
         }
     }
     Ok(())

@@ -31,9 +31,34 @@ use value::Value;
 /// A shared handle to one table.
 pub type TableRef = Arc<RwLock<Table>>;
 
+/// How much the store may hold; writes past a limit are refused with `limit_reached`.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreLimits {
+    pub max_tables: usize,
+    pub max_table_rows: usize,
+    /// The largest row, in estimated bytes in memory.
+    pub max_row_bytes: usize,
+    /// Estimated bytes of all rows of all tables.
+    pub max_store_bytes: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            max_tables: 1000,
+            max_table_rows: 10_000_000,
+            max_row_bytes: 256 << 10,
+            max_store_bytes: 2 << 30,
+        }
+    }
+}
+
 /// All tables, by name, and the journal their changes go to (when persistent).
 #[derive(Default)]
 pub struct TableStore {
+    pub limits: StoreLimits,
+    /// Estimated bytes of all rows, kept by the writers ([`TableStore::account`]).
+    bytes: std::sync::atomic::AtomicUsize,
     tables: RwLock<Map<String, TableRef>>,
     journal: OnceLock<Arc<Journal>>,
     saver: OnceLock<crossbeam_channel::Sender<persist::DiskRequest>>,
@@ -87,9 +112,43 @@ impl ChangeKind {
 #[derive(Debug, PartialEq)]
 pub enum DefineError {
     Exists,
+    /// The store holds its maximum of tables.
+    TooMany(usize),
 }
 
 impl TableStore {
+    pub fn new(limits: StoreLimits) -> TableStore {
+        TableStore {
+            limits,
+            ..TableStore::default()
+        }
+    }
+
+    /// Estimated bytes of all rows of all tables.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records that a table's rows went from `before` to `after` bytes.
+    pub(crate) fn account(&self, before: usize, after: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if after >= before {
+            self.bytes.fetch_add(after - before, Relaxed);
+        } else {
+            self.bytes.fetch_sub(before - after, Relaxed);
+        }
+    }
+
+    /// How many tables there are.
+    pub fn len(&self) -> usize {
+        read(&self.tables).len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// From now on, every change is recorded in `journal`.
     pub(crate) fn attach_journal(&self, journal: Arc<Journal>) {
         let _ = self.journal.set(journal);
@@ -149,6 +208,9 @@ impl TableStore {
         if tables.contains_key(name) {
             return Err(DefineError::Exists);
         }
+        if tables.len() >= self.limits.max_tables {
+            return Err(DefineError::TooMany(self.limits.max_tables));
+        }
         let seq = self.log(|| Record::Define {
             t: name.to_string(),
             columns: schema.specs(),
@@ -161,15 +223,19 @@ impl TableStore {
     /// Adds a table built elsewhere (loading from disk), replacing any of that name.
     pub(crate) fn put(&self, table: Table) -> TableRef {
         let name = table.name.clone();
+        self.account(0, table.bytes());
         let t = Arc::new(RwLock::new(table));
-        write(&self.tables).insert(name, t.clone());
+        if let Some(old) = write(&self.tables).insert(name, t.clone()) {
+            self.account(read(&old).bytes(), 0);
+        }
         t
     }
 
     /// Removes a table: `None` if there was none, else the journal sequence number.
     pub(crate) fn undefine(&self, name: &str) -> Option<Option<u64>> {
         let mut tables = write(&self.tables);
-        tables.remove(name)?;
+        let gone = tables.remove(name)?;
+        self.account(read(&gone).bytes(), 0);
         let seq = self.log(|| Record::Undefine {
             t: name.to_string(),
         });
@@ -180,7 +246,9 @@ impl TableStore {
 
     /// Removes a table without recording it (replaying the journal).
     pub(crate) fn remove_quietly(&self, name: &str) {
-        write(&self.tables).remove(name);
+        if let Some(gone) = write(&self.tables).remove(name) {
+            self.account(read(&gone).bytes(), 0);
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<TableRef> {

@@ -20,6 +20,8 @@ pub struct Table {
     pub schema: Schema,
     rows: BTreeMap<i64, Vec<Value>>,
     next_id: i64,
+    /// Memory the rows take, estimated ([`row_bytes`]).
+    bytes: usize,
     /// Set by the channel manager while someone watches this table, so writers report
     /// their changes only when someone listens.
     pub watched: AtomicBool,
@@ -32,6 +34,7 @@ impl Table {
             schema,
             rows: BTreeMap::new(),
             next_id: 1,
+            bytes: 0,
             watched: AtomicBool::new(false),
         }
     }
@@ -42,6 +45,11 @@ impl Table {
 
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+
+    /// Memory the rows take, estimated.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The id the next insert will get.
@@ -76,6 +84,7 @@ impl Table {
             }
         }
         self.check_nulls(&row)?;
+        self.bytes += row_bytes(&row);
         self.rows.insert(id, row);
         self.next_id += 1;
         Ok(id)
@@ -86,7 +95,10 @@ impl Table {
         self.check_nulls(&row)?;
         if let Some(Value::Int(id)) = row.first() {
             let id = *id;
-            self.rows.insert(id, row);
+            self.bytes += row_bytes(&row);
+            if let Some(old) = self.rows.insert(id, row) {
+                self.bytes -= row_bytes(&old);
+            }
             self.next_id = self.next_id.max(id + 1);
         }
         Ok(())
@@ -157,6 +169,7 @@ impl Table {
                         row[*i] = v.clone();
                     }
                 }
+                self.bytes = self.bytes + row_bytes(row) - row_bytes(&before);
                 updated.push((before, row.clone()));
             }
         }
@@ -165,8 +178,27 @@ impl Table {
 
     /// Removes the rows in `ids`; returns the removed rows.
     pub fn delete(&mut self, ids: &[i64]) -> Vec<Vec<Value>> {
-        ids.iter().filter_map(|id| self.rows.remove(id)).collect()
+        let removed: Vec<Vec<Value>> = ids.iter().filter_map(|id| self.rows.remove(id)).collect();
+        self.bytes -= removed.iter().map(|r| row_bytes(r)).sum::<usize>();
+        removed
     }
+
+    /// What `sets` would make of row `id`'s size, if it exists.
+    pub fn bytes_after(&self, id: i64, sets: &[(usize, Value)]) -> Option<usize> {
+        let row = self.rows.get(&id)?;
+        let mut n = row_bytes(row);
+        for (i, v) in sets {
+            if let Some(old) = row.get(*i) {
+                n = n + v.heap_bytes() - old.heap_bytes();
+            }
+        }
+        Some(n)
+    }
+}
+
+/// Memory one row takes, estimated: its values, their text, and the map's overhead.
+pub fn row_bytes(row: &[Value]) -> usize {
+    48 + row.iter().map(Value::heap_bytes).sum::<usize>()
 }
 
 #[cfg(test)]

@@ -54,6 +54,15 @@ pub enum Value {
 }
 
 impl Value {
+    /// Memory the value takes, its text included.
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Value>()
+            + match self {
+                Value::Str(s) => s.len(),
+                _ => 0,
+            }
+    }
+
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }
