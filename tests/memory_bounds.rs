@@ -217,3 +217,59 @@ fn a_json_select_too_big_for_one_websocket_message_gets_an_error() {
     }
     assert_eq!(frames, 2000);
 }
+
+#[test]
+fn unread_listings_are_sent_one_at_a_time_as_the_client_reads() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_with(Config {
+        max_channels_per_client: 100_000,
+        ..Config::default()
+    });
+    let addr = server.local_addr();
+    let mut c = Client::connect(addr);
+    const N: usize = 50_000;
+    for start in (0..N).step_by(1000) {
+        let batch: String = (start..start + 1000)
+            .map(|i| format!("CREATE chan.{i:06}.with-a-longer-name-to-take-room\n"))
+            .collect();
+        c.send_raw(batch.as_bytes());
+        for _ in 0..1000 {
+            assert_eq!(c.line(), "+OK");
+        }
+    }
+    let before = rss();
+    let mut reader = Client::connect(addr);
+    reader.send(&"CHANNELS\n".repeat(10));
+    reader.send(r#"{"op":"channels","id":"j"}"#);
+    std::thread::sleep(Duration::from_millis(1500));
+    let grown = rss().saturating_sub(before);
+    eprintln!(
+        "ten unread CHANNELS of {N} channels: memory grew by {} KB",
+        grown >> 10
+    );
+    assert!(grown < 48 << 20, "memory grew by {} MB", grown >> 20);
+    for _ in 0..10 {
+        let mut n = 0;
+        loop {
+            let l = reader.line();
+            if let Some(count) = l.strip_prefix("+OK ") {
+                assert_eq!(count, N.to_string());
+                break;
+            }
+            assert!(l.starts_with("* chan."), "{l}");
+            n += 1;
+        }
+        assert_eq!(n, N);
+    }
+    let v: serde_json::Value = serde_json::from_str(&reader.line()).unwrap();
+    assert_eq!(
+        (v["ok"].clone(), v["id"].clone(), v["count"].clone()),
+        (true.into(), "j".into(), N.into())
+    );
+    assert_eq!(v["channels"].as_array().unwrap().len(), N);
+    assert_eq!(
+        v["channels"][0],
+        serde_json::json!({"name":"chan.000000.with-a-longer-name-to-take-room","subscribers":0})
+    );
+    assert_eq!(reader.ok("PING"), "+PONG");
+}

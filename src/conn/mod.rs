@@ -9,6 +9,7 @@ pub mod lines;
 pub mod outbox;
 pub mod session;
 mod sniff;
+mod stream;
 mod ws;
 
 use std::io::{self, Read, Write};

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::outbox::{ConnId, OutItem, Outbox};
+use super::stream::{Step, Streaming, STREAM_ITEMS_FROM};
 use crate::commands;
 use crate::commands::select::RowStream;
 use crate::commands::tables::TableCommand;
 use crate::manager::{ChannelOp, Transport};
 use crate::protocol::push::ByeReason;
-use crate::protocol::reply::RowsEncoder;
 use crate::protocol::{self, guess_format, Command, ErrorReply, Format, Push, Reply};
 use crate::server::ServerContext;
 use crate::store::journal::{Journal, Waiter};
@@ -54,18 +54,6 @@ enum Pending {
     Quit,
 }
 
-/// The `SELECT` being streamed: its rows go into `out` a chunk at a time, as `out` has
-/// room, and nothing else is written until it ends.
-struct Streaming {
-    rows: RowStream,
-    enc: RowsEncoder,
-    format: Format,
-    id: Option<Value>,
-    /// Where its reply starts in `out` (for a JSON reply over WebSocket, which is one
-    /// frame and so must be whole before it is sent).
-    start: usize,
-}
-
 /// A reply to a table write that is encoded but must not be written before its journal
 /// record `seq` is durable: `start..end` in `out` (in its own buffer while pending).
 /// If the journal fails first, the reply is replaced by an error.
@@ -103,6 +91,9 @@ pub struct Session {
     /// Replies in `out` to writes not yet durable, in order.
     held: Vec<Held>,
     stream: Option<Box<Streaming>>,
+    /// A listing request is with the manager: no more requests are read until its
+    /// reply is in.
+    listing: bool,
     /// `Pending::Stream`s queued.
     streams_waiting: usize,
     /// Since when this connection has run without letting others run (streaming).
@@ -150,6 +141,7 @@ impl Session {
             durable_needed: 0,
             held: Vec::new(),
             stream: None,
+            listing: false,
             streams_waiting: 0,
             slice: std::time::Instant::now(),
             line_limit,
@@ -162,6 +154,7 @@ impl Session {
         self.ending.is_none()
             && !self.quit_requested
             && self.stream.is_none()
+            && !self.listing
             && self.streams_waiting == 0
             && self.in_flight < MAX_IN_FLIGHT
             && self.out.len() < out_budget
@@ -309,6 +302,7 @@ impl Session {
                 }
             }
             Ok(command) => {
+                self.listing |= command.is_listing();
                 self.batch.push(command);
                 self.in_flight += 1;
                 self.pending.push_back(Pending::Manager {
@@ -369,52 +363,25 @@ impl Session {
     }
 
     fn start_stream(&mut self, rows: RowStream, format: Format, id: Option<Value>) {
-        let start = self.out.len();
-        let enc = RowsEncoder::start(format, id.as_ref(), rows.columns().clone(), &mut self.out);
-        self.stream = Some(Box::new(Streaming {
-            rows,
-            enc,
-            format,
-            id,
-            start,
-        }));
+        self.stream = Some(Box::new(Streaming::rows(rows, format, id, &mut self.out)));
     }
 
-    /// Adds one chunk of the streaming `SELECT` to `out`, if it has room. Returns
+    /// Adds one chunk of the reply being streamed to `out`, if it has room. Returns
     /// whether anything was done.
     fn fill_stream(&mut self, budget: usize) -> bool {
-        let Some(s) = self.stream.as_mut() else {
-            return false;
-        };
         if self.out.len() >= budget {
             return false;
         }
-        let out = &mut self.out;
-        let done = s.rows.next_rows(|row| s.enc.row(row, out));
-        let too_long = s.format == Format::Json
-            && self
-                .line_limit
-                .is_some_and(|limit| out.len() - s.start > limit);
-        if too_long {
-            let s = self.stream.take().map(|s| *s);
-            if let Some(s) = s {
-                self.out.truncate(s.start);
-                let limit = self.line_limit.unwrap_or_default();
-                let e = ErrorReply::new(
-                    "too_large",
-                    format!("the reply is over {limit} bytes, more than one WebSocket message may hold; use LIMIT and OFFSET, or the text format"),
-                );
-                Reply::Error(e).encode(s.format, s.id.as_ref(), &mut self.out);
+        let Some(s) = self.stream.take() else {
+            return false;
+        };
+        match s.step(&mut self.out, self.line_limit) {
+            (Step::More, rest) => {
+                self.stream = rest;
+                // One chunk at a time: others on this worker run in between.
+                crate::commands::select::let_others_run(&mut self.slice);
             }
-            self.flush_ready();
-        } else if done {
-            if let Some(s) = self.stream.take() {
-                s.enc.finish(&mut self.out);
-            }
-            self.flush_ready();
-        } else {
-            // One chunk at a time: others on this worker run in between.
-            crate::commands::select::let_others_run(&mut self.slice);
+            (Step::Done, _) => self.flush_ready(),
         }
         true
     }
@@ -512,7 +479,13 @@ impl Session {
             };
             progressed = true;
             match item {
-                OutItem::Reply(reply) => self.manager_reply(reply),
+                OutItem::Reply(reply) => {
+                    self.manager_reply(reply);
+                    if self.stream.is_some() {
+                        // Nothing may come between the items of the reply now streaming.
+                        break;
+                    }
+                }
                 OutItem::Push(Push::Bye(reason)) => {
                     Push::Bye(reason).encode(self.format, &mut self.out);
                     self.ending = Some(Ending::Bye(reason));
@@ -529,8 +502,25 @@ impl Session {
         match self.pending.pop_front() {
             Some(Pending::Manager { format, id }) => {
                 self.in_flight -= 1;
-                reply.encode(format, id.as_ref(), &mut self.out);
-                self.flush_ready();
+                if self.in_flight == 0 {
+                    // A listing is always the last request sent, so its reply is in.
+                    self.listing = false;
+                }
+                match reply {
+                    Reply::List { key, items } if items.len() >= STREAM_ITEMS_FROM => {
+                        self.stream = Some(Box::new(Streaming::items(
+                            key,
+                            items,
+                            format,
+                            id,
+                            &mut self.out,
+                        )));
+                    }
+                    reply => {
+                        reply.encode(format, id.as_ref(), &mut self.out);
+                        self.flush_ready();
+                    }
+                }
             }
             other => {
                 // Cannot happen: the manager answers each request once, in order.

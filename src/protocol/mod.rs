@@ -119,6 +119,15 @@ pub enum Command {
 }
 
 impl Command {
+    /// Commands whose reply lists everything of a kind (and so may be large): a
+    /// connection sends one at a time, and writes its reply as its client reads.
+    pub fn is_listing(&self) -> bool {
+        matches!(
+            self,
+            Command::Channels | Command::Clients | Command::History
+        )
+    }
+
     /// Commands the connection answers itself; all others go to the channel manager.
     pub fn is_local(&self) -> bool {
         matches!(

@@ -129,6 +129,65 @@ fn row_json(out: &mut Vec<u8>, columns: &[String], row: &[crate::store::value::V
     out.push(b'}');
 }
 
+/// Encodes a list reply a piece at a time, exactly as [`Reply::List`] is encoded
+/// whole: [`ListEncoder::start`], each item, then [`ListEncoder::finish`].
+pub struct ListEncoder {
+    format: Format,
+    count: usize,
+    written: usize,
+}
+
+impl ListEncoder {
+    pub fn start(
+        format: Format,
+        id: Option<&Value>,
+        key: &str,
+        count: usize,
+        out: &mut Vec<u8>,
+    ) -> ListEncoder {
+        if format == Format::Json {
+            out.extend_from_slice(b"{\"ok\":true");
+            if let Some(id) = id {
+                out.extend_from_slice(b",\"id\":");
+                write_json_value(out, id);
+            }
+            out.extend_from_slice(b",\"count\":");
+            push_u64(out, count as u64);
+            field_key(out, key);
+            out.push(b'[');
+        }
+        ListEncoder {
+            format,
+            count,
+            written: 0,
+        }
+    }
+
+    pub fn item(&mut self, item: &Item, out: &mut Vec<u8>) {
+        match self.format {
+            Format::Text => line(out, &["* ", &item.text]),
+            Format::Json => {
+                if self.written > 0 {
+                    out.push(b',');
+                }
+                write_json_value(out, &item.json);
+            }
+        }
+        self.written += 1;
+    }
+
+    pub fn finish(self, out: &mut Vec<u8>) {
+        match self.format {
+            Format::Text => {
+                out.extend_from_slice(b"+OK ");
+                push_u64(out, self.count as u64);
+                out.push(b'\n');
+            }
+            Format::Json => out.extend_from_slice(b"]}\n"),
+        }
+    }
+}
+
 /// Encodes a rows reply a piece at a time, for replies produced as the client reads:
 /// [`RowsEncoder::start`], any number of [`RowsEncoder::row`], then
 /// [`RowsEncoder::finish`]. The text form is the same as [`Reply::Rows`]'s; the JSON
