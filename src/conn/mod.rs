@@ -135,7 +135,7 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
     let mut reader = LineReader::new(max_line, initial);
     let mut written = 0usize;
     let mut eof = false;
-    let mut passes = 0u32;
+    let mut busy = Busy::new();
     loop {
         let mut progress = session.pump(OUT_BUDGET);
         progress |= handle_lines(&mut reader, &mut session, max_line);
@@ -194,14 +194,10 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
             return;
         }
         if progress {
-            passes += 1;
-            if passes >= PASSES_BEFORE_YIELD {
-                passes = 0;
-                may::coroutine::yield_now();
-            }
+            busy.progressed();
             continue;
         }
-        passes = 0;
+        busy.idle();
         if session.out.is_empty() {
             reader.shrink_idle();
             session.shrink_idle();
@@ -210,6 +206,48 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
         stream.wait_io();
     }
 }
+
+/// How a busy connection gives way to the others on its worker.
+struct Busy {
+    /// Since when it has run without waiting for its socket or sleeping.
+    since: Instant,
+    passes: u32,
+}
+
+impl Busy {
+    fn new() -> Busy {
+        Busy {
+            since: Instant::now(),
+            passes: 0,
+        }
+    }
+
+    /// Called after each pass of the loop that made progress. Every
+    /// [`PASSES_BEFORE_YIELD`] passes it yields to the other ready coroutines; and
+    /// since may's worker polls sockets only once no coroutine is ready, a connection
+    /// that always has work would keep everyone else's input unread: once it has run a
+    /// millisecond, it sleeps briefly instead.
+    fn progressed(&mut self) {
+        self.passes += 1;
+        if self.since.elapsed() >= SLICE {
+            self.passes = 0;
+            may::coroutine::sleep(Duration::from_micros(20));
+            self.since = Instant::now();
+        } else if self.passes >= PASSES_BEFORE_YIELD {
+            self.passes = 0;
+            may::coroutine::yield_now();
+        }
+    }
+
+    /// The connection is about to wait for its socket: the others get their turn.
+    fn idle(&mut self) {
+        self.passes = 0;
+        self.since = Instant::now();
+    }
+}
+
+/// Longest a connection runs before it lets the others on its worker be polled.
+const SLICE: Duration = Duration::from_millis(1);
 
 /// This connection's part of the server's input budget: the bytes of an incomplete line
 /// it holds, added to [`crate::server::Stats::input_buffered`] (and taken back when it

@@ -16,7 +16,7 @@ use tungstenite::{Message, WebSocket};
 
 use super::outbox::Outbox;
 use super::session::Session;
-use super::{new_id, write_until, OUT_BUDGET, PASSES_BEFORE_YIELD};
+use super::{new_id, write_until, Busy, OUT_BUDGET};
 use crate::manager::Transport;
 use crate::server::ServerContext;
 
@@ -144,6 +144,9 @@ fn http_error(mut stream: TcpStream, status: u16, reason: &str, detail: &str) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
+/// WebSocket messages read in one pass of the connection's loop.
+const READS_PER_PASS: usize = 256;
+
 fn is_would_block(e: &WsError) -> bool {
     matches!(e, WsError::Io(io) if io.kind() == io::ErrorKind::WouldBlock)
 }
@@ -157,7 +160,7 @@ fn run_ws(mut ws: WebSocket<&mut PrefixStream>, addr: SocketAddr, ctx: Arc<Serve
         return;
     };
     let mut dirty = false;
-    let mut passes = 0u32;
+    let mut busy = Busy::new();
     loop {
         let mut progress = session.pump(OUT_BUDGET);
         let durable = session.output_durable();
@@ -175,7 +178,11 @@ fn run_ws(mut ws: WebSocket<&mut PrefixStream>, addr: SocketAddr, ctx: Arc<Serve
             }
         }
         session.pause_if_crowding();
-        while session.wants_input(OUT_BUDGET) {
+        // Bounded per pass, so a client that floods frames (pings, say) still lets the
+        // loop write, and give way to others, between batches.
+        let mut reads = 0;
+        while reads < READS_PER_PASS && session.wants_input(OUT_BUDGET) {
+            reads += 1;
             let read = ws.read();
             if read.is_ok() {
                 session.outbox.note_input();
@@ -231,14 +238,10 @@ fn run_ws(mut ws: WebSocket<&mut PrefixStream>, addr: SocketAddr, ctx: Arc<Serve
             return;
         }
         if progress {
-            passes += 1;
-            if passes >= PASSES_BEFORE_YIELD {
-                passes = 0;
-                may::coroutine::yield_now();
-            }
+            busy.progressed();
             continue;
         }
-        passes = 0;
+        busy.idle();
         session.shrink_idle();
         ws.get_ref().stream.wait_io();
     }
