@@ -278,15 +278,7 @@ impl Session {
             Err(e) => self.local_reply(req.format, req.id, Reply::Error(e)),
             // Reading it was the point: the connection noted the input.
             Ok(Command::Pong) => {}
-            Ok(Command::Table(t)) if t.is_select() => {
-                let TableCommand::Select { table, query } = *t else {
-                    return;
-                };
-                match commands::select::open(&self.ctx.store, &table, &query) {
-                    Ok(rows) => self.queue_stream(rows, req.format, req.id),
-                    Err(e) => self.local_reply(req.format, req.id, Reply::Error(e)),
-                }
-            }
+            Ok(Command::Table(t)) if t.is_select() => self.select(*t, req.format, req.id),
             Ok(Command::Quit) => {
                 let (reply, _) = commands::apply_local(Command::Quit, &self.ctx.store);
                 self.local_reply(req.format, req.id, reply);
@@ -351,6 +343,20 @@ impl Session {
         }
     }
 
+    /// Opens a `SELECT` and streams it. Out of line: its frame would otherwise be
+    /// reserved by every request, and stack pages once touched stay resident for the
+    /// life of every connection.
+    #[inline(never)]
+    fn select(&mut self, c: TableCommand, format: Format, id: Option<Value>) {
+        let TableCommand::Select { table, query } = c else {
+            return;
+        };
+        match commands::select::open(&self.ctx.store, &table, &query) {
+            Ok(rows) => self.queue_stream(rows, format, id),
+            Err(e) => self.local_reply(format, id, Reply::Error(e)),
+        }
+    }
+
     /// Streams `rows` now, or once the replies before it are out.
     fn queue_stream(&mut self, rows: RowStream, format: Format, id: Option<Value>) {
         if self.pending.is_empty() && self.stream.is_none() {
@@ -367,7 +373,8 @@ impl Session {
     }
 
     /// Adds one chunk of the reply being streamed to `out`, if it has room. Returns
-    /// whether anything was done.
+    /// whether anything was done. Out of line, for the same reason as `select`.
+    #[inline(never)]
     fn fill_stream(&mut self, budget: usize) -> bool {
         if self.out.len() >= budget {
             return false;
