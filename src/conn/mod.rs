@@ -156,6 +156,7 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
                 }
                 Ok(_) => {
                     progress = true;
+                    busy.read();
                     session.outbox.note_input();
                     handle_lines(&mut reader, &mut session, max_line);
                     let (in_line, held) = reader.partial();
@@ -212,6 +213,8 @@ struct Busy {
     /// Since when it has run without waiting for its socket or sleeping.
     since: Instant,
     passes: u32,
+    /// Whether it read input since then.
+    reading: bool,
 }
 
 impl Busy {
@@ -219,20 +222,29 @@ impl Busy {
         Busy {
             since: Instant::now(),
             passes: 0,
+            reading: false,
         }
+    }
+
+    /// The connection read input from its client.
+    fn read(&mut self) {
+        self.reading = true;
     }
 
     /// Called after each pass of the loop that made progress. Every
     /// [`PASSES_BEFORE_YIELD`] passes it yields to the other ready coroutines; and
     /// since may's worker polls sockets only once no coroutine is ready, a connection
-    /// that always has work would keep everyone else's input unread: once it has run a
-    /// millisecond, it sleeps briefly instead.
+    /// that always has input would keep everyone else's unread: once it has run for
+    /// [`SLICE`] reading, it sleeps briefly instead. (A connection busy only writing
+    /// soon waits for its socket; sleeping those too cost a quarter more CPU per
+    /// message in a 1 -> 100 fan-out.)
     fn progressed(&mut self) {
         self.passes += 1;
-        if self.since.elapsed() >= SLICE {
+        if self.reading && self.since.elapsed() >= SLICE {
             self.passes = 0;
             may::coroutine::sleep(Duration::from_micros(20));
             self.since = Instant::now();
+            self.reading = false;
         } else if self.passes >= PASSES_BEFORE_YIELD {
             self.passes = 0;
             may::coroutine::yield_now();
@@ -243,11 +255,12 @@ impl Busy {
     fn idle(&mut self) {
         self.passes = 0;
         self.since = Instant::now();
+        self.reading = false;
     }
 }
 
 /// Longest a connection runs before it lets the others on its worker be polled.
-const SLICE: Duration = Duration::from_millis(1);
+const SLICE: Duration = Duration::from_millis(2);
 
 /// This connection's part of the server's input budget: the bytes of an incomplete line
 /// it holds, added to [`crate::server::Stats::input_buffered`] (and taken back when it

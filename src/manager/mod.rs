@@ -343,13 +343,14 @@ impl Manager {
         };
         let size = push.approx_len();
         let mut n = 0;
-        let mut crowded = None;
+        // Borrowed until the end: cloned once, not per crowded receiver per message.
+        let mut crowded: Option<&Arc<Outbox>> = None;
         for outbox in chan.receivers() {
             let item = OutItem::Push(push.clone());
             if let Staged::Queued { crowded: c } = self.stager.stage(outbox, item, size) {
                 n += 1;
                 if c {
-                    crowded = Some(outbox.clone());
+                    crowded = Some(outbox);
                 }
             }
         }
@@ -370,11 +371,11 @@ impl Manager {
                 if let Staged::Queued { crowded: c } = self.stager.stage(outbox, item, size) {
                     n += 1;
                     if c {
-                        crowded = Some(outbox.clone());
+                        crowded = Some(outbox);
                     }
                 }
             }
         }
-        (n, crowded)
+        (n, crowded.cloned())
     }
 }
