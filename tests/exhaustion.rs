@@ -82,21 +82,9 @@ fn a_cut_slow_consumer_is_closed_at_once_and_leaves_clients() {
     let mut stalled = Client::connect(addr);
     stalled.ok("NAME stalled");
     stalled.ok("SUB firehose");
-    let payload = "p".repeat(1000);
     let stats = server.stats();
     // Bounded: 20,000 messages of 1 KB, far more than the socket buffers and outbox hold.
-    for chunk in 0..200 {
-        if stats.slow_consumers.load(Ordering::Relaxed) > 0 {
-            break;
-        }
-        let batch: String = (0..100)
-            .map(|i| format!("PUB firehose {payload} {}\n", chunk * 100 + i))
-            .collect();
-        publisher.send_raw(batch.as_bytes());
-        for _ in 0..100 {
-            assert!(publisher.line().starts_with("+OK"));
-        }
-    }
+    common::publish_until_cut(&mut publisher, "firehose", stats, 200);
     assert_eq!(stats.slow_consumers.load(Ordering::Relaxed), 1);
     // Without the stalled client reading a byte, it is gone from CLIENTS.
     wait_for(

@@ -57,20 +57,8 @@ fn a_websocket_subscriber_that_never_reads_is_cut_at_the_outbox_limit() {
     // From here on the WebSocket client reads nothing.
     let stats = server.stats();
     let before = rss();
-    let payload = "p".repeat(1000);
     // Bounded: at most 100 MB published.
-    for chunk in 0..1000 {
-        if stats.slow_consumers.load(Ordering::Relaxed) > 0 {
-            break;
-        }
-        let batch: String = (0..100)
-            .map(|i| format!("PUB firehose {payload} {}\n", chunk * 100 + i))
-            .collect();
-        publisher.send_raw(batch.as_bytes());
-        for _ in 0..100 {
-            assert!(publisher.line().starts_with("+OK"));
-        }
-    }
+    common::publish_until_cut(&mut publisher, "firehose", stats, 1000);
     assert_eq!(stats.slow_consumers.load(Ordering::Relaxed), 1, "cut");
     let grown = rss().saturating_sub(before);
     assert!(grown < 64 << 20, "memory grew by {} MB", grown >> 20);

@@ -165,6 +165,33 @@ impl Client {
     }
 }
 
+/// Publishes 1 KB messages on `channel` in pipelined batches of 100 until `stats` counts
+/// a slow consumer, at most `batches` batches; every publish must be acknowledged.
+pub fn publish_until_cut(
+    publisher: &mut Client,
+    channel: &str,
+    stats: &leviathan::server::Stats,
+    batches: usize,
+) {
+    let payload = "p".repeat(1000);
+    for chunk in 0..batches {
+        if stats
+            .slow_consumers
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
+            return;
+        }
+        let batch: String = (0..100)
+            .map(|i| format!("PUB {channel} {payload} {}\n", chunk * 100 + i))
+            .collect();
+        publisher.send_raw(batch.as_bytes());
+        for _ in 0..100 {
+            assert!(publisher.line().starts_with("+OK"));
+        }
+    }
+}
+
 /// The real `servermain` binary running in a child process.
 pub struct ServerProcess {
     pub child: std::process::Child,
