@@ -11,6 +11,8 @@
 //!   and [`protocol::Push`] encoded for text or JSON. No I/O.
 //! - [`commands`]: one file per command family: specs (usage, help, parsers) and apply.
 //! - [`manager`]: the channel-manager OS thread owning names, channels, subscriptions.
+//! - [`coop`]: sleeping and giving way inside a coroutine without tripping may's
+//!   timer thread.
 //! - [`store`]: the table store: typed tables behind `parking_lot` locks, the `WHERE`
 //!   language ([`store::expr`]) and values ([`store::value`]).
 //!
@@ -24,6 +26,7 @@ pub mod client;
 pub mod commands;
 pub mod conn;
 pub mod console;
+pub mod coop;
 pub mod manager;
 pub mod protocol;
 pub mod server;

@@ -224,7 +224,7 @@ fn accept_loop(listener: TcpListener, ctx: Arc<ServerContext>) {
                 // Out of file descriptors and the like: say so and let the pressure
                 // ease instead of spinning.
                 log::warn!("accept failed: {e}");
-                may::coroutine::sleep(Duration::from_millis(50));
+                crate::coop::nap(Duration::from_millis(50));
                 continue;
             }
         };

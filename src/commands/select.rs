@@ -8,7 +8,7 @@
 //! `COUNT` may or may not be seen (as with Redis's `SCAN`), each row at most once.
 
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::tables::{compile, no_such_column, table_ref, Query};
 use crate::protocol::ErrorReply;
@@ -21,20 +21,6 @@ pub const CHUNK: usize = 4096;
 
 /// Sorting more keys than this goes to an OS thread, so a worker is never busy with it.
 const SORT_ON_THREAD: usize = 50_000;
-
-/// Longest a scan runs before it lets the others on its worker run.
-const SLICE: Duration = Duration::from_millis(1);
-
-/// Lets other coroutines on this worker run, and their sockets be polled, once this
-/// one has run for [`SLICE`] since `since`. A `yield_now` is not enough: may's worker
-/// runs every ready coroutine before it polls for I/O, so a coroutine that only yields
-/// keeps the others' sockets unread; a short sleep leaves the run queue.
-pub fn let_others_run(since: &mut Instant) {
-    if may::coroutine::is_coroutine() && since.elapsed() >= SLICE {
-        may::coroutine::sleep(Duration::from_micros(20));
-        *since = Instant::now();
-    }
-}
 
 /// An open `SELECT`.
 pub struct RowStream {
@@ -129,7 +115,7 @@ pub fn open(store: &TableStore, table: &str, query: &Query) -> Result<RowStream,
                         keys.push((row[col].clone(), *id));
                     }
                 });
-                let_others_run(&mut since);
+                crate::coop::let_others_run(&mut since);
             }
             let keys = sort(keys, desc);
             let ids = keys
@@ -212,7 +198,7 @@ pub fn count(store: &TableStore, table: &str, filter: Option<&Expr>) -> Result<u
     let mut since = Instant::now();
     while let Some(from) = next {
         next = read(&tref).scan_from(from, CHUNK, Some(&p), |_| n += 1);
-        let_others_run(&mut since);
+        crate::coop::let_others_run(&mut since);
     }
     Ok(n)
 }

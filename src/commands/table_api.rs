@@ -146,7 +146,13 @@ impl Tables {
                     ));
                 }
                 // A may channel: a coroutine waits here without blocking its worker.
-                let _ = rx.recv_timeout(Duration::from_millis(500));
+                // A timed-out wait resumes on may's timer thread: yield back to a worker
+                // (see `crate::coop`).
+                if rx.recv_timeout(Duration::from_millis(500)).is_err()
+                    && may::coroutine::is_coroutine()
+                {
+                    may::coroutine::yield_now();
+                }
             }
         }
         Ok(n)

@@ -242,7 +242,7 @@ impl Busy {
         self.passes += 1;
         if self.reading && self.since.elapsed() >= SLICE {
             self.passes = 0;
-            may::coroutine::sleep(Duration::from_micros(20));
+            crate::coop::nap(Duration::from_micros(20));
             self.since = Instant::now();
             self.reading = false;
         } else if self.passes >= PASSES_BEFORE_YIELD {

@@ -182,7 +182,7 @@ impl Session {
             && started.elapsed() < STALL_MAX
             && progress_at.elapsed() < STALL_NO_PROGRESS
         {
-            may::coroutine::sleep(STALL);
+            crate::coop::nap(STALL);
             if receiver.takes() != takes {
                 takes = receiver.takes();
                 progress_at = std::time::Instant::now();
@@ -386,7 +386,7 @@ impl Session {
             (Step::More, rest) => {
                 self.stream = rest;
                 // One chunk at a time: others on this worker run in between.
-                crate::commands::select::let_others_run(&mut self.slice);
+                crate::coop::let_others_run(&mut self.slice);
             }
             (Step::Done, _) => self.flush_ready(),
         }

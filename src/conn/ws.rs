@@ -90,7 +90,7 @@ pub(crate) fn serve_http(
                 }
                 // The head is already buffered, so only writing the 101 can stall:
                 // rare and short, a brief sleep suffices.
-                may::coroutine::sleep(Duration::from_millis(5));
+                crate::coop::nap(Duration::from_millis(5));
                 attempt = mid.handshake();
             }
             Err(HandshakeError::Failure(e)) => {
@@ -286,7 +286,7 @@ fn close(ws: &mut WebSocket<&mut PrefixStream>, code: CloseCode, reason: &str) {
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
         match ws.flush() {
-            Err(e) if is_would_block(&e) => may::coroutine::sleep(Duration::from_millis(5)),
+            Err(e) if is_would_block(&e) => crate::coop::nap(Duration::from_millis(5)),
             _ => break,
         }
     }
