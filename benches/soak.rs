@@ -45,11 +45,21 @@ const FLAGS: &[&str] = &[
     "128",
 ];
 
+/// More servermain flags from `SOAK_ARGS` (e.g. `--workers 2`).
+fn extra_flags() -> Vec<String> {
+    std::env::var("SOAK_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
 impl Server {
     fn start(dir: &std::path::Path) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_servermain"))
             .args(["127.0.0.1", "0"])
             .args(FLAGS)
+            .args(extra_flags())
             .current_dir(dir)
             .env("RUST_LOG", "error,servermain=info")
             .stderr(Stdio::piped())
@@ -151,9 +161,10 @@ fn main() {
     let server = Server::start(dir.path());
     let addr = server.addr;
     println!(
-        "soak: {secs} s against servermain {} ({})",
+        "soak: {secs} s against servermain {} ({} {})",
         addr,
-        FLAGS.join(" ")
+        FLAGS.join(" "),
+        extra_flags().join(" ")
     );
     let stop = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + Duration::from_secs(secs);

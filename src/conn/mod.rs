@@ -208,59 +208,38 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
     }
 }
 
-/// How a busy connection gives way to the others on its worker.
+/// How a busy connection gives way to the others on its worker: it yields every
+/// [`PASSES_BEFORE_YIELD`] passes that made progress. may's worker polls sockets only
+/// once no coroutine is ready, so connections that always have input delay everyone
+/// else's; a brief sleep after a slice of work fixed that, but resumed on may's timer
+/// thread it corrupted the heap, and with the yield back to a worker it cut throughput
+/// fourfold without helping the canary. Left as a known limit (see `benches/soak.rs`).
 struct Busy {
-    /// Since when it has run without waiting for its socket or sleeping.
-    since: Instant,
     passes: u32,
-    /// Whether it read input since then.
-    reading: bool,
 }
 
 impl Busy {
     fn new() -> Busy {
-        Busy {
-            since: Instant::now(),
-            passes: 0,
-            reading: false,
-        }
+        Busy { passes: 0 }
     }
 
     /// The connection read input from its client.
-    fn read(&mut self) {
-        self.reading = true;
-    }
+    fn read(&mut self) {}
 
-    /// Called after each pass of the loop that made progress. Every
-    /// [`PASSES_BEFORE_YIELD`] passes it yields to the other ready coroutines; and
-    /// since may's worker polls sockets only once no coroutine is ready, a connection
-    /// that always has input would keep everyone else's unread: once it has run for
-    /// [`SLICE`] reading, it sleeps briefly instead. (A connection busy only writing
-    /// soon waits for its socket; sleeping those too cost a quarter more CPU per
-    /// message in a 1 -> 100 fan-out.)
+    /// Called after each pass of the loop that made progress.
     fn progressed(&mut self) {
         self.passes += 1;
-        if self.reading && self.since.elapsed() >= SLICE {
-            self.passes = 0;
-            crate::coop::nap(Duration::from_micros(20));
-            self.since = Instant::now();
-            self.reading = false;
-        } else if self.passes >= PASSES_BEFORE_YIELD {
+        if self.passes >= PASSES_BEFORE_YIELD {
             self.passes = 0;
             may::coroutine::yield_now();
         }
     }
 
-    /// The connection is about to wait for its socket: the others get their turn.
+    /// The connection is about to wait for its socket.
     fn idle(&mut self) {
         self.passes = 0;
-        self.since = Instant::now();
-        self.reading = false;
     }
 }
-
-/// Longest a connection runs before it lets the others on its worker be polled.
-const SLICE: Duration = Duration::from_millis(2);
 
 /// This connection's part of the server's input budget: the bytes of an incomplete line
 /// it holds, added to [`crate::server::Stats::input_buffered`] (and taken back when it
