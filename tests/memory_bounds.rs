@@ -113,15 +113,10 @@ fn unread_selects_of_a_big_table_hold_no_copy_of_it() {
     c.ok("DEFINE t v:int s:str");
     let payload = "z".repeat(1000);
     // 20,000 rows of 1 KB: 20 MB of table.
-    for start in (0..20_000).step_by(500) {
-        let batch: String = (start..start + 500)
-            .map(|i| format!("INSERT t v={i} s={payload}\n"))
-            .collect();
-        c.send_raw(batch.as_bytes());
-        for _ in 0..500 {
-            assert!(c.line().starts_with("+OK"));
-        }
-    }
+    c.pipelined(
+        (0..20_000).map(|i| format!("INSERT t v={i} s={payload}")),
+        500,
+    );
     let before = rss();
     let mut reader = Client::connect(addr);
     reader.send("SELECT t\nSELECT t\nSELECT t\nSELECT t");
@@ -165,15 +160,7 @@ fn a_json_select_too_big_for_one_websocket_message_gets_an_error() {
     let mut c = Client::connect(addr);
     c.ok("DEFINE t s:str");
     let payload = "w".repeat(1000);
-    for start in (0..2000).step_by(500) {
-        let batch: String = (start..start + 500)
-            .map(|_| format!("INSERT t s={payload}\n"))
-            .collect();
-        c.send_raw(batch.as_bytes());
-        for _ in 0..500 {
-            assert!(c.line().starts_with("+OK"));
-        }
-    }
+    c.pipelined((0..2000).map(|_| format!("INSERT t s={payload}")), 500);
     let mut ws = ws_connect(addr);
     ws.send(tungstenite::Message::text(
         r#"{"op":"select","table":"t","id":1}"#,

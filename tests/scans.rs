@@ -10,15 +10,7 @@ use leviathan::Config;
 /// Fills `t` with `n` rows through pipelined inserts.
 pub fn fill(c: &mut Client, n: usize, payload: &str) {
     c.ok("DEFINE t v:int s:str");
-    for start in (0..n).step_by(1000) {
-        let batch: String = (start..(start + 1000).min(n))
-            .map(|i| format!("INSERT t v={i} s={payload}\n"))
-            .collect();
-        c.send_raw(batch.as_bytes());
-        for _ in start..(start + 1000).min(n) {
-            assert!(c.line().starts_with("+OK"));
-        }
-    }
+    c.pipelined((0..n).map(|i| format!("INSERT t v={i} s={payload}")), 1000);
 }
 
 #[test]

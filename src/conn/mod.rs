@@ -156,7 +156,6 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
                 }
                 Ok(_) => {
                     progress = true;
-                    busy.read();
                     session.outbox.note_input();
                     handle_lines(&mut reader, &mut session, max_line);
                     let (in_line, held) = reader.partial();
@@ -222,9 +221,6 @@ impl Busy {
     fn new() -> Busy {
         Busy { passes: 0 }
     }
-
-    /// The connection read input from its client.
-    fn read(&mut self) {}
 
     /// Called after each pass of the loop that made progress.
     fn progressed(&mut self) {

@@ -217,7 +217,6 @@ fn run_ws(mut ws: WebSocket<&mut PrefixStream>, addr: SocketAddr, ctx: Arc<Serve
                 }
             }
             progress = true;
-            busy.read();
         }
         session.send_batch();
         if dirty {

@@ -129,6 +129,15 @@ fn row_json(out: &mut Vec<u8>, columns: &[String], row: &[crate::store::value::V
     out.push(b'}');
 }
 
+/// `{"ok":true` and the echoed id: how a streamed JSON reply begins.
+fn ok_head(id: Option<&Value>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"ok\":true");
+    if let Some(id) = id {
+        out.extend_from_slice(b",\"id\":");
+        write_json_value(out, id);
+    }
+}
+
 /// Encodes a list reply a piece at a time, exactly as [`Reply::List`] is encoded
 /// whole: [`ListEncoder::start`], each item, then [`ListEncoder::finish`].
 pub struct ListEncoder {
@@ -146,11 +155,7 @@ impl ListEncoder {
         out: &mut Vec<u8>,
     ) -> ListEncoder {
         if format == Format::Json {
-            out.extend_from_slice(b"{\"ok\":true");
-            if let Some(id) = id {
-                out.extend_from_slice(b",\"id\":");
-                write_json_value(out, id);
-            }
+            ok_head(id, out);
             out.extend_from_slice(b",\"count\":");
             push_u64(out, count as u64);
             field_key(out, key);
@@ -207,11 +212,7 @@ impl RowsEncoder {
         out: &mut Vec<u8>,
     ) -> RowsEncoder {
         if format == Format::Json {
-            out.extend_from_slice(b"{\"ok\":true");
-            if let Some(id) = id {
-                out.extend_from_slice(b",\"id\":");
-                write_json_value(out, id);
-            }
+            ok_head(id, out);
             out.extend_from_slice(b",\"rows\":[");
         }
         RowsEncoder {

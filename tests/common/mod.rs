@@ -103,6 +103,20 @@ impl Client {
         }
     }
 
+    /// Sends `lines` pipelined, `batch` at a time, and checks each is answered `+OK…`.
+    pub fn pipelined(&mut self, lines: impl IntoIterator<Item = String>, batch: usize) {
+        let mut lines = lines.into_iter().peekable();
+        while lines.peek().is_some() {
+            let chunk: Vec<String> = lines.by_ref().take(batch).collect();
+            let text: String = chunk.iter().map(|l| format!("{l}\n")).collect();
+            self.send_raw(text.as_bytes());
+            for l in &chunk {
+                let reply = self.line();
+                assert!(reply.starts_with("+OK"), "{l}: {reply}");
+            }
+        }
+    }
+
     /// Sends a command and returns its reply lines (items then the status line). Push
     /// lines arriving meanwhile are returned separately, and also kept for `push()`.
     pub fn request(&mut self, line: &str) -> (Vec<String>, Vec<String>) {
