@@ -1,33 +1,61 @@
-//! Sleeping inside a `may` coroutine, safely.
+//! Long work inside a `may` coroutine, giving way to the others on its worker.
 //!
-//! may resumes a coroutine whose sleep has ended on its timer thread, not on a worker,
-//! and runs it there until it next blocks. I/O with a timeout registers in the worker's
-//! timer list, which only the worker may touch: done from the timer thread, it corrupted
-//! the heap (a test aborted in `malloc` about half the time). So every sleep here is
-//! followed by a yield, which puts the coroutine back on a worker's queue.
+//! may is patched (`vendor/may/PATCHES.md`): its worker polls for I/O after a bounded
+//! run even while coroutines are ready, and a sleeper resumes on a worker, not on the
+//! timer thread. With that, a `yield_now` is enough to let another connection's
+//! `PING` be read and answered; without it, connections that kept yielding hid every
+//! other socket on their worker.
 
 use std::time::{Duration, Instant};
 
-/// Sleeps for `d` without blocking the worker, and resumes on a worker thread. Outside a
-/// coroutine, a plain thread sleep.
+/// Sleeps for `d` without blocking the worker. Outside a coroutine, a plain thread
+/// sleep.
 pub fn nap(d: Duration) {
-    if !may::coroutine::is_coroutine() {
-        return std::thread::sleep(d);
+    if may::coroutine::is_coroutine() {
+        may::coroutine::sleep(d);
+    } else {
+        std::thread::sleep(d);
     }
-    may::coroutine::sleep(d);
-    may::coroutine::yield_now();
 }
 
-/// Longest a long task (a scan, a stream) runs before it lets the others run.
-const SLICE: Duration = Duration::from_millis(1);
+/// Longest a coroutine runs before it gives way: a few of these back to back are still
+/// well inside another connection's 10 ms latency goal.
+const SLICE: Duration = Duration::from_micros(250);
 
-/// Lets other coroutines on this worker run, and their sockets be polled, once this one
-/// has run for [`SLICE`] since `since`. A `yield_now` is not enough: may's worker runs
-/// every ready coroutine before it polls for I/O, so a coroutine that only yields keeps
-/// the others' sockets unread; a short sleep leaves the run queue.
-pub fn let_others_run(since: &mut Instant) {
-    if may::coroutine::is_coroutine() && since.elapsed() >= SLICE {
-        nap(Duration::from_micros(20));
-        *since = Instant::now();
+/// A coroutine's running time since it last gave way.
+pub struct Slice {
+    since: Instant,
+}
+
+impl Default for Slice {
+    fn default() -> Self {
+        Slice::new()
+    }
+}
+
+impl Slice {
+    /// Starts timing now.
+    pub fn new() -> Slice {
+        Slice {
+            since: Instant::now(),
+        }
+    }
+
+    /// Yields to the other coroutines on this worker once this one has run for
+    /// [`SLICE`]. Called between steps of long work: a scan's chunks, the passes of a
+    /// connection that always has input.
+    pub fn give_way(&mut self) {
+        if self.since.elapsed() >= SLICE {
+            if may::coroutine::is_coroutine() {
+                may::coroutine::yield_now();
+            }
+            self.since = Instant::now();
+        }
+    }
+
+    /// The coroutine is about to block (on its socket, say): its next run starts a new
+    /// slice.
+    pub fn restart(&mut self) {
+        self.since = Instant::now();
     }
 }

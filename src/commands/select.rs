@@ -8,7 +8,6 @@
 //! `COUNT` may or may not be seen (as with Redis's `SCAN`), each row at most once.
 
 use std::sync::mpsc;
-use std::time::Instant;
 
 use super::tables::{compile, no_such_column, table_ref, Query};
 use crate::protocol::ErrorReply;
@@ -108,14 +107,14 @@ pub fn open(store: &TableStore, table: &str, query: &Query) -> Result<RowStream,
         Some((col, desc)) => {
             let mut keys: Vec<(Value, i64)> = Vec::new();
             let mut next = Some(i64::MIN);
-            let mut since = Instant::now();
+            let mut slice = crate::coop::Slice::new();
             while let Some(from) = next {
                 next = read(&tref).scan_from(from, CHUNK, filter.as_ref(), |row| {
                     if let Some(Value::Int(id)) = row.first() {
                         keys.push((row[col].clone(), *id));
                     }
                 });
-                crate::coop::let_others_run(&mut since);
+                slice.give_way();
             }
             let keys = sort(keys, desc);
             let ids = keys
@@ -195,10 +194,10 @@ pub fn count(store: &TableStore, table: &str, filter: Option<&Expr>) -> Result<u
     };
     let mut n = 0u64;
     let mut next = Some(i64::MIN);
-    let mut since = Instant::now();
+    let mut slice = crate::coop::Slice::new();
     while let Some(from) = next {
         next = read(&tref).scan_from(from, CHUNK, Some(&p), |_| n += 1);
-        crate::coop::let_others_run(&mut since);
+        slice.give_way();
     }
     Ok(n)
 }

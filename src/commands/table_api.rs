@@ -146,13 +146,7 @@ impl Tables {
                     ));
                 }
                 // A may channel: a coroutine waits here without blocking its worker.
-                // A timed-out wait resumes on may's timer thread: yield back to a worker
-                // (see `crate::coop`).
-                if rx.recv_timeout(Duration::from_millis(500)).is_err()
-                    && may::coroutine::is_coroutine()
-                {
-                    may::coroutine::yield_now();
-                }
+                let _ = rx.recv_timeout(Duration::from_millis(500));
             }
         }
         Ok(n)

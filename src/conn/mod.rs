@@ -32,9 +32,6 @@ use session::{Ending, Session};
 /// reading more requests: enough for large batches, small enough to bound memory.
 const OUT_BUDGET: usize = 256 << 10;
 
-/// Loop passes with progress before a busy connection yields its worker to others.
-const PASSES_BEFORE_YIELD: u32 = 16;
-
 /// How long a slow consumer's last `BYE` may take to write.
 const BYE_TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -135,7 +132,7 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
     let mut reader = LineReader::new(max_line, initial);
     let mut written = 0usize;
     let mut eof = false;
-    let mut busy = Busy::new();
+    let mut busy = crate::coop::Slice::new();
     loop {
         let mut progress = session.pump(OUT_BUDGET);
         progress |= handle_lines(&mut reader, &mut session, max_line);
@@ -194,46 +191,16 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
             return;
         }
         if progress {
-            busy.progressed();
+            busy.give_way();
             continue;
         }
-        busy.idle();
+        busy.restart();
         if session.out.is_empty() {
             reader.shrink_idle();
             session.shrink_idle();
             written = 0;
         }
         stream.wait_io();
-    }
-}
-
-/// How a busy connection gives way to the others on its worker: it yields every
-/// [`PASSES_BEFORE_YIELD`] passes that made progress. may's worker polls sockets only
-/// once no coroutine is ready, so connections that always have input delay everyone
-/// else's; a brief sleep after a slice of work fixed that, but resumed on may's timer
-/// thread it corrupted the heap, and with the yield back to a worker it cut throughput
-/// fourfold without helping the canary. Left as a known limit (see `benches/soak.rs`).
-struct Busy {
-    passes: u32,
-}
-
-impl Busy {
-    fn new() -> Busy {
-        Busy { passes: 0 }
-    }
-
-    /// Called after each pass of the loop that made progress.
-    fn progressed(&mut self) {
-        self.passes += 1;
-        if self.passes >= PASSES_BEFORE_YIELD {
-            self.passes = 0;
-            may::coroutine::yield_now();
-        }
-    }
-
-    /// The connection is about to wait for its socket.
-    fn idle(&mut self) {
-        self.passes = 0;
     }
 }
 

@@ -97,7 +97,7 @@ pub struct Session {
     /// `Pending::Stream`s queued.
     streams_waiting: usize,
     /// Since when this connection has run without letting others run (streaming).
-    slice: std::time::Instant,
+    slice: crate::coop::Slice,
     /// Longest single reply line this transport can carry whole (WebSocket frames are
     /// whole messages); `None` for no limit.
     line_limit: Option<usize>,
@@ -143,7 +143,7 @@ impl Session {
             stream: None,
             listing: false,
             streams_waiting: 0,
-            slice: std::time::Instant::now(),
+            slice: crate::coop::Slice::new(),
             line_limit,
         })
     }
@@ -386,7 +386,7 @@ impl Session {
             (Step::More, rest) => {
                 self.stream = rest;
                 // One chunk at a time: others on this worker run in between.
-                crate::coop::let_others_run(&mut self.slice);
+                self.slice.give_way();
             }
             (Step::Done, _) => self.flush_ready(),
         }

@@ -16,7 +16,7 @@ use tungstenite::{Message, WebSocket};
 
 use super::outbox::Outbox;
 use super::session::Session;
-use super::{new_id, write_until, Busy, OUT_BUDGET};
+use super::{new_id, write_until, OUT_BUDGET};
 use crate::manager::Transport;
 use crate::server::ServerContext;
 
@@ -160,7 +160,7 @@ fn run_ws(mut ws: WebSocket<&mut PrefixStream>, addr: SocketAddr, ctx: Arc<Serve
         return;
     };
     let mut dirty = false;
-    let mut busy = Busy::new();
+    let mut busy = crate::coop::Slice::new();
     loop {
         let mut progress = session.pump(OUT_BUDGET);
         let durable = session.output_durable();
@@ -238,10 +238,10 @@ fn run_ws(mut ws: WebSocket<&mut PrefixStream>, addr: SocketAddr, ctx: Arc<Serve
             return;
         }
         if progress {
-            busy.progressed();
+            busy.give_way();
             continue;
         }
-        busy.idle();
+        busy.restart();
         session.shrink_idle();
         ws.get_ref().stream.wait_io();
     }

@@ -21,6 +21,8 @@
 //! * Both x86_64 GNU/Linux, x86_64 Windows, x86_64 Mac OS are supported.
 
 // #![deny(missing_docs)]
+// leviathan patch: newer compilers warn on may 0.3.51's elided lifetimes.
+#![allow(unknown_lints, mismatched_lifetime_syntaxes)]
 
 #[macro_use]
 extern crate log;

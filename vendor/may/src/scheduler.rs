@@ -51,8 +51,11 @@ fn init_scheduler() {
             if let Some(mut co) = c.take() {
                 // set the timeout result for the coroutine
                 set_co_para(&mut co, io::Error::new(io::ErrorKind::TimedOut, "timeout"));
-                // s.schedule_global(c);
-                run_coroutine(co);
+                // leviathan patch: resumed on a worker, never on this thread. Run here,
+                // a coroutine that then did I/O with a timeout touched its worker's
+                // timer list from the wrong thread, and corrupted the heap.
+                let s = unsafe { &*SCHED };
+                s.schedule_global(co);
             }
         };
 
@@ -85,6 +88,13 @@ pub fn get_scheduler() -> &'static Scheduler {
     ONCE.call_once(init_scheduler);
     unsafe { &*SCHED }
 }
+
+/// leviathan patch: a worker polls for I/O after running this many coroutines...
+#[cfg(feature = "work_steal")]
+const RUNS_BETWEEN_POLLS: u32 = 61;
+/// ...or after this long, whichever comes first.
+#[cfg(feature = "work_steal")]
+const TIME_BETWEEN_POLLS: std::time::Duration = std::time::Duration::from_micros(500);
 
 #[repr(align(128))]
 pub struct Scheduler {
@@ -146,7 +156,19 @@ impl Scheduler {
         #[cfg(feature = "rand_work_steal")]
         let mut rng = fastrand::Rng::new();
 
+        // leviathan patch: return to poll for I/O after a bounded run, as Go's
+        // scheduler does, even while coroutines are still ready. Running until the
+        // queue is empty, coroutines that keep yielding (a client that floods input)
+        // hid every other socket's readiness on this worker for as long as they ran.
+        let started = std::time::Instant::now();
+        let mut runs: u32 = 0;
         'work: loop {
+            if runs >= RUNS_BETWEEN_POLLS
+                || (runs > 0 && started.elapsed() >= TIME_BETWEEN_POLLS)
+            {
+                return;
+            }
+            runs += 1;
             match local.pop() {
                 Some(co) => {
                     run_coroutine(co);
@@ -177,6 +199,15 @@ impl Scheduler {
             }
             return;
         }
+    }
+
+    /// leviathan patch: whether worker `id` has coroutines ready to run, so that its
+    /// poll for I/O does not wait
+    #[inline]
+    #[cfg(feature = "work_steal")]
+    pub fn has_ready(&self, id: usize) -> bool {
+        let local = unsafe { &*self.local_queues.get_unchecked(id).get() };
+        local.has_tasks() || !self.global_queues[id].is_empty()
     }
 
     /// put the coroutine to correct queue so that next time it can be scheduled

@@ -84,6 +84,14 @@ impl Selector {
             .unwrap_or(EpollTimeout::NONE);
         #[cfg(not(feature = "io_timeout"))]
         let timeout_ms = EpollTimeout::NONE;
+        // leviathan patch: coroutines still ready (the run below stopped early to
+        // poll): look for events without waiting.
+        #[cfg(feature = "work_steal")]
+        let timeout_ms = if scheduler.has_ready(id) {
+            EpollTimeout::ZERO
+        } else {
+            timeout_ms
+        };
         // info!("select; timeout={:?}", timeout_ms);
 
         let single_selector = &self.vec[id];
