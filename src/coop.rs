@@ -53,6 +53,13 @@ impl Slice {
         }
     }
 
+    /// Whether this coroutine has used up its slice: work made of many steps (the lines
+    /// or frames a read brought) stops taking more, so that [`Slice::give_way`] is
+    /// reached soon.
+    pub fn is_due(&self) -> bool {
+        self.since.elapsed() >= SLICE
+    }
+
     /// The coroutine is about to block (on its socket, say): its next run starts a new
     /// slice.
     pub fn restart(&mut self) {

@@ -135,7 +135,7 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
     let mut busy = crate::coop::Slice::new();
     loop {
         let mut progress = session.pump(OUT_BUDGET);
-        progress |= handle_lines(&mut reader, &mut session, max_line);
+        progress |= handle_lines(&mut reader, &mut session, max_line, &busy);
         if !eof && session.wants_input(OUT_BUDGET) {
             session.pause_if_crowding();
             match read_into(&mut stream, &mut reader) {
@@ -154,7 +154,7 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
                 Ok(_) => {
                     progress = true;
                     session.outbox.note_input();
-                    handle_lines(&mut reader, &mut session, max_line);
+                    handle_lines(&mut reader, &mut session, max_line, &busy);
                     let (in_line, held) = reader.partial();
                     session
                         .outbox
@@ -265,9 +265,16 @@ impl Drop for InputShare {
 }
 
 /// Handles the complete lines buffered, as many as the session accepts now.
-fn handle_lines(reader: &mut LineReader, session: &mut Session, max_line: usize) -> bool {
+/// Runs the complete lines read so far, until the output budget or this coroutine's
+/// slice is used up; the rest wait for the next pass.
+fn handle_lines(
+    reader: &mut LineReader,
+    session: &mut Session,
+    max_line: usize,
+    busy: &crate::coop::Slice,
+) -> bool {
     let mut any = false;
-    while session.wants_input(OUT_BUDGET) {
+    while session.wants_input(OUT_BUDGET) && !busy.is_due() {
         match reader.next_line() {
             Some(Line::Complete(line)) => session.handle_line(line),
             Some(Line::TooLong(first)) => session.reject_line(

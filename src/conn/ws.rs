@@ -178,10 +178,17 @@ fn run_ws(mut ws: WebSocket<&mut PrefixStream>, addr: SocketAddr, ctx: Arc<Serve
             }
         }
         session.pause_if_crowding();
-        // Bounded per pass, so a client that floods frames (pings, say) still lets the
-        // loop write, and give way to others, between batches.
+        // Bounded per pass, in count and in time (each ping read also writes its pong),
+        // so a client that floods frames still lets the loop write, and give way to
+        // others, between batches.
         let mut reads = 0;
         while reads < READS_PER_PASS && session.wants_input(OUT_BUDGET) {
+            if busy.is_due() {
+                // Frames may wait in tungstenite's buffer, where no socket event would
+                // wake this loop again: come back after giving way.
+                progress = true;
+                break;
+            }
             reads += 1;
             let read = ws.read();
             if read.is_ok() {
