@@ -19,7 +19,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     version,
     after_help = "Try: telnet HOST PORT, then type HELP.\n\
-Logging: RUST_LOG=debug for more detail (default: info)."
+Logging: RUST_LOG=debug also logs each connection's open and close (default: info);\n\
+the coroutine runtime's own logs stay at warn unless named: RUST_LOG=debug,may=debug."
 )]
 struct Args {
     /// Address to listen on, e.g. 127.0.0.1 or 0.0.0.0
@@ -104,9 +105,24 @@ struct Args {
     max_store_mib: usize,
 }
 
+/// `RUST_LOG` as given (default `info`), with may's own logging kept at `warn` unless
+/// `RUST_LOG` names it: at `debug`, may logs every epoll event.
+fn init_logging() {
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let mut b = env_logger::Builder::new();
+    b.parse_filters(&spec);
+    let names_may = |d: &str| {
+        let module = d.trim().split('=').next().unwrap_or("");
+        module == "may" || module.starts_with("may::")
+    };
+    if !spec.split(',').any(names_may) {
+        b.filter_module("may", log::LevelFilter::Warn);
+    }
+    b.init();
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,may=warn"))
-        .init();
+    init_logging();
     let args = Args::parse();
     let config = Config {
         max_line: args.max_line,

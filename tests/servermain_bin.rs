@@ -81,3 +81,43 @@ fn servermain_help_and_bad_args() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn debug_logging_shows_connections_and_keeps_the_runtime_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::ServerProcess::start_logging(dir.path(), &["--in-memory"], None, "debug")
+        .expect("servermain starts");
+    let mut c = Client::connect(server.addr);
+    let port = c.writer.local_addr().unwrap().port();
+    assert_eq!(c.ok("PING"), "+PONG");
+    c.send("QUIT");
+    let _ = c.line_or_eof();
+    drop(c);
+    // Bounded: the close is logged once the connection's coroutine ends.
+    let mut log = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !log.iter().any(|l: &String| l.contains("closed after")) {
+        if let Ok(l) = server.log.recv_timeout(Duration::from_millis(100)) {
+            log.push(l);
+        }
+    }
+    let (_, rest) = server.signal_and_wait(libc::SIGINT);
+    log.extend(rest);
+    let all = log.join("\n");
+    let peer = format!("127.0.0.1:{port}");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("opened") && l.contains(&peer) && l.contains("(tcp)")),
+        "no open logged for {peer}: {all}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("closed after") && l.contains(&peer)),
+        "no close logged for {peer}: {all}"
+    );
+    assert!(
+        !log.iter()
+            .any(|l| l.contains(" may::") || l.contains(" may]")),
+        "the runtime's debug logs leaked: {all}"
+    );
+}

@@ -111,11 +111,16 @@ fn update_and_delete() {
         "+OK 2"
     );
     assert_eq!(c.ok("COUNT users WHERE email = none"), "+OK 2");
-    assert_eq!(
-        c.ok("UPDATE users SET age=0"),
-        "+OK 4",
-        "no WHERE: every row"
-    );
+    // Without WHERE, UPDATE refuses as DELETE does; every row is asked for plainly.
+    for bare in ["UPDATE users SET age=0", "DELETE users"] {
+        let e = c.ok(bare);
+        assert!(
+            e.starts_with("-ERR bad_args give a row id or WHERE <expr>")
+                && e.contains("WHERE id > 0"),
+            "{bare}: {e}"
+        );
+    }
+    assert_eq!(c.ok("UPDATE users SET age=0 WHERE id > 0"), "+OK 4");
     assert_eq!(c.ok("DELETE users 2"), "+OK 1");
     assert_eq!(c.ok("DELETE users 2"), "+OK 0");
     assert_eq!(

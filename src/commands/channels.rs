@@ -335,6 +335,8 @@ fn publish(m: &mut Manager, id: ConnId, channel: &str, data: Payload) -> Result<
     // do not. JSON is encoded by the first JSON receiver.
     msg.encoded(Format::Text);
     let (n, crowded) = m.fan_out(channel, Push::Message(Arc::new(msg)));
+    m.counts.published += 1;
+    m.counts.delivered += n;
     if let Some(receiver) = crowded {
         stall(m, id, &receiver);
     }
@@ -365,6 +367,7 @@ fn send(m: &mut Manager, id: ConnId, to: &str, data: Payload) -> Result<Reply, E
         .map(|c| c.name.clone())
         .unwrap_or_default();
     let msg = Message::new(MessageKind::Direct, Arc::from(""), from, data);
+    m.counts.direct += 1;
     if m.push(&target, Push::Message(Arc::new(msg))) {
         stall(m, id, &target);
     }

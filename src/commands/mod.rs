@@ -74,12 +74,84 @@ pub fn parse_text(verb: &str, rest: &str) -> Result<Command, ErrorReply> {
         Some(spec) => (spec.parse_text)(Args::new(rest, spec.usage)),
         None => Err(ErrorReply::new(
             "unknown_command",
-            format!("unknown command '{}'; type HELP for the list", clip(verb)),
+            format!(
+                "unknown command '{}';{} type HELP for the list",
+                clip(verb),
+                did_you_mean(verb, |n| n.to_string())
+            ),
         )),
     }
 }
 
-/// `HELP` lists every command; `HELP <command>` shows one in detail.
+/// ` did you mean PUB?` for a verb that is another system's name for a command
+/// (Redis's `PUBLISH`, `SUBSCRIBE`, …) or a known verb mistyped; else nothing.
+/// `show` writes the suggestion as the caller's users spell commands.
+pub fn did_you_mean(verb: &str, show: impl Fn(&str) -> String) -> String {
+    const HABITS: &[(&str, &str)] = &[
+        ("PUBLISH", "PUB"),
+        ("SUBSCRIBE", "SUB"),
+        ("PSUBSCRIBE", "SUB"),
+        ("UNSUBSCRIBE", "UNSUB"),
+        ("PUNSUBSCRIBE", "UNSUB"),
+        ("EXIT", "QUIT"),
+        ("WHO", "CLIENTS"),
+        ("MSG", "SEND"),
+    ];
+    if verb.len() > MAX_VERB {
+        return String::new();
+    }
+    let upper = verb.to_ascii_uppercase();
+    let habit = HABITS
+        .iter()
+        .find(|(from, _)| *from == upper)
+        .map(|(_, to)| *to);
+    // One typo in a short verb, two in a longer one.
+    let allowed = if upper.len() <= 4 { 1 } else { 2 };
+    let typo = || {
+        names()
+            .into_iter()
+            .map(|n| (edit_distance(&upper, n), n))
+            .filter(|(d, _)| *d <= allowed)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, n)| n)
+    };
+    match habit.or_else(typo) {
+        Some(name) => format!(" did you mean {}?", show(name)),
+        None => String::new(),
+    }
+}
+
+/// Levenshtein distance between two short ASCII words.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            let swap = if ca == cb { 0 } else { 1 };
+            cur[j + 1] = (prev[j] + swap).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// `HELP WHERE`: the condition language of SELECT, COUNT, UPDATE, DELETE, WATCH and SUB.
+const WHERE_HELP: &[&str] = &[
+    "WHERE <condition>, in SELECT, COUNT, UPDATE, DELETE, WATCH and SUB:",
+    "  <column> = != <> < <= > >= <value>    age > 20   name != bob",
+    "  <column> IS NULL | IS NOT NULL        email IS NULL",
+    "  AND binds tighter than OR; parentheses group, at most 32 deep",
+    "  (name = bob OR name = ann) AND age >= 18",
+    "values: numbers, true, false, null, bare words (strings: name = alice),",
+    "  \"double quoted\" strings with JSON escapes (name = \"Ann Lee\");",
+    "  single quotes are not string quotes: name = 'eve' is refused with a hint",
+    "a null cell matches only IS NULL (and = null); every other comparison is false",
+    "keywords in any case; every row: WHERE id > 0",
+];
+
+/// `HELP` lists every command; `HELP <command>` shows one in detail; `HELP WHERE`
+/// explains conditions.
 #[inline(never)]
 pub fn help(topic: Option<&str>) -> Reply {
     let item = |text: String, json: serde_json::Value| Item { text, json };
@@ -97,6 +169,13 @@ pub fn help(topic: Option<&str>) -> Reply {
                 })
                 .collect(),
         },
+        Some(t) if t.eq_ignore_ascii_case("WHERE") => Reply::List {
+            key: "lines",
+            items: WHERE_HELP
+                .iter()
+                .map(|l| item(l.to_string(), serde_json::Value::String(l.to_string())))
+                .collect(),
+        },
         Some(t) => match spec(t) {
             Some(s) => Reply::List {
                 key: "lines",
@@ -111,7 +190,11 @@ pub fn help(topic: Option<&str>) -> Reply {
             },
             None => Reply::Error(ErrorReply::new(
                 "unknown_command",
-                format!("no command named '{}'; type HELP for the list", clip(t)),
+                format!(
+                    "no command named '{}';{} type HELP for the list, or HELP WHERE for conditions",
+                    clip(t),
+                    did_you_mean(t, |n| n.to_string())
+                ),
             )),
         },
     }
@@ -158,6 +241,12 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(help(Some("nope")).is_error());
+        match help(Some("where")) {
+            Reply::List { items, .. } => {
+                assert!(items.iter().any(|i| i.text.contains("IS NULL")));
+            }
+            _ => panic!("HELP WHERE lists lines"),
+        }
         assert!(!help(Some("pub")).is_error());
     }
 
@@ -166,5 +255,20 @@ mod tests {
         let e = parse_text("FROB", "").unwrap_err();
         assert_eq!(e.code, "unknown_command");
         assert!(e.message.contains("HELP"));
+    }
+
+    #[test]
+    fn unknown_verbs_suggest_what_was_meant() {
+        let msg = |v: &str| parse_text(v, "news hi").unwrap_err().message;
+        assert!(
+            msg("PUBLISH").contains("did you mean PUB?"),
+            "{}",
+            msg("PUBLISH")
+        );
+        assert!(msg("subscribe").contains("did you mean SUB?"));
+        assert!(msg("SELCT").contains("did you mean SELECT?"));
+        assert!(msg("INSRET").contains("did you mean INSERT?"));
+        assert!(!msg("FROB").contains("did you mean"), "{}", msg("FROB"));
+        assert!(!msg("XYZ").contains("did you mean"));
     }
 }

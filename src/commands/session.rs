@@ -2,6 +2,7 @@
 //! `PING`, `HELP` and `QUIT` are answered by the connection; `NAME`, `WHOAMI`,
 //! `CLIENTS` and `HISTORY` by the channel manager, which owns names.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -42,9 +43,9 @@ pub static SPECS: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "HELP",
-        usage: "HELP [command]",
+        usage: "HELP [command | WHERE]",
         json: r#"{"op":"help","command":"pub"}"#,
-        summary: "list the commands, or show one command's usage",
+        summary: "list the commands, show one command's usage, or explain WHERE conditions",
         parse_text: |mut a| {
             let t = a.next_word().map(str::to_string);
             a.finish()?;
@@ -79,6 +80,14 @@ pub static SPECS: &[CommandSpec] = &[
         summary: "your id, name, address and connect time",
         parse_text: |a| a.finish().map(|_| Command::Whoami),
         parse_json: |a| a.finish().map(|_| Command::Whoami),
+    },
+    CommandSpec {
+        name: "INFO",
+        usage: "INFO",
+        json: r#"{"op":"info"}"#,
+        summary: "server figures: uptime, connections, channels, tables, messages, memory",
+        parse_text: |a| a.finish().map(|_| Command::Info),
+        parse_json: |a| a.finish().map(|_| Command::Info),
     },
     CommandSpec {
         name: "CLIENTS",
@@ -144,11 +153,12 @@ pub fn time(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Applies `NAME`, `WHOAMI`, `CLIENTS`, `HISTORY` on the manager thread.
+/// Applies `NAME`, `WHOAMI`, `INFO`, `CLIENTS`, `HISTORY` on the manager thread.
 pub fn apply(m: &mut Manager, id: ConnId, cmd: Command) -> Reply {
     match cmd {
         Command::Name(name) => set_name(m, id, name),
         Command::Whoami => whoami(m, id),
+        Command::Info => info(m),
         Command::Clients => clients(m),
         Command::History => history(m),
         _ => Reply::Error(ErrorReply::new("internal", "not a session command".into())),
@@ -179,6 +189,52 @@ fn set_name(m: &mut Manager, id: ConnId, name: String) -> Reply {
         key: "client",
         fields: vec![("name", Value::from(&*client.name))],
     }
+}
+
+/// `INFO`: what an operator checks first. Figures only; no names or addresses.
+fn info(m: &Manager) -> Reply {
+    let s = &m.stats;
+    let tables = m.store.all();
+    let rows: usize = tables.iter().map(|t| crate::store::read(t).len()).sum();
+    let subscriptions: usize = m.clients.values().map(|c| c.subscriptions()).sum();
+    Reply::Record {
+        key: "info",
+        fields: vec![
+            ("version", json!(env!("CARGO_PKG_VERSION"))),
+            ("uptime_secs", json!(m.started.elapsed().as_secs())),
+            ("connections", json!(s.connections_current.load(Relaxed))),
+            (
+                "connections_total",
+                json!(s.connections_total.load(Relaxed)),
+            ),
+            (
+                "connections_refused",
+                json!(s.connections_refused.load(Relaxed)),
+            ),
+            ("slow_consumers", json!(s.slow_consumers.load(Relaxed))),
+            ("clients", json!(m.clients.len())),
+            ("channels", json!(m.channels.len())),
+            ("subscriptions", json!(subscriptions)),
+            ("published", json!(m.counts.published)),
+            ("delivered", json!(m.counts.delivered)),
+            ("direct", json!(m.counts.direct)),
+            ("tables", json!(tables.len())),
+            ("rows", json!(rows)),
+            ("table_bytes", json!(m.store.bytes())),
+            ("memory_bytes", json!(resident_bytes())),
+        ],
+    }
+}
+
+/// The server's resident memory, from `/proc/self/statm` (0 where there is none).
+fn resident_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page).unwrap_or(4096)
 }
 
 fn whoami(m: &Manager, id: ConnId) -> Reply {

@@ -18,6 +18,11 @@ use crate::store::value::Value;
 use crate::store::{read, write, ChangeKind, ChangeNote, DefineError, RowChange, TableStore};
 use std::sync::atomic::Ordering;
 
+/// Why `UPDATE … SET` and `DELETE` need an id or a `WHERE`: neither touches every row
+/// by accident.
+const EVERY_ROW: &str =
+    "give a row id or WHERE <expr>; to change or remove every row, say so: WHERE id > 0";
+
 /// Deepest JSON accepted inside a text command (`INSERT t {...}`).
 const MAX_JSON_DEPTH: usize = 32;
 
@@ -248,7 +253,7 @@ pub static SPECS: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "UPDATE",
-        usage: "UPDATE <table> <id> <column>=<value> ... | UPDATE <table> SET <column>=<value> ... [WHERE <expr>]",
+        usage: "UPDATE <table> <id> <column>=<value> ... | UPDATE <table> SET <column>=<value> ... WHERE <expr>",
         json: r#"{"op":"update","table":"users","row_id":1,"set":{"age":31}}"#,
         summary: "change rows by id or by condition; answered +OK <rows changed>",
         parse_text: |mut a| {
@@ -265,7 +270,7 @@ pub static SPECS: &[CommandSpec] = &[
             }
             let target = match target {
                 Some(id) => Target::Id(id),
-                None if tail.is_empty() => Target::Where(None),
+                None if tail.is_empty() => return Err(a.error(EVERY_ROW.into())),
                 None => Target::Where(Some(where_clause(tail).map_err(|e| a.error(e))?)),
             };
             cmd(TableCommand::Update { table, target, sets })
@@ -276,9 +281,10 @@ pub static SPECS: &[CommandSpec] = &[
             let filter = json_where(&mut a)?;
             let sets = json_object(a.required_value("set")?).map_err(|e| a.error(e))?;
             let target = match (id, filter) {
-                (Some(_), Some(_)) => return Err(a.error("give 'row_id' or 'where', not both".into())),
                 (Some(id), None) => Target::Id(id),
-                (None, f) => Target::Where(f),
+                (None, Some(f)) => Target::Where(Some(f)),
+                (None, None) => return Err(a.error(EVERY_ROW.into())),
+                _ => return Err(a.error("give exactly one of 'row_id' and 'where'".into())),
             };
             a.finish()?;
             cmd(TableCommand::Update { table, target, sets })
@@ -296,7 +302,7 @@ pub static SPECS: &[CommandSpec] = &[
                 Target::Where(Some(where_clause(rest).map_err(|e| a.error(e))?))
             } else {
                 let mut b = Args::new(rest, "");
-                let w = b.next_word().ok_or_else(|| a.error("missing id or WHERE".into()))?;
+                let w = b.next_word().ok_or_else(|| a.error(EVERY_ROW.into()))?;
                 let id = id_word(&a, w)?;
                 if let Some(extra) = b.next_word() {
                     return Err(a.error(format!("unexpected argument '{}'", clip(extra))));
@@ -312,6 +318,7 @@ pub static SPECS: &[CommandSpec] = &[
             let target = match (id, filter) {
                 (Some(id), None) => Target::Id(id),
                 (None, Some(f)) => Target::Where(Some(f)),
+                (None, None) => return Err(a.error(EVERY_ROW.into())),
                 _ => return Err(a.error("give exactly one of 'row_id' and 'where'".into())),
             };
             a.finish()?;

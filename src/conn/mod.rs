@@ -106,6 +106,12 @@ fn keepalive(stream: &TcpStream, idle: Duration) -> io::Result<()> {
 pub(crate) fn refuse(mut stream: TcpStream, ctx: Arc<ServerContext>) {
     let _live = LiveGuard(ctx.clone());
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    if let Ok(addr) = stream.peer_addr() {
+        log::info!(
+            "refused a connection from {addr}: already serving the maximum of {} (--max-connections)",
+            ctx.config.max_connections
+        );
+    }
     let msg = format!(
         "-ERR too_many_connections the server is serving its maximum of {} connections; try again later\n",
         ctx.config.max_connections
@@ -243,8 +249,9 @@ impl InputShare {
         self.held = held;
         if held >= BUDGET_OFFENDER && total > self.ctx.config.input_budget {
             log::warn!(
-                "connection {}: incomplete lines of all clients hold {} bytes, over the {}-byte input budget; disconnecting this one, which holds {held}",
+                "connection {} from {}: incomplete lines of all clients hold {} bytes, over the {}-byte input budget; disconnecting this one, which holds {held}",
                 session.id,
+                session.addr,
                 total,
                 self.ctx.config.input_budget
             );

@@ -68,6 +68,9 @@ struct Held {
 /// One client's protocol state, whichever transport carries it.
 pub struct Session {
     pub id: ConnId,
+    /// The peer, for logs.
+    pub addr: std::net::SocketAddr,
+    opened: std::time::Instant,
     pub outbox: Arc<Outbox>,
     /// The outbox, as the journal wakes it.
     waiter: Arc<dyn Waiter>,
@@ -125,8 +128,14 @@ impl Session {
                 transport,
             })
             .ok()?;
+        log::debug!(
+            "connection {id} from {addr} ({}): opened",
+            transport.as_str()
+        );
         Some(Session {
             id,
+            addr,
+            opened: std::time::Instant::now(),
             waiter: outbox.clone(),
             outbox,
             ctx,
@@ -555,6 +564,16 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        let why = self
+            .outbox
+            .cut_reason()
+            .map_or(String::new(), |r| format!(" ({})", r.as_str()));
+        log::debug!(
+            "connection {} from {}: closed after {:.1} s{why}",
+            self.id,
+            self.addr,
+            self.opened.elapsed().as_secs_f64()
+        );
         let _ = self.ctx.ops.send(ChannelOp::Disconnect { id: self.id });
     }
 }

@@ -259,8 +259,9 @@ fn run_ws(mut ws: WebSocket<&mut PrefixStream>, addr: SocketAddr, ctx: Arc<Serve
 fn slow_consumer(session: &Session, ws: &mut WebSocket<&mut PrefixStream>) {
     session.count_slow_consumer();
     log::warn!(
-        "connection {} is a slow consumer: its WebSocket write buffer is full; disconnecting it",
-        session.id
+        "connection {} from {} is a slow consumer: its WebSocket write buffer is full; disconnecting it",
+        session.id,
+        session.addr
     );
     let _ = ws.get_mut().stream.shutdown(std::net::Shutdown::Both);
 }

@@ -143,6 +143,21 @@ pub struct Manager {
     stager: Stager,
     liveness: liveness::Liveness,
     pub settings: ManagerSettings,
+    /// When the manager started, for `INFO`'s uptime.
+    pub started: Instant,
+    /// Messages handled since start, for `INFO`.
+    pub counts: Counts,
+}
+
+/// Messages the manager has handled since start.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counts {
+    /// `PUB`s accepted.
+    pub published: u64,
+    /// Channel messages queued for subscribers (one per receiver).
+    pub delivered: u64,
+    /// Direct messages (`SEND`) queued.
+    pub direct: u64,
 }
 
 impl Manager {
@@ -160,6 +175,8 @@ impl Manager {
             stager: Stager::default(),
             liveness: settings.liveness,
             settings,
+            started: Instant::now(),
+            counts: Counts::default(),
         }
     }
 
@@ -257,9 +274,11 @@ impl Manager {
             return Reply::Done(None);
         }
         match command {
-            Command::Name(_) | Command::Whoami | Command::Clients | Command::History => {
-                commands::session::apply(self, id, command)
-            }
+            Command::Name(_)
+            | Command::Whoami
+            | Command::Info
+            | Command::Clients
+            | Command::History => commands::session::apply(self, id, command),
             Command::Watch { .. } | Command::Unwatch { .. } => {
                 commands::live::apply(self, id, command)
             }

@@ -65,8 +65,9 @@ pub fn parse(line: &str, limits: &ParseLimits) -> Request {
         None => Err(ErrorReply::new(
             "unknown_command",
             format!(
-                "unknown command '{}'; send {{\"op\":\"help\"}} for the list",
-                clip(&op)
+                "unknown command '{}';{} send {{\"op\":\"help\"}} for the list",
+                clip(&op),
+                commands::did_you_mean(&op, |n| format!("\"{}\"", n.to_ascii_lowercase()))
             ),
         )),
     };

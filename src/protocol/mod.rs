@@ -86,6 +86,8 @@ pub enum Command {
     Quit,
     Name(String),
     Whoami,
+    /// Server figures: uptime, connections, channels, tables, messages, memory.
+    Info,
     Clients,
     History,
     Create(String),

@@ -380,13 +380,28 @@ fn line(out: &mut Vec<u8>, parts: &[&str]) {
     out.push(b'\n');
 }
 
-/// A text line must stay one line whatever a message contains.
+/// A text error must stay one line whatever it quotes, and must not drive the
+/// terminal it is read on: line breaks become spaces, other control characters
+/// (an arrow key's escape sequence, say) are shown escaped, `\x1b[A`.
 fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.contains(['\n', '\r']) {
-        s.replace(['\n', '\r'], " ").into()
-    } else {
-        s.into()
+    fn is_control(c: char) -> bool {
+        c.is_control() && c != '\t'
     }
+    if !s.contains(is_control) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            c if is_control(c) && (c as u32) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if is_control(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.into()
 }
 
 /// Writes a value for a `key=value` text field: bare when it is a plain word,
@@ -468,6 +483,14 @@ mod tests {
         assert_eq!(text(&l), "* news 2\n+OK 1\n");
         let e = Reply::Error(ErrorReply::new("bad_args", "two\nlines".into()));
         assert_eq!(text(&e), "-ERR bad_args two lines\n");
+        let e = Reply::Error(ErrorReply::new(
+            "unknown_command",
+            "unknown command '\x1b[A' \u{9b}2J\x07\tend".into(),
+        ));
+        assert_eq!(
+            text(&e),
+            "-ERR unknown_command unknown command '\\x1b[A' \\u{9b}2J\\x07\tend\n"
+        );
     }
 
     #[test]

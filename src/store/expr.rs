@@ -104,6 +104,16 @@ fn parse_comparison(column: String, toks: &[Tok], pos: &mut usize) -> Result<Exp
             let op = *op;
             *pos += 1;
             let literal = match toks.get(*pos) {
+                // SQL's habit: 'eve' would be compared quotes and all, and match nothing.
+                Some(Tok::Word(w)) if w.starts_with('\'') => {
+                    let bare = w.trim_matches('\'');
+                    return Err(format!(
+                        "single quotes do not quote a value here: write {column} {op} {bare} or \
+                         {column} {op} \"{bare}\" (double quotes, for spaces; a value that \
+                         really starts with ' goes in double quotes too)",
+                        op = op.as_str()
+                    ));
+                }
                 Some(Tok::Word(w)) => Literal {
                     text: w.clone(),
                     quoted: false,
@@ -405,6 +415,17 @@ mod tests {
         assert!(p.matches(&row("alice", Some(60), 0.0, true)));
         let p = pred("(name = bob OR name = alice) AND age > 50");
         assert!(!p.matches(&row("bob", Some(1), 0.0, true)));
+    }
+
+    #[test]
+    fn single_quotes_get_a_hint() {
+        let parse_str = |s: &str| parse(&tokenize(s).unwrap(), &mut 0);
+        let e = parse_str("name = 'eve'").unwrap_err();
+        assert!(e.contains("write name = eve or name = \"eve\""), "{e}");
+        assert!(parse_str("name = 'two words'").is_err());
+        // Inside a word, or double-quoted, a quote is just a character.
+        assert!(pred("name = O'Brien").matches(&row("O'Brien", None, 0.0, true)));
+        assert!(pred("name = \"'x'\"").matches(&row("'x'", None, 0.0, true)));
     }
 
     #[test]

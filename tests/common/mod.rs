@@ -229,13 +229,23 @@ impl ServerProcess {
         args: &[&str],
         uid: Option<u32>,
     ) -> Result<ServerProcess, String> {
+        Self::start_logging(dir, args, uid, "info")
+    }
+
+    /// As [`ServerProcess::start_as`], with `RUST_LOG` set to `rust_log`.
+    pub fn start_logging(
+        dir: &std::path::Path,
+        args: &[&str],
+        uid: Option<u32>,
+        rust_log: &str,
+    ) -> Result<ServerProcess, String> {
         use std::io::BufRead;
         use std::os::unix::process::CommandExt;
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_servermain"));
         cmd.args(["127.0.0.1", "0"])
             .args(args)
             .current_dir(dir)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stderr(std::process::Stdio::piped());
         if let Some(uid) = uid {
             cmd.uid(uid).gid(uid);
