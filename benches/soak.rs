@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 struct Server {
     child: Child,
     addr: SocketAddr,
+    /// Its log lines, each with when it arrived.
+    log: Arc<Mutex<Vec<(Instant, String)>>>,
 }
 
 const FLAGS: &[&str] = &[
@@ -61,7 +63,7 @@ impl Server {
             .args(FLAGS)
             .args(extra_flags())
             .current_dir(dir)
-            .env("RUST_LOG", "error,servermain=info")
+            .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()
             .expect("start servermain");
@@ -72,8 +74,18 @@ impl Server {
                 break rest.split_whitespace().next().unwrap().parse().unwrap();
             }
         };
-        thread::spawn(move || for _ in lines {});
-        Server { child, addr }
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
+        thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut kept = kept.lock().unwrap();
+                // Bounded: slow consumers are cut (and logged) all through the run.
+                if kept.len() < 100_000 {
+                    kept.push((Instant::now(), line));
+                }
+            }
+        });
+        Server { child, addr, log }
     }
 
     fn rss_kib(&self) -> u64 {
@@ -448,11 +460,18 @@ fn main() {
     let mut failures = 0;
     let started = Instant::now();
     let mut n = 0u64;
+    let mut slow = Vec::new();
     while !past() {
         let t = Instant::now();
         canary.send(&format!("PING {n}"));
         match canary.status() {
-            Some(l) if l == format!("+PONG {n}") => lat.push(t.elapsed()),
+            Some(l) if l == format!("+PONG {n}") => {
+                let d = t.elapsed();
+                if d > Duration::from_millis(100) {
+                    slow.push((t, d));
+                }
+                lat.push(d);
+            }
             _ => {
                 failures += 1;
                 match Line::connect(addr) {
@@ -480,6 +499,22 @@ fn main() {
         pct(0.99),
         lat.last().copied().unwrap_or_default()
     );
+    // The worst stalls, and what the server logged around them (not slow consumers).
+    slow.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
+    let log = server.log.lock().unwrap().clone();
+    for (at, d) in slow.iter().take(3) {
+        println!(
+            "canary stall: {d:?} at {:.1} s",
+            at.duration_since(started).as_secs_f64()
+        );
+        for (t, l) in &log {
+            let near =
+                *t + Duration::from_secs(2) >= *at && *t <= *at + *d + Duration::from_secs(2);
+            if near && !l.contains("slow consumer") {
+                println!("    server: {l}");
+            }
+        }
+    }
     println!(
         "server RSS: {} MiB after loading 200,000 rows, peak {} MiB over {:?}",
         rss_base >> 10,

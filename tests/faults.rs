@@ -213,6 +213,9 @@ fn full_disk(fsync: &str) {
     let save = admin.ok("SAVE");
     assert!(save.starts_with("-ERR "), "{save}");
     assert!(admin.ok("COUNT t").starts_with("+OK "), "reads go on");
+    // Channels are saved too: creating one is refused alike.
+    let create = admin.ok("CREATE during.outage");
+    assert!(create.starts_with("-ERR unavailable "), "{create}");
 
     fs::remove_file(filler).unwrap();
     let freed_at = writers.acked();

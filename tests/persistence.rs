@@ -467,3 +467,41 @@ fn a_save_cut_short_between_its_two_files_is_not_mistaken_for_damage() {
     let mut c = Client::connect(s.addr);
     assert_eq!(c.ok("COUNT t"), "+OK 20");
 }
+
+#[test]
+fn channels_come_back_after_kill_9_and_after_a_clean_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProcess::start(dir.path(), &["--fsync", "always"]).unwrap();
+    let mut c = Client::connect(s.addr);
+    for ch in ["news", "prices.eur", "gone"] {
+        assert_eq!(c.ok(&format!("CREATE {ch}")), "+OK");
+    }
+    assert_eq!(c.ok("DROP gone"), "+OK");
+    // Acknowledged, so journaled: kill -9 before any snapshot loses none of it.
+    let (_, _) = s.signal_and_wait(libc::SIGKILL);
+
+    let channels = |c: &mut Client| -> Vec<String> {
+        let (items, _) = c.request("CHANNELS");
+        items
+            .iter()
+            .filter_map(|l| l.strip_prefix("* "))
+            .map(|l| l.split(' ').next().unwrap_or("").to_string())
+            .collect()
+    };
+    let s = ServerProcess::start(dir.path(), &[]).unwrap();
+    let mut c = Client::connect(s.addr);
+    assert_eq!(channels(&mut c), ["news", "prices.eur"]);
+    assert_eq!(c.ok("PUB news still here"), "+OK 0");
+    assert!(c.ok("PUB gone x").starts_with("-ERR no_such_channel"));
+    assert_eq!(c.ok("CREATE later"), "+OK");
+    let (status, logs) = s.signal_and_wait(libc::SIGINT);
+    assert!(status.success(), "{logs:?}");
+    // The clean stop saved them beside the tables.
+    let saved = fs::read_to_string(data(&dir).join("channels.json")).unwrap();
+    assert!(saved.contains("\"later\""), "{saved}");
+
+    let s = ServerProcess::start(dir.path(), &[]).unwrap();
+    let mut c = Client::connect(s.addr);
+    assert_eq!(channels(&mut c), ["later", "news", "prices.eur"]);
+    assert!(c.ok("CREATE news").starts_with("-ERR channel_exists"));
+}

@@ -174,6 +174,7 @@ fn create(m: &mut Manager, id: ConnId, name: String) -> Result<Reply, ErrorReply
             format!("channel '{name}' already exists"),
         ));
     }
+    super::tables::writable(&m.store)?;
     if m.channels.len() >= m.settings.max_channels {
         return Err(limit_reached(format!(
             "the server holds its maximum of {} channels (--max-channels)",
@@ -203,15 +204,22 @@ fn create(m: &mut Manager, id: ConnId, name: String) -> Result<Reply, ErrorReply
             }
         }
     }
+    // Saved with the tables: the +OK waits until the journal holds it.
+    m.durable = m.store.channel_changed(&name, true);
     m.channels.insert(name, chan);
     Ok(Reply::Done(None))
 }
 
 fn drop_channel(m: &mut Manager, name: &str) -> Result<Reply, ErrorReply> {
+    if !m.channels.contains_key(name) {
+        return Err(no_such_channel(name));
+    }
+    super::tables::writable(&m.store)?;
     let chan = m
         .channels
         .remove(name)
         .ok_or_else(|| no_such_channel(name))?;
+    m.durable = m.store.channel_changed(name, false);
     let told: Vec<Arc<Outbox>> = chan
         .receivers()
         .iter()

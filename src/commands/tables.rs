@@ -759,7 +759,7 @@ pub(crate) fn table_ref(
 type Applied = Result<(Reply, Option<u64>), ErrorReply>;
 
 /// Refuses a write while the journal cannot write, before anything changes.
-fn writable(store: &TableStore) -> Result<(), ErrorReply> {
+pub(crate) fn writable(store: &TableStore) -> Result<(), ErrorReply> {
     match store.journal().and_then(|j| j.failure()) {
         None => Ok(()),
         Some(why) => Err(ErrorReply::new(

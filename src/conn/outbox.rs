@@ -21,8 +21,9 @@ pub type ConnId = u64;
 /// What a connection is handed to write.
 #[derive(Debug)]
 pub enum OutItem {
-    /// The answer to this connection's oldest request still waiting on the manager.
-    Reply(Reply),
+    /// The answer to this connection's oldest request still waiting on the manager,
+    /// and the journal record it must wait for (a channel created or dropped).
+    Reply(Reply, Option<u64>),
     /// Something that happened.
     Push(Push),
 }

@@ -404,26 +404,35 @@ impl Session {
 
     /// Queues the reply to a table write, held until its journal record `seq` is durable.
     fn write_reply(&mut self, format: Format, id: Option<Value>, reply: Reply, seq: u64) {
+        if self.pending.is_empty() {
+            return self.hold(format, id, reply, seq);
+        }
         self.durable_needed = self.durable_needed.max(seq);
-        let mut held = Held {
+        let mut buf = Vec::new();
+        reply.encode(format, id.as_ref(), &mut buf);
+        let held = Held {
             start: 0,
             end: 0,
             seq,
             format,
-            id: None,
+            id,
         };
-        if self.pending.is_empty() {
-            held.start = self.out.len();
-            reply.encode(format, id.as_ref(), &mut self.out);
-            held.end = self.out.len();
-            held.id = id;
-            self.held.push(held);
-        } else {
-            let mut buf = Vec::new();
-            reply.encode(format, id.as_ref(), &mut buf);
-            held.id = id;
-            self.pending.push_back(Pending::Write(held, buf));
-        }
+        self.pending.push_back(Pending::Write(held, buf));
+    }
+
+    /// Encodes a reply into `out`, where it is held until journal record `seq` is
+    /// durable (and rewritten to an error if the journal fails first).
+    fn hold(&mut self, format: Format, id: Option<Value>, reply: Reply, seq: u64) {
+        self.durable_needed = self.durable_needed.max(seq);
+        let start = self.out.len();
+        reply.encode(format, id.as_ref(), &mut self.out);
+        self.held.push(Held {
+            start,
+            end: self.out.len(),
+            seq,
+            format,
+            id,
+        });
     }
 
     /// Moves replies that no longer wait on anything into `out`.
@@ -495,8 +504,8 @@ impl Session {
             };
             progressed = true;
             match item {
-                OutItem::Reply(reply) => {
-                    self.manager_reply(reply);
+                OutItem::Reply(reply, durable) => {
+                    self.manager_reply(reply, durable);
                     if self.stream.is_some() {
                         // Nothing may come between the items of the reply now streaming.
                         break;
@@ -514,13 +523,19 @@ impl Session {
         progressed
     }
 
-    fn manager_reply(&mut self, reply: Reply) {
+    fn manager_reply(&mut self, reply: Reply, durable: Option<u64>) {
         match self.pending.pop_front() {
             Some(Pending::Manager { format, id }) => {
                 self.in_flight -= 1;
                 if self.in_flight == 0 {
                     // A listing is always the last request sent, so its reply is in.
                     self.listing = false;
+                }
+                if let Some(seq) = durable {
+                    // Answered in turn (it was the oldest), held until its record is durable.
+                    self.hold(format, id, reply, seq);
+                    self.flush_ready();
+                    return;
                 }
                 match reply {
                     Reply::List { key, items } if items.len() >= STREAM_ITEMS_FROM => {

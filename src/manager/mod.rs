@@ -147,6 +147,8 @@ pub struct Manager {
     pub started: Instant,
     /// Messages handled since start, for `INFO`.
     pub counts: Counts,
+    /// Set by a command whose change was journaled: its reply waits for this record.
+    pub durable: Option<u64>,
 }
 
 /// Messages the manager has handled since start.
@@ -161,11 +163,20 @@ pub struct Counts {
 }
 
 impl Manager {
+    /// Starts with the channels the store saved (from the data folder).
     pub fn new(stats: Arc<Stats>, store: Arc<TableStore>, settings: ManagerSettings) -> Self {
+        let channels = store
+            .channel_names()
+            .into_iter()
+            .map(|name| {
+                let name: Arc<str> = name.into();
+                (name.clone(), Channel::new(name))
+            })
+            .collect();
         Manager {
             clients: Map::default(),
             names: Map::default(),
-            channels: Map::default(),
+            channels,
             patterns: Map::default(),
             history: VecDeque::new(),
             history_limit: settings.history_limit,
@@ -177,6 +188,7 @@ impl Manager {
             settings,
             started: Instant::now(),
             counts: Counts::default(),
+            durable: None,
         }
     }
 
@@ -250,7 +262,8 @@ impl Manager {
                 *done += commands.len();
                 for command in commands {
                     let reply = self.apply(id, command);
-                    self.reply(id, reply);
+                    let durable = self.durable.take();
+                    self.reply(id, reply, durable);
                 }
             }
             ChannelOp::Disconnect { id } => self.disconnect(id),
@@ -287,10 +300,11 @@ impl Manager {
     }
 
     /// Queues the answer to connection `id`'s oldest pending request.
-    pub fn reply(&mut self, id: ConnId, reply: Reply) {
+    /// `durable`: the journal record the reply must wait for.
+    pub fn reply(&mut self, id: ConnId, reply: Reply, durable: Option<u64>) {
         if let Some(c) = self.clients.get(&id) {
             let outbox = c.outbox.clone();
-            self.deliver(&outbox, OutItem::Reply(reply), 64);
+            self.deliver(&outbox, OutItem::Reply(reply, durable), 64);
         }
     }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::csv;
 use super::journal::{segment_name, segment_number};
-use super::persist::{csv_path, schema_path, Saved, SchemaFile};
+use super::persist::{csv_path, schema_path, ChannelsFile, Saved, SchemaFile, CHANNELS_FILE};
 use super::record::{self, Record};
 use super::schema::Schema;
 use super::table::Table;
@@ -56,6 +56,18 @@ pub fn load(dir: &Path, store: &TableStore) -> Result<LoadReport, String> {
     }
     schemas.sort();
     segments.sort_unstable();
+    let cpath = dir.join(CHANNELS_FILE);
+    match fs::read_to_string(&cpath) {
+        Ok(text) => {
+            let f: ChannelsFile =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", cpath.display()))?;
+            for c in f.channels {
+                store.restore_channel(c, true);
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", cpath.display())),
+    }
     let oldest_segment = segments.first().copied();
     for t in &schemas {
         let loaded = load_table(dir, t, oldest_segment)?;
@@ -381,6 +393,14 @@ fn apply_record(
         Record::Insert { t, row } | Record::Update { t, row } => (t, Ok(row)),
         Record::Delete { t, id } => (t, Err(id)),
         Record::Segment { .. } => return Ok(()),
+        Record::CreateChannel { c } => {
+            store.restore_channel(c, true);
+            return Ok(());
+        }
+        Record::DropChannel { c } => {
+            store.restore_channel(c, false);
+            return Ok(());
+        }
     };
     let Some(table) = store.get(&t) else {
         // Changes to a table that a later record removes are moot.

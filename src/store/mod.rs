@@ -63,6 +63,9 @@ pub struct TableStore {
     journal: OnceLock<Arc<Journal>>,
     saver: OnceLock<crossbeam_channel::Sender<persist::DiskRequest>>,
     changes: OnceLock<ChangeSink>,
+    /// The channels that exist, kept here so that they are saved with the tables and
+    /// come back at start. The routing layer owns channels; this is their durable copy.
+    channels: parking_lot::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Where changes to watched tables go (the channel manager).
@@ -200,6 +203,41 @@ impl TableStore {
     /// The record is built only when there is a journal to take it.
     pub(crate) fn log(&self, record: impl FnOnce() -> Record) -> Option<u64> {
         self.journal.get().map(|j| j.append(&record()))
+    }
+
+    /// Records that channel `name` was created (`true`) or dropped; returns the journal
+    /// sequence number the acknowledgement must wait for, when persistent. The caller
+    /// (the one thread that owns channels) calls it in the order the changes happen.
+    pub fn channel_changed(&self, name: &str, created: bool) -> Option<u64> {
+        let mut set = self.channels.lock();
+        if created {
+            set.insert(name.to_string());
+        } else {
+            set.remove(name);
+        }
+        let c = name.to_string();
+        self.log(|| {
+            if created {
+                Record::CreateChannel { c }
+            } else {
+                Record::DropChannel { c }
+            }
+        })
+    }
+
+    /// The channels saved or journaled, sorted (to restore them at start).
+    pub fn channel_names(&self) -> Vec<String> {
+        self.channels.lock().iter().cloned().collect()
+    }
+
+    /// Adds or removes a channel without recording it (loading).
+    pub(crate) fn restore_channel(&self, name: String, present: bool) {
+        let mut set = self.channels.lock();
+        if present {
+            set.insert(name);
+        } else {
+            set.remove(&name);
+        }
     }
 
     /// Adds an empty table. Returns the journal sequence number of the definition.

@@ -24,6 +24,21 @@ use super::table::Table;
 use super::value::Value;
 use super::{read, TableStore};
 
+/// The channels that exist, saved with each snapshot (changes since are journaled).
+pub(super) const CHANNELS_FILE: &str = "channels.json";
+
+/// What `channels.json` holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct ChannelsFile {
+    pub channels: Vec<String>,
+}
+
+pub(super) fn channels_json(f: &ChannelsFile) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(f).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
 /// The schema file beside each CSV.
 #[derive(Serialize, Deserialize)]
 pub(super) struct SchemaFile {
@@ -98,6 +113,11 @@ fn snapshot(
         report.bytes += csv.len();
         names.push(name);
     }
+    // Channels as of now: at least every change in the older segments, which go next.
+    let channels = ChannelsFile {
+        channels: store.channel_names(),
+    };
+    write_atomically(&dir.join(CHANNELS_FILE), &channels_json(&channels))?;
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let file = entry.file_name().to_string_lossy().into_owned();

@@ -39,6 +39,16 @@ pub enum Record {
     Segment {
         first: u64,
     },
+    /// A channel was created (channel definitions live in the data folder too).
+    #[serde(rename = "create_channel")]
+    CreateChannel {
+        c: String,
+    },
+    /// A channel was dropped.
+    #[serde(rename = "drop_channel")]
+    DropChannel {
+        c: String,
+    },
 }
 
 /// `,"crc":"xxxxxxxx"}` closes every checksummed line.
