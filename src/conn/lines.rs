@@ -2,6 +2,8 @@
 //! skips the rest of an overlong line. No I/O here: the connection reads into
 //! [`LineReader::spare`] and calls [`LineReader::filled`].
 
+use super::telnet::{self, Telnet};
+
 /// Bytes allocated for reading when the buffer is empty.
 const INITIAL: usize = 4096;
 
@@ -14,6 +16,8 @@ pub struct LineReader {
     max_line: usize,
     /// True while the rest of an overlong line is being discarded.
     skipping: bool,
+    /// Telnet's command state, once the client has sent one.
+    telnet: Option<Box<Telnet>>,
 }
 
 /// What the reader found in its buffer.
@@ -26,15 +30,18 @@ pub enum Line<'a> {
 
 impl LineReader {
     pub fn new(max_line: usize, initial: Vec<u8>) -> Self {
-        let end = initial.len();
-        LineReader {
+        let n = initial.len();
+        let mut r = LineReader {
             buf: initial,
             start: 0,
-            end,
+            end: 0,
             scan: 0,
             max_line,
             skipping: false,
-        }
+            telnet: None,
+        };
+        r.filled(n);
+        r
     }
 
     /// Longest buffer needed: a line at the limit plus `\r\n`.
@@ -62,7 +69,44 @@ impl LineReader {
 
     /// Records that `n` bytes were read into `spare()`.
     pub fn filled(&mut self, n: usize) {
-        self.end += n;
+        let new = self.end..self.end + n;
+        if self.telnet.is_none() && memchr::memchr(0xFF, &self.buf[new.clone()]).is_none() {
+            self.end += n;
+            return;
+        }
+        self.filter_telnet(new);
+    }
+
+    /// Takes telnet's commands out of the bytes just read, in place.
+    #[inline(never)]
+    fn filter_telnet(&mut self, new: std::ops::Range<usize>) {
+        let t = self.telnet.get_or_insert_with(Box::default);
+        let mut w = new.start;
+        for i in new {
+            let b = self.buf[i];
+            match t.step(b, telnet::ends_mid_char(&self.buf[self.start..w])) {
+                telnet::Step::Keep(b) => {
+                    self.buf[w] = b;
+                    w += 1;
+                }
+                telnet::Step::Drop => {}
+                telnet::Step::DiscardLine => {
+                    w = match memchr::memrchr(b'\n', &self.buf[self.start..w]) {
+                        Some(nl) => self.start + nl + 1,
+                        None => self.start,
+                    };
+                    self.skipping = false;
+                }
+            }
+        }
+        self.end = w;
+        self.scan = self.scan.min(w);
+    }
+
+    /// Answers owed to a telnet client (to send as they are), if any.
+    pub fn telnet_replies(&mut self) -> Option<Vec<u8>> {
+        let t = self.telnet.as_mut()?;
+        (!t.replies.is_empty()).then(|| std::mem::take(&mut t.replies))
     }
 
     /// The next complete (or overlong) line, if any.

@@ -10,6 +10,7 @@ pub mod outbox;
 pub mod session;
 mod sniff;
 mod stream;
+mod telnet;
 mod ws;
 
 use std::io::{self, Read, Write};
@@ -174,6 +175,11 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
                     return;
                 }
             }
+        }
+        if let Some(answers) = reader.telnet_replies() {
+            // Telnet shows nothing more until its Ctrl-C is answered: send it now.
+            session.out.extend_from_slice(&answers);
+            progress = true;
         }
         let durable = session.output_durable();
         if durable {
