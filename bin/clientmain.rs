@@ -101,7 +101,12 @@ fn main() -> ExitCode {
 struct PromptPrinter(Mutex<Box<dyn ExternalPrinter + Send>>);
 
 impl Printer for PromptPrinter {
-    fn print(&self, text: String) {
+    fn print(&self, mut text: String) {
+        // rustyline prints the text as it is and then redraws the prompt over the
+        // current line: without its own newline, the text would be erased.
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
         let _ = self.0.lock().print(text);
     }
 }
