@@ -5,8 +5,9 @@
 //! channel read by the caller ([`Client::events`]) or a handler thread
 //! ([`Client::on_event`]). A thread of the library's own reads the socket, so a slow
 //! event handler never holds up replies. When the server goes away the client
-//! reconnects with backoff (capped at `Options::max_backoff`), restores its name and
-//! subscriptions, and says so with [`Event::Disconnected`] and [`Event::Reconnected`].
+//! reconnects with backoff (capped at `Options::max_backoff`), restores its name,
+//! subscriptions and watches, and says so with [`Event::Disconnected`] and
+//! [`Event::Reconnected`], which lists anything the server refused to restore.
 //!
 //! ```no_run
 //! let client = leviathan::client::Client::connect("127.0.0.1:7000")?;
@@ -113,8 +114,10 @@ pub enum Event {
     Bye { reason: String },
     /// The connection dropped; the client is reconnecting (if enabled).
     Disconnected,
-    /// The client is connected again, with its name and subscriptions restored.
-    Reconnected,
+    /// The client is connected again. Its name, subscriptions and watches were sent
+    /// again; `not_restored` says which the server refused, and why (a channel that no
+    /// longer exists, a name taken meanwhile), so nothing is lost silently.
+    Reconnected { not_restored: Vec<String> },
 }
 
 /// Client settings.
@@ -140,12 +143,69 @@ impl Default for Options {
 
 type ReplySender = may::sync::mpsc::Sender<Result<Value, ClientError>>;
 
-/// What a reconnection restores.
+/// What a reconnection restores: the state the server accepted, whichever way it was
+/// asked for (the helpers or `request`).
 #[derive(Default)]
 struct Restore {
     name: Option<String>,
     /// Channel or pattern → its WHERE filter.
     subs: BTreeMap<String, Option<String>>,
+    /// Table → its WHERE filter.
+    watches: BTreeMap<String, Option<String>>,
+}
+
+impl Restore {
+    /// Notes a request the server accepted.
+    fn accepted(&mut self, req: &Value) {
+        let s = |k: &str| req[k].as_str().map(str::to_string);
+        match req["op"].as_str().map(str::to_ascii_lowercase).as_deref() {
+            Some("name") => self.name = s("name"),
+            Some("sub") => {
+                if let Some(c) = s("channel") {
+                    self.subs.insert(c, s("where"));
+                }
+            }
+            Some("unsub") => {
+                if let Some(c) = s("channel") {
+                    self.subs.remove(&c);
+                }
+            }
+            Some("watch") => {
+                if let Some(t) = s("table") {
+                    self.watches.insert(t, s("where"));
+                }
+            }
+            Some("unwatch") => {
+                if let Some(t) = s("table") {
+                    self.watches.remove(&t);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The requests that bring it back, each with how to name it to a person.
+    fn requests(&self) -> Vec<(String, Value)> {
+        let mut reqs = Vec::new();
+        if let Some(n) = &self.name {
+            reqs.push((format!("NAME {n}"), json!({"op": "name", "name": n})));
+        }
+        let with = |mut r: Value, filter: &Option<String>| {
+            if let Some(f) = filter {
+                r["where"] = Value::from(f.as_str());
+            }
+            r
+        };
+        for (target, filter) in &self.subs {
+            let r = with(json!({"op": "sub", "channel": target}), filter);
+            reqs.push((format!("SUB {target}"), r));
+        }
+        for (table, filter) in &self.watches {
+            let r = with(json!({"op": "watch", "table": table}), filter);
+            reqs.push((format!("WATCH {table}"), r));
+        }
+        reqs
+    }
 }
 
 struct Inner {
@@ -350,7 +410,12 @@ impl Client {
             return Err(e);
         }
         match rx.recv_timeout(self.inner.opts.timeout) {
-            Ok(r) => r,
+            Ok(r) => {
+                if r.is_ok() {
+                    self.inner.restore.lock().accepted(&req);
+                }
+                r
+            }
             Err(_) => {
                 self.inner.pending.lock().remove(&id);
                 Err(ClientError::Timeout)
@@ -374,9 +439,7 @@ impl Client {
 
     /// Sets this client's name (restored after a reconnection).
     pub fn name(&self, name: &str) -> Result<(), ClientError> {
-        self.call("name", json!({"name": name}))?;
-        self.inner.restore.lock().name = Some(name.to_string());
-        Ok(())
+        self.call("name", json!({"name": name})).map(|_| ())
     }
 
     pub fn create(&self, channel: &str) -> Result<(), ClientError> {
@@ -394,18 +457,28 @@ impl Client {
         if let Some(f) = filter {
             req["where"] = Value::from(f);
         }
-        self.call("sub", req)?;
-        self.inner
-            .restore
-            .lock()
-            .subs
-            .insert(target.to_string(), filter.map(str::to_string));
-        Ok(())
+        self.call("sub", req).map(|_| ())
     }
 
     pub fn unsubscribe(&self, target: &str) -> Result<(), ClientError> {
+        // Not restored after a reconnection even if this request is lost with it.
         self.inner.restore.lock().subs.remove(target);
         self.call("unsub", json!({"channel": target})).map(|_| ())
+    }
+
+    /// Watches a table's row changes, those matching `filter` if given (restored after
+    /// a reconnection). They arrive as [`Event::Row`].
+    pub fn watch(&self, table: &str, filter: Option<&str>) -> Result<(), ClientError> {
+        let mut req = json!({"table": table});
+        if let Some(f) = filter {
+            req["where"] = Value::from(f);
+        }
+        self.call("watch", req).map(|_| ())
+    }
+
+    pub fn unwatch(&self, table: &str) -> Result<(), ClientError> {
+        self.inner.restore.lock().watches.remove(table);
+        self.call("unwatch", json!({"table": table})).map(|_| ())
     }
 
     /// Publishes any serializable value; returns how many clients received it.
@@ -508,9 +581,46 @@ impl Inner {
         }
     }
 
+    /// Sends the name, subscriptions and watches again. Their replies come to this
+    /// (the reading) thread, so another thread waits for them and then reports
+    /// [`Event::Reconnected`] with whatever the server refused.
+    fn restore_state(self: &Arc<Self>) {
+        let reqs = self.restore.lock().requests();
+        let mut waiting = Vec::new();
+        for (what, mut req) in reqs {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            req["id"] = Value::from(id);
+            let (tx, rx) = may::sync::mpsc::channel();
+            self.pending.lock().insert(id, tx);
+            if self.write(&req).is_err() {
+                self.pending.lock().remove(&id);
+            }
+            waiting.push((what, rx));
+        }
+        let inner = self.clone();
+        let report = move || {
+            let mut not_restored = Vec::new();
+            for (what, rx) in waiting {
+                match rx.recv_timeout(inner.opts.timeout) {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => not_restored.push(format!("{what}: {e}")),
+                    Err(_) => not_restored.push(format!("{what}: no reply in time")),
+                }
+            }
+            let _ = inner.events.send(Event::Reconnected { not_restored });
+        };
+        if std::thread::Builder::new()
+            .name("leviathan-restore".into())
+            .spawn(report)
+            .is_err()
+        {
+            log::warn!("cannot start a thread to report the reconnection");
+        }
+    }
+
     /// Tries again with doubling waits (capped) until connected or closed; then
-    /// restores the name and subscriptions.
-    fn reconnect(&self) -> Option<ReadSide> {
+    /// restores the name, subscriptions and watches.
+    fn reconnect(self: &Arc<Self>) -> Option<ReadSide> {
         let mut wait = Duration::from_millis(50);
         loop {
             if self.closed.load(Ordering::Acquire) {
@@ -519,26 +629,7 @@ impl Inner {
             std::thread::sleep(wait);
             if let Ok((w, r)) = open(&self.addr, self.opts.timeout) {
                 *self.writer.lock() = Some(w);
-                let restore = {
-                    let s = self.restore.lock();
-                    let mut reqs = Vec::new();
-                    if let Some(n) = &s.name {
-                        reqs.push(json!({"op": "name", "name": n}));
-                    }
-                    for (target, filter) in &s.subs {
-                        let mut r = json!({"op": "sub", "channel": target});
-                        if let Some(f) = filter {
-                            r["where"] = Value::from(f.as_str());
-                        }
-                        reqs.push(r);
-                    }
-                    reqs
-                };
-                // Their replies arrive before anything sent later; nobody waits on them.
-                for r in restore {
-                    let _ = self.write(&r);
-                }
-                let _ = self.events.send(Event::Reconnected);
+                self.restore_state();
                 return Some(r);
             }
             wait = (wait * 2).min(self.opts.max_backoff);

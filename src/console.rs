@@ -72,6 +72,64 @@ pub struct Console {
     writer: Arc<Mutex<Option<TcpStream>>>,
     replies: crossbeam_channel::Receiver<FromReader>,
     quitting: Arc<AtomicBool>,
+    /// What the server accepted that a reconnection must bring back.
+    state: Arc<Mutex<State>>,
+}
+
+/// The lines that set up this connection's state, as the user typed them: sent again
+/// after a reconnection.
+#[derive(Debug, Default)]
+struct State {
+    name: Option<String>,
+    /// Channel or pattern → the SUB line.
+    subs: std::collections::BTreeMap<String, String>,
+    /// Table → the WATCH line.
+    watches: std::collections::BTreeMap<String, String>,
+}
+
+impl State {
+    /// Notes a line the server accepted (text or JSON).
+    fn accepted(&mut self, line: &str) {
+        let (verb, arg) = match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) => {
+                let op = v["op"].as_str().unwrap_or_default().to_ascii_uppercase();
+                let arg = ["name", "channel", "table"]
+                    .iter()
+                    .find_map(|k| v[*k].as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                (op, arg)
+            }
+            Err(_) => {
+                let mut words = line.split_whitespace();
+                let verb = words.next().unwrap_or_default().to_ascii_uppercase();
+                (verb, words.next().unwrap_or_default().to_string())
+            }
+        };
+        match verb.as_str() {
+            "NAME" => self.name = Some(line.to_string()),
+            "SUB" => {
+                self.subs.insert(arg, line.to_string());
+            }
+            "UNSUB" => {
+                self.subs.remove(&arg);
+            }
+            "WATCH" => {
+                self.watches.insert(arg, line.to_string());
+            }
+            "UNWATCH" => {
+                self.watches.remove(&arg);
+            }
+            _ => {}
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.name.iter().cloned().collect();
+        v.extend(self.subs.values().cloned());
+        v.extend(self.watches.values().cloned());
+        v
+    }
 }
 
 /// How long a command waits for its reply.
@@ -84,6 +142,7 @@ impl Console {
         let (tx, rx) = crossbeam_channel::unbounded();
         let quitting = Arc::new(AtomicBool::new(false));
         let writer = Arc::new(Mutex::new(Some(stream.try_clone()?)));
+        let state = Arc::new(Mutex::new(State::default()));
         let reader = Reader {
             addr: addr.to_string(),
             style,
@@ -91,6 +150,7 @@ impl Console {
             replies: tx,
             quitting: quitting.clone(),
             writer: writer.clone(),
+            state: state.clone(),
         };
         std::thread::Builder::new()
             .name("console-reader".into())
@@ -102,6 +162,7 @@ impl Console {
             writer,
             replies: rx,
             quitting,
+            state,
         })
     }
 
@@ -130,6 +191,9 @@ impl Console {
         match self.replies.recv_timeout(REPLY_TIMEOUT) {
             Ok(FromReader::Reply(r)) => {
                 let ok = r.ok();
+                if ok {
+                    self.state.lock().accepted(line);
+                }
                 for l in format_reply(&r, self.style) {
                     self.out.print(l);
                 }
@@ -173,12 +237,14 @@ struct Reader {
     replies: crossbeam_channel::Sender<FromReader>,
     quitting: Arc<AtomicBool>,
     writer: Arc<Mutex<Option<TcpStream>>>,
+    state: Arc<Mutex<State>>,
 }
 
 impl Reader {
     fn run(self, mut stream: TcpStream) {
+        let mut restoring = Vec::new();
         loop {
-            self.serve(&stream);
+            self.serve(&stream, std::mem::take(&mut restoring));
             let _ = self.replies.send(FromReader::Lost);
             if self.quitting.load(Ordering::Acquire) {
                 return;
@@ -189,10 +255,16 @@ impl Reader {
             loop {
                 std::thread::sleep(wait);
                 if let Ok(s) = dial(&self.addr) {
-                    if let Ok(w) = s.try_clone() {
+                    if let Ok(mut w) = s.try_clone() {
+                        self.notice(format!("reconnected to {}", self.addr));
+                        // Sent before the user can type again, so their replies come
+                        // first; the reader answers them itself.
+                        restoring = self.state.lock().lines();
+                        for l in &restoring {
+                            let _ = w.write_all(format!("{l}\n").as_bytes());
+                        }
                         *self.writer.lock() = Some(w);
                         stream = s;
-                        self.notice(format!("reconnected to {}", self.addr));
                         break;
                     }
                 }
@@ -209,7 +281,11 @@ impl Reader {
         }
     }
 
-    fn serve(&self, stream: &TcpStream) {
+    /// Reads until the connection ends. The first replies answer `restoring`, the
+    /// lines sent again after a reconnection: each is reported, not handed to `run`.
+    fn serve(&self, stream: &TcpStream, restoring: Vec<String>) {
+        let mut restoring = restoring.into_iter();
+        let mut failed = 0;
         let Ok(s) = stream.try_clone() else { return };
         let mut reader = BufReader::new(s);
         let mut items = Vec::new();
@@ -237,6 +313,27 @@ impl Reader {
                         items: std::mem::take(&mut items),
                         status: l,
                     };
+                    if let Some(line) = restoring.next() {
+                        if r.ok() {
+                            self.notice(format!("restored: {line}"));
+                        } else {
+                            failed += 1;
+                            let why = format_reply(
+                                &r,
+                                Style {
+                                    color: false,
+                                    ..self.style
+                                },
+                            );
+                            self.notice(format!("NOT restored: {line}: {}", why.join(" ")));
+                        }
+                        if restoring.len() == 0 && failed > 0 {
+                            self.notice(format!(
+                                "{failed} part(s) of this session could not be restored"
+                            ));
+                        }
+                        continue;
+                    }
                     let _ = self.replies.send(FromReader::Reply(r));
                 }
                 Kind::Push if is_server_ping(&l) => {

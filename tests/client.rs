@@ -149,7 +149,12 @@ fn reconnects_and_restores_name_and_subscriptions() {
     let listener = std::net::TcpListener::bind(addr).expect("the port is free again");
     let second = leviathan::Server::start(listener, leviathan::Config::default()).unwrap();
     let started = Instant::now();
-    assert_eq!(next_event(&c), Event::Reconnected);
+    assert_eq!(
+        next_event(&c),
+        Event::Reconnected {
+            not_restored: vec![]
+        }
+    );
     assert!(started.elapsed() < Duration::from_secs(8));
     let me = c.call("whoami", serde_json::json!({})).unwrap();
     assert_eq!(me["client"]["name"], "node-a", "name restored");
@@ -208,4 +213,48 @@ fn the_same_api_over_websocket() {
         Some("channel_exists")
     );
     ws.close();
+}
+
+#[test]
+fn a_reconnection_says_what_it_could_not_restore() {
+    let mut first = common::start();
+    let addr = first.local_addr();
+    let opts = Options {
+        timeout: Duration::from_secs(5),
+        ..Options::default()
+    };
+    let c = Client::connect_with(&addr.to_string(), opts).unwrap();
+    c.name("node-b").unwrap();
+    c.create("news").unwrap();
+    c.subscribe("news").unwrap();
+    c.subscribe("jobs.>").unwrap();
+    c.call(
+        "define",
+        serde_json::json!({"table": "t", "columns": ["n:int"]}),
+    )
+    .unwrap();
+    c.watch("t", Some("n > 1")).unwrap();
+    // Also through the generic call: tracked the same way.
+    c.call("watch", serde_json::json!({"table": "t"})).unwrap();
+    first.shutdown();
+    while next_event(&c) != Event::Disconnected {}
+    // An in-memory server comes back: no channel news, no table t.
+    let listener = std::net::TcpListener::bind(addr).expect("the port is free again");
+    let _second = leviathan::Server::start(listener, leviathan::Config::default()).unwrap();
+    let not_restored = match next_event(&c) {
+        Event::Reconnected { not_restored } => not_restored,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(not_restored.len(), 2, "{not_restored:?}");
+    assert!(
+        not_restored[0].starts_with("SUB news: ") && not_restored[0].contains("no_such_channel"),
+        "{not_restored:?}"
+    );
+    assert!(
+        not_restored[1].starts_with("WATCH t: ") && not_restored[1].contains("no_such_table"),
+        "{not_restored:?}"
+    );
+    let me = c.call("whoami", serde_json::json!({})).unwrap();
+    assert_eq!(me["client"]["name"], "node-b", "the name was restored");
+    c.close();
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::Client;
 
-/// A tmux server of its own (its own socket), running one program in a 100x30 window.
+/// A tmux server of its own (its own socket), running one program in a 200x40 window.
 struct Screen {
     socket: String,
 }
@@ -21,9 +21,11 @@ impl Screen {
             eprintln!("SKIPPED: {msg}");
             return None;
         }
-        let socket = format!("leviathan-test-{}", std::process::id());
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let socket = format!("leviathan-test-{}-{n}", std::process::id());
         let status = Command::new("tmux")
-            .args(["-L", &socket, "new-session", "-d", "-x", "100", "-y", "30"])
+            .args(["-L", &socket, "new-session", "-d", "-x", "200", "-y", "40"])
             .args(program)
             .env("NO_COLOR", "1")
             .env("HOME", std::env::temp_dir())
@@ -124,4 +126,57 @@ fn each_reply_shows_under_its_command() {
     let mut other = Client::connect(addr);
     other.ok("SEND watcher hello there");
     screen.wait_for(&["OK name=watcher", "(direct) client-2: hello there"]);
+}
+
+#[test]
+fn a_reconnection_restores_the_session_and_says_what_it_could_not() {
+    let mut first = common::start();
+    let addr = first.local_addr();
+    let port = addr.port().to_string();
+    let bin = env!("CARGO_BIN_EXE_clientmain");
+    let Some(screen) = Screen::start(&[bin, "127.0.0.1", &port]) else {
+        return;
+    };
+    screen.wait_for(&["connected: HELLO leviathan 0.1.0 client-1"]);
+    for (line, reply) in [
+        ("NAME watcher", "OK name=watcher"),
+        ("CREATE news", "OK"),
+        ("SUB news", "OK"),
+        ("SUB jobs.>", "OK"),
+        ("DEFINE t n:int", "OK"),
+        (r#"{"op":"watch","table":"t"}"#, r#"{"ok":true}"#),
+    ] {
+        screen.type_line(line);
+        screen.wait_for(&[&format!("leviathan> {line}"), reply]);
+    }
+    first.shutdown();
+    // An in-memory server comes back on the port: no channel news, no table t.
+    std::thread::sleep(Duration::from_millis(300));
+    let listener = std::net::TcpListener::bind(addr).expect("the port is free again");
+    let _second = leviathan::Server::start(listener, leviathan::Config::default()).unwrap();
+    let shown = screen.wait_for(&[
+        "restored: NAME watcher",
+        "restored: SUB jobs.>",
+        "NOT restored: SUB news: error (no_such_channel): no channel named 'news' (CREATE it first; CHANNELS lists them)",
+        // Sent as JSON, answered as JSON.
+        r#"NOT restored: {"op":"watch","table":"t"}: {"ok":false,"error":{"code":"no_such_table","message":"no table named 't' (TABLES lists them)"}}"#,
+        "2 part(s) of this session could not be restored",
+    ]);
+    assert!(
+        shown
+            .iter()
+            .any(|l| l.starts_with("reconnected to 127.0.0.1:")),
+        "{shown:?}"
+    );
+    // The restored name is the session's again.
+    screen.type_line("WHOAMI");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !screen
+        .lines()
+        .iter()
+        .any(|l| l.starts_with("OK id=") && l.contains(" name=watcher "))
+    {
+        assert!(Instant::now() < deadline, "{}", screen.lines().join("\n"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
