@@ -130,3 +130,35 @@ fn info_shows_what_the_server_is_doing() {
     assert!(info["memory_bytes"].as_u64().unwrap_or(0) > 1 << 20, "{r}");
     assert_eq!(info["connections_total"], 2, "{r}");
 }
+
+#[test]
+fn format_fixes_what_pushes_look_like_whatever_the_requests() {
+    let server = start();
+    let addr = server.local_addr();
+    let mut c = Client::connect(addr);
+    assert_eq!(c.ok("FORMAT"), "+OK format=text fixed=false");
+    assert_eq!(c.ok("FORMAT json"), "+OK format=json fixed=true");
+    c.ok("CREATE news");
+    c.ok("SUB news");
+    // A JSON request, then text ones: the push format stays JSON.
+    let r = c.json(json!({"op":"ping"}));
+    assert_eq!(r["ok"], true);
+    assert_eq!(c.ok("PING"), "+PONG");
+    let mut other = Client::connect(addr);
+    other.ok("PUB news one");
+    let push: serde_json::Value = serde_json::from_str(&c.push()).unwrap();
+    assert_eq!(push["event"], "msg");
+    assert_eq!(push["data"], "one");
+    // Back to following each request.
+    assert_eq!(c.ok("FORMAT auto"), "+OK format=text fixed=false");
+    other.ok("PUB news two");
+    assert_eq!(c.push(), "MSG news client-2 two");
+    let e = c.ok("FORMAT xml");
+    assert!(
+        e.starts_with("-ERR bad_args format must be json, text or auto"),
+        "{e}"
+    );
+    let r = c.json(json!({"op":"format","format":"text"}));
+    assert_eq!(r["format"]["format"], "text", "{r}");
+    assert_eq!(r["format"]["fixed"], true, "{r}");
+}

@@ -121,3 +121,37 @@ fn oversized_frame_gets_a_clear_error() {
     let mut c = Client::connect(server.local_addr());
     assert_eq!(c.ok("PING"), "+PONG");
 }
+
+#[test]
+fn format_json_on_the_url_fixes_the_greeting_and_every_push() {
+    let server = start();
+    let addr = server.local_addr();
+    let (mut ws, resp) = tungstenite::connect(format!("ws://{addr}/?format=json")).unwrap();
+    assert_eq!(resp.status(), 101);
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+    }
+    let hello: serde_json::Value = serde_json::from_str(&frame(&mut ws)).unwrap();
+    assert_eq!(hello["event"], "hello");
+    assert_eq!(hello["server"], "leviathan");
+    assert!(hello["name"].as_str().unwrap().starts_with("client-"));
+    // A text request gets a text reply; the pushes stay JSON.
+    send(&mut ws, "CREATE news");
+    assert_eq!(frame(&mut ws), "+OK");
+    send(&mut ws, "SUB news");
+    assert_eq!(frame(&mut ws), "+OK");
+    let mut c = Client::connect(addr);
+    c.ok("PUB news hello");
+    let push: serde_json::Value = serde_json::from_str(&frame(&mut ws)).unwrap();
+    assert_eq!(push["event"], "msg");
+    assert_eq!(push["data"], "hello");
+    // A bad value is refused at the handshake, with the reason.
+    match tungstenite::connect(format!("ws://{addr}/?format=xml")) {
+        Err(tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 400);
+            let body = String::from_utf8_lossy(r.body().as_deref().unwrap_or_default());
+            assert!(body.contains("format=json or format=text"), "{body}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use super::CommandSpec;
 use crate::conn::outbox::ConnId;
 use crate::manager::Manager;
-use crate::protocol::args::clip;
-use crate::protocol::{Command, ErrorReply, Item, Reply};
+use crate::protocol::args::{clip, Args};
+use crate::protocol::{Command, ErrorReply, Format, FormatChoice, Item, Reply};
 
 /// Longest client name.
 pub const MAX_NAME: usize = 64;
@@ -31,6 +31,27 @@ pub static SPECS: &[CommandSpec] = &[
             let t = a.optional_str("data")?;
             a.finish()?;
             Ok(Command::Ping(t))
+        },
+    },
+    CommandSpec {
+        name: "FORMAT",
+        usage: "FORMAT [json|text|auto]",
+        json: r#"{"op":"format","format":"json"}"#,
+        summary: "fix the format of pushes (json or text) instead of following each request (auto); no argument shows it",
+        parse_text: |mut a| {
+            let choice = a.next_word().map(|w| format_choice(&a, w)).transpose()?;
+            a.finish()?;
+            Ok(Command::Format(choice))
+        },
+        parse_json: |mut a| {
+            let choice = match a.optional_str("format")? {
+                Some(w) => Some(format_choice_word(&w).ok_or_else(|| {
+                    a.error(format!("format must be json, text or auto, not '{}'", clip(&w)))
+                })?),
+                None => None,
+            };
+            a.finish()?;
+            Ok(Command::Format(choice))
         },
     },
     CommandSpec {
@@ -146,6 +167,24 @@ pub fn check_name(name: &str) -> Result<(), ErrorReply> {
         ));
     }
     Ok(())
+}
+
+fn format_choice_word(w: &str) -> Option<FormatChoice> {
+    match w.to_ascii_lowercase().as_str() {
+        "json" => Some(FormatChoice::Fixed(Format::Json)),
+        "text" => Some(FormatChoice::Fixed(Format::Text)),
+        "auto" => Some(FormatChoice::Auto),
+        _ => None,
+    }
+}
+
+fn format_choice(a: &Args, w: &str) -> Result<FormatChoice, ErrorReply> {
+    format_choice_word(w).ok_or_else(|| {
+        a.error(format!(
+            "format must be json, text or auto, not '{}'",
+            clip(w)
+        ))
+    })
 }
 
 /// RFC 3339 time in UTC with milliseconds.

@@ -133,7 +133,7 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
     let outbox = Arc::new(Outbox::new(id, stream.waker(), ctx.config.outbox_limit));
     let max_line = ctx.config.max_line;
     let mut input = InputShare::new(&ctx);
-    let Some(mut session) = Session::start(ctx, id, outbox, addr, Transport::Tcp) else {
+    let Some(mut session) = Session::start(ctx, id, outbox, addr, Transport::Tcp, None) else {
         return;
     };
     let mut reader = LineReader::new(max_line, initial);

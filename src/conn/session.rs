@@ -13,7 +13,7 @@ use crate::commands::select::RowStream;
 use crate::commands::tables::TableCommand;
 use crate::manager::{ChannelOp, Transport};
 use crate::protocol::push::ByeReason;
-use crate::protocol::{self, guess_format, Command, ErrorReply, Format, Push, Reply};
+use crate::protocol::{self, guess_format, Command, ErrorReply, Format, FormatChoice, Push, Reply};
 use crate::server::ServerContext;
 use crate::store::journal::{Journal, Waiter};
 
@@ -75,8 +75,12 @@ pub struct Session {
     /// The outbox, as the journal wakes it.
     waiter: Arc<dyn Waiter>,
     ctx: Arc<ServerContext>,
-    /// Format of the most recent request; pushes are encoded in it.
+    /// Format of the most recent request, or the one fixed by `FORMAT`; pushes are
+    /// encoded in it.
     format: Format,
+    /// Set by `FORMAT json|text` (or `?format=` on the WebSocket URL): requests no
+    /// longer change `format`.
+    fixed: bool,
     pending: VecDeque<Pending>,
     in_flight: usize,
     /// Commands parsed but not yet sent to the manager: sent together by `send_batch`.
@@ -109,17 +113,25 @@ pub struct Session {
 impl Session {
     /// Registers the connection with the channel manager and queues the greeting.
     /// `None` when the manager is gone (the server is stopping).
+    /// `fixed`: a format asked for when connecting (the greeting is in it too).
     pub(crate) fn start(
         ctx: Arc<ServerContext>,
         id: ConnId,
         outbox: Arc<Outbox>,
         addr: std::net::SocketAddr,
         transport: Transport,
+        fixed: Option<Format>,
     ) -> Option<Session> {
         let line_limit = (transport == Transport::WebSocket)
             .then(|| ctx.config.max_line.max(ctx.config.outbox_limit));
         let name = commands::session::default_name(id);
-        let hello = format!("HELLO leviathan {} {name}\n", env!("CARGO_PKG_VERSION"));
+        let version = env!("CARGO_PKG_VERSION");
+        let hello = match fixed {
+            Some(Format::Json) => format!(
+                "{{\"event\":\"hello\",\"server\":\"leviathan\",\"version\":\"{version}\",\"name\":\"{name}\"}}\n"
+            ),
+            _ => format!("HELLO leviathan {version} {name}\n"),
+        };
         ctx.ops
             .send(ChannelOp::Connect {
                 outbox: outbox.clone(),
@@ -139,7 +151,8 @@ impl Session {
             waiter: outbox.clone(),
             outbox,
             ctx,
-            format: Format::Text,
+            format: fixed.unwrap_or(Format::Text),
+            fixed: fixed.is_some(),
             pending: VecDeque::new(),
             in_flight: 0,
             batch: Vec::new(),
@@ -282,9 +295,32 @@ impl Session {
         let Some(req) = protocol::parse_request(line, &self.ctx.limits) else {
             return;
         };
-        self.format = req.format;
+        if !self.fixed {
+            self.format = req.format;
+        }
         match req.command {
             Err(e) => self.local_reply(req.format, req.id, Reply::Error(e)),
+            Ok(Command::Format(choice)) => {
+                match choice {
+                    Some(FormatChoice::Fixed(f)) => {
+                        self.format = f;
+                        self.fixed = true;
+                    }
+                    Some(FormatChoice::Auto) => {
+                        self.fixed = false;
+                        self.format = req.format;
+                    }
+                    None => {}
+                }
+                let reply = Reply::Record {
+                    key: "format",
+                    fields: vec![
+                        ("format", Value::from(self.format.as_str())),
+                        ("fixed", Value::from(self.fixed)),
+                    ],
+                };
+                self.local_reply(req.format, req.id, reply);
+            }
             // Reading it was the point: the connection noted the input.
             Ok(Command::Pong) => {}
             Ok(Command::Table(t)) if t.is_select() => self.select(*t, req.format, req.id),
@@ -338,7 +374,9 @@ impl Session {
         } else {
             guess_format(first_bytes)
         };
-        self.format = format;
+        if !self.fixed {
+            self.format = format;
+        }
         self.local_reply(format, None, Reply::Error(ErrorReply::new(code, message)));
     }
 

@@ -18,6 +18,7 @@ use super::outbox::Outbox;
 use super::session::Session;
 use super::{new_id, write_until, OUT_BUDGET};
 use crate::manager::Transport;
+use crate::protocol::Format;
 use crate::server::ServerContext;
 
 /// The socket as tungstenite sees it: the bytes already read while sniffing, then the
@@ -71,6 +72,10 @@ pub(crate) fn serve_http(
         Ok(false) => return http_error(s.stream, 426, "Upgrade Required", ""),
         Err(why) => return http_error(s.stream, 400, "Bad Request", &why),
     }
+    let fixed = match requested_format(&s.prefix) {
+        Ok(f) => f,
+        Err(why) => return http_error(s.stream, 400, "Bad Request", &why),
+    };
     let max = ctx.config.max_line;
     // tungstenite's own write buffer counts against the outbox limit like everything
     // else queued for this client: past it, a client that does not read is cut.
@@ -99,7 +104,31 @@ pub(crate) fn serve_http(
             }
         }
     };
-    run_ws(ws, addr, ctx);
+    run_ws(ws, addr, ctx, fixed);
+}
+
+/// The format asked for with `?format=json|text` on the URL, if any.
+fn requested_format(head: &[u8]) -> Result<Option<Format>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let _ = req.parse(head);
+    let query = req.path.and_then(|p| p.split_once('?')).map(|(_, q)| q);
+    let Some(query) = query else {
+        return Ok(None);
+    };
+    for pair in query.split('&') {
+        if let Some(v) = pair.strip_prefix("format=") {
+            return match v.to_ascii_lowercase().as_str() {
+                "json" => Ok(Some(Format::Json)),
+                "text" => Ok(Some(Format::Text)),
+                _ => Err(format!(
+                    "format={} in the URL: use format=json or format=text",
+                    crate::protocol::args::clip(v)
+                )),
+            };
+        }
+    }
+    Ok(None)
 }
 
 /// `Ok(true)` for a WebSocket upgrade request, `Ok(false)` for other HTTP.
@@ -151,12 +180,18 @@ fn is_would_block(e: &WsError) -> bool {
     matches!(e, WsError::Io(io) if io.kind() == io::ErrorKind::WouldBlock)
 }
 
-fn run_ws(mut ws: WebSocket<&mut PrefixStream>, addr: SocketAddr, ctx: Arc<ServerContext>) {
+fn run_ws(
+    mut ws: WebSocket<&mut PrefixStream>,
+    addr: SocketAddr,
+    ctx: Arc<ServerContext>,
+    fixed: Option<Format>,
+) {
     let id = new_id(&ctx);
     let limit = ctx.config.outbox_limit;
     let max_line = ctx.config.max_line;
     let outbox = Arc::new(Outbox::new(id, ws.get_ref().stream.waker(), limit));
-    let Some(mut session) = Session::start(ctx, id, outbox, addr, Transport::WebSocket) else {
+    let Some(mut session) = Session::start(ctx, id, outbox, addr, Transport::WebSocket, fixed)
+    else {
         return;
     };
     let mut dirty = false;

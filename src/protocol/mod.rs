@@ -26,6 +26,24 @@ pub enum Format {
     Json,
 }
 
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Json => "json",
+        }
+    }
+}
+
+/// What `FORMAT` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormatChoice {
+    /// Always this format.
+    Fixed(Format),
+    /// The format of the latest request (the default).
+    Auto,
+}
+
 /// The data carried by a publish or a direct message.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Payload {
@@ -80,6 +98,9 @@ pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     Ping(Option<String>),
+    /// `FORMAT json|text|auto`: fix the format of pushes (`None`: show it; `auto`:
+    /// follow each request again).
+    Format(Option<FormatChoice>),
     /// The answer to the server's `PING` push: no reply.
     Pong,
     Help(Option<String>),
@@ -134,7 +155,12 @@ impl Command {
     pub fn is_local(&self) -> bool {
         matches!(
             self,
-            Command::Ping(_) | Command::Pong | Command::Help(_) | Command::Quit | Command::Table(_)
+            Command::Ping(_)
+                | Command::Pong
+                | Command::Format(_)
+                | Command::Help(_)
+                | Command::Quit
+                | Command::Table(_)
         )
     }
 }
