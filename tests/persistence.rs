@@ -505,3 +505,28 @@ fn channels_come_back_after_kill_9_and_after_a_clean_restart() {
     assert_eq!(channels(&mut c), ["later", "news", "prices.eur"]);
     assert!(c.ok("CREATE news").starts_with("-ERR channel_exists"));
 }
+
+#[test]
+fn formulas_are_written_guarded_and_read_back_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProcess::start(dir.path(), &[]).unwrap();
+    let mut c = Client::connect(s.addr);
+    c.ok("DEFINE notes s:str");
+    c.ok(r#"INSERT notes s="=cmd|' /C calc'!A0""#);
+    c.ok(r#"INSERT notes s="'already quoted""#);
+    c.ok("INSERT notes s=-2+3");
+    assert!(c.ok("SAVE").starts_with("+OK saved"));
+    let csv = fs::read_to_string(data(&dir).join("notes.csv")).unwrap();
+    assert_eq!(
+        csv,
+        "id,s\n1,'=cmd|' /C calc'!A0\n2,''already quoted\n3,'-2+3\n"
+    );
+    let (before, _) = c.request("SELECT notes");
+    let (status, logs) = s.signal_and_wait(libc::SIGINT);
+    assert!(status.success(), "{logs:?}");
+    let s = ServerProcess::start(dir.path(), &[]).unwrap();
+    let mut c = Client::connect(s.addr);
+    let (after, _) = c.request("SELECT notes");
+    assert_eq!(after, before);
+    assert_eq!(after[0], r#"* id=1 s="=cmd|' /C calc'!A0""#);
+}

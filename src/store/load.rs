@@ -9,7 +9,9 @@ use std::path::Path;
 
 use super::csv;
 use super::journal::{segment_name, segment_number};
-use super::persist::{csv_path, schema_path, ChannelsFile, Saved, SchemaFile, CHANNELS_FILE};
+use super::persist::{
+    csv_path, schema_path, unguard_cell, ChannelsFile, Saved, SchemaFile, CHANNELS_FILE,
+};
 use super::record::{self, Record};
 use super::schema::Schema;
 use super::table::Table;
@@ -134,7 +136,8 @@ fn load_table(dir: &Path, name: &str, oldest_segment: Option<u64>) -> Result<Loa
     }
     while let Some(rec) = reader.next_record() {
         let (line, fields) = rec.map_err(at)?;
-        let row = csv_row(&table.schema, &fields).map_err(|e| at(format!("line {line}: {e}")))?;
+        let row = csv_row(&table.schema, &fields, sf.formula_guard)
+            .map_err(|e| at(format!("line {line}: {e}")))?;
         let Some(Value::Int(id)) = row.first() else {
             return Err(at(format!("line {line}: the id is missing")));
         };
@@ -198,7 +201,12 @@ fn check_saved(
     )))
 }
 
-fn csv_row(schema: &Schema, fields: &[csv::ReadField]) -> Result<Vec<Value>, String> {
+/// `guarded`: text cells carry the formula guard, taken off here.
+fn csv_row(
+    schema: &Schema,
+    fields: &[csv::ReadField],
+    guarded: bool,
+) -> Result<Vec<Value>, String> {
     if fields.len() != schema.columns.len() {
         return Err(format!(
             "{} fields where the header has {}",
@@ -225,7 +233,12 @@ fn csv_row(schema: &Schema, fields: &[csv::ReadField]) -> Result<Vec<Value>, Str
             }
             // Any other cell is a value, never null (the string "null" stays itself);
             // numbers and booleans may come quoted from a spreadsheet.
-            Value::from_cell(col.ty, &f.text).map_err(|want| {
+            let text = if guarded && col.ty == ColumnType::Str {
+                unguard_cell(&f.text)
+            } else {
+                &f.text
+            };
+            Value::from_cell(col.ty, text).map_err(|want| {
                 let hint = if f.text.eq_ignore_ascii_case("null") {
                     " (a null is an empty cell)"
                 } else {
@@ -486,6 +499,10 @@ mod tests {
                 ",",
                 "=",
                 "'",
+                "+",
+                "-",
+                "@",
+                "=cmd|' /C calc'!A0",
                 "\t",
                 "é",
                 "本",
@@ -552,6 +569,7 @@ mod tests {
             columns: table.schema.specs(),
             next_id: table.next_id(),
             saved: None,
+            formula_guard: true,
         };
         fs::write(csv_path(dir.path(), "t"), table_csv(&table)).unwrap();
         fs::write(schema_path(dir.path(), "t"), schema_json(&schema)).unwrap();
@@ -586,5 +604,48 @@ mod tests {
             panic!("'null' in an int column loaded");
         };
         assert!(e.contains("line 2") && e.contains("empty cell"), "{e}");
+    }
+
+    #[test]
+    fn formulas_are_guarded_in_the_csv_and_read_back_as_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Schema::parse_columns(&["s:str".to_string(), "n:int".to_string()]).unwrap();
+        let mut table = Table::new("t".into(), schema);
+        let cells = [
+            "=cmd|' /C calc'!A0",
+            "+1",
+            "-2+3",
+            "@SUM(A1)",
+            "'quoted",
+            "plain",
+        ];
+        for s in cells {
+            table
+                .insert(vec![(1, Value::Str(s.into())), (2, Value::Int(-5))])
+                .unwrap();
+        }
+        let csv = String::from_utf8(table_csv(&table)).unwrap();
+        assert_eq!(
+            csv,
+            "id,s,n\n1,'=cmd|' /C calc'!A0,-5\n2,'+1,-5\n3,'-2+3,-5\n4,'@SUM(A1),-5\n5,''quoted,-5\n6,plain,-5\n"
+        );
+        let sf = SchemaFile {
+            columns: table.schema.specs(),
+            next_id: table.next_id(),
+            saved: None,
+            formula_guard: true,
+        };
+        fs::write(csv_path(dir.path(), "t"), &csv).unwrap();
+        fs::write(schema_path(dir.path(), "t"), schema_json(&sf)).unwrap();
+        let back = load_table(dir.path(), "t", None).unwrap().table;
+        let read: Vec<Value> = back.rows().map(|r| r[1].clone()).collect();
+        let want: Vec<Value> = cells.iter().map(|s| Value::Str(s.to_string())).collect();
+        assert_eq!(read, want);
+        // A file from before the guard is read as it is.
+        let old = r#"{"columns":["s:str","n:int"],"next_id":2}"#;
+        fs::write(schema_path(dir.path(), "t"), old).unwrap();
+        fs::write(csv_path(dir.path(), "t"), "id,s,n\n1,'kept,1\n").unwrap();
+        let back = load_table(dir.path(), "t", None).unwrap().table;
+        assert_eq!(back.rows().next().unwrap()[1], Value::Str("'kept".into()));
     }
 }

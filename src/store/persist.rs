@@ -49,6 +49,31 @@ pub(super) struct SchemaFile {
     /// What the last save wrote (absent in files from before it was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) saved: Option<Saved>,
+    /// Whether text cells in the CSV carry the formula guard ([`guard_cell`]); false
+    /// for files written before it, whose cells are read as they are.
+    #[serde(default)]
+    pub(super) formula_guard: bool,
+}
+
+/// Characters that make a spreadsheet take a cell as a formula (OWASP's list), and the
+/// quote that guards them.
+const FORMULA_START: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A text cell as written to the CSV: one starting like a formula (`=cmd|' /C calc'!A0`)
+/// gets a leading `'`, so a spreadsheet shows it as text instead of running it. A cell
+/// that already starts with `'` gets one more, so that [`unguard_cell`] gives back
+/// exactly what was stored.
+pub(super) fn guard_cell(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.starts_with(FORMULA_START) || s.starts_with('\'') {
+        format!("'{s}").into()
+    } else {
+        s.into()
+    }
+}
+
+/// The stored text of a guarded cell.
+pub(super) fn unguard_cell(s: &str) -> &str {
+    s.strip_prefix('\'').unwrap_or(s)
 }
 
 /// What a save wrote, so that a CSV deleted, emptied or replaced behind the server's back
@@ -96,6 +121,7 @@ fn snapshot(
                     replaces: None,
                     segment: segment.unwrap_or(0),
                 }),
+                formula_guard: true,
             };
             (t.name.clone(), table_csv(&t), schema)
         };
@@ -178,7 +204,10 @@ pub(super) fn table_csv(t: &Table) -> Vec<u8> {
     let mut cells: Vec<String> = Vec::with_capacity(t.schema.columns.len());
     for row in t.rows() {
         cells.clear();
-        cells.extend(row.iter().map(Value::to_csv));
+        cells.extend(row.iter().map(|v| match v {
+            Value::Str(s) => guard_cell(s).into_owned(),
+            v => v.to_csv(),
+        }));
         csv::write_record(
             &mut out,
             row.iter().zip(&cells).map(|(v, s)| {
