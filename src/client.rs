@@ -143,6 +143,14 @@ impl Default for Options {
 
 type ReplySender = may::sync::mpsc::Sender<Result<Value, ClientError>>;
 
+/// `req` with a `where` filter, when there is one.
+fn with_where(mut req: Value, filter: Option<&str>) -> Value {
+    if let Some(f) = filter {
+        req["where"] = Value::from(f);
+    }
+    req
+}
+
 /// What a reconnection restores: the state the server accepted, whichever way it was
 /// asked for (the helpers or `request`).
 #[derive(Default)]
@@ -190,18 +198,12 @@ impl Restore {
         if let Some(n) = &self.name {
             reqs.push((format!("NAME {n}"), json!({"op": "name", "name": n})));
         }
-        let with = |mut r: Value, filter: &Option<String>| {
-            if let Some(f) = filter {
-                r["where"] = Value::from(f.as_str());
-            }
-            r
-        };
         for (target, filter) in &self.subs {
-            let r = with(json!({"op": "sub", "channel": target}), filter);
+            let r = with_where(json!({"op": "sub", "channel": target}), filter.as_deref());
             reqs.push((format!("SUB {target}"), r));
         }
         for (table, filter) in &self.watches {
-            let r = with(json!({"op": "watch", "table": table}), filter);
+            let r = with_where(json!({"op": "watch", "table": table}), filter.as_deref());
             reqs.push((format!("WATCH {table}"), r));
         }
         reqs
@@ -453,11 +455,8 @@ impl Client {
 
     /// Subscribes with a `WHERE` filter on JSON messages.
     pub fn subscribe_where(&self, target: &str, filter: Option<&str>) -> Result<(), ClientError> {
-        let mut req = json!({"channel": target});
-        if let Some(f) = filter {
-            req["where"] = Value::from(f);
-        }
-        self.call("sub", req).map(|_| ())
+        self.call("sub", with_where(json!({"channel": target}), filter))
+            .map(|_| ())
     }
 
     pub fn unsubscribe(&self, target: &str) -> Result<(), ClientError> {
@@ -469,11 +468,8 @@ impl Client {
     /// Watches a table's row changes, those matching `filter` if given (restored after
     /// a reconnection). They arrive as [`Event::Row`].
     pub fn watch(&self, table: &str, filter: Option<&str>) -> Result<(), ClientError> {
-        let mut req = json!({"table": table});
-        if let Some(f) = filter {
-            req["where"] = Value::from(f);
-        }
-        self.call("watch", req).map(|_| ())
+        self.call("watch", with_where(json!({"table": table}), filter))
+            .map(|_| ())
     }
 
     pub fn unwatch(&self, table: &str) -> Result<(), ClientError> {

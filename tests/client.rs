@@ -119,15 +119,26 @@ fn typed_payloads_through_pub_sub_and_direct_messages() {
     }
 }
 
-#[test]
-fn reconnects_and_restores_name_and_subscriptions() {
-    let mut first = common::start();
-    let addr = first.local_addr();
+/// A client that reconnects, with a short request timeout.
+fn reconnecting_client(addr: std::net::SocketAddr) -> Client {
     let opts = Options {
         timeout: Duration::from_secs(5),
         ..Options::default()
     };
-    let c = Client::connect_with(&addr.to_string(), opts).unwrap();
+    Client::connect_with(&addr.to_string(), opts).unwrap()
+}
+
+/// A new in-memory server on the port a stopped one used.
+fn restart_on(addr: std::net::SocketAddr) -> leviathan::ServerHandle {
+    let listener = std::net::TcpListener::bind(addr).expect("the port is free again");
+    leviathan::Server::start(listener, leviathan::Config::default()).unwrap()
+}
+
+#[test]
+fn reconnects_and_restores_name_and_subscriptions() {
+    let mut first = common::start();
+    let addr = first.local_addr();
+    let c = reconnecting_client(addr);
     c.name("node-a").unwrap();
     c.subscribe("jobs.>").unwrap();
     first.shutdown();
@@ -146,8 +157,7 @@ fn reconnects_and_restores_name_and_subscriptions() {
     assert!(matches!(c.ping(), Err(ClientError::Disconnected)));
     // The server comes back on the same port; the client finds it within the
     // backoff cap.
-    let listener = std::net::TcpListener::bind(addr).expect("the port is free again");
-    let second = leviathan::Server::start(listener, leviathan::Config::default()).unwrap();
+    let second = restart_on(addr);
     let started = Instant::now();
     assert_eq!(
         next_event(&c),
@@ -219,11 +229,7 @@ fn the_same_api_over_websocket() {
 fn a_reconnection_says_what_it_could_not_restore() {
     let mut first = common::start();
     let addr = first.local_addr();
-    let opts = Options {
-        timeout: Duration::from_secs(5),
-        ..Options::default()
-    };
-    let c = Client::connect_with(&addr.to_string(), opts).unwrap();
+    let c = reconnecting_client(addr);
     c.name("node-b").unwrap();
     c.create("news").unwrap();
     c.subscribe("news").unwrap();
@@ -239,8 +245,7 @@ fn a_reconnection_says_what_it_could_not_restore() {
     first.shutdown();
     while next_event(&c) != Event::Disconnected {}
     // An in-memory server comes back: no channel news, no table t.
-    let listener = std::net::TcpListener::bind(addr).expect("the port is free again");
-    let _second = leviathan::Server::start(listener, leviathan::Config::default()).unwrap();
+    let _second = restart_on(addr);
     let not_restored = match next_event(&c) {
         Event::Reconnected { not_restored } => not_restored,
         other => panic!("{other:?}"),
