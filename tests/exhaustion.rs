@@ -302,3 +302,118 @@ fn partial_lines_are_bounded_by_the_input_budget() {
         stats.input_buffered.load(Ordering::Acquire) == 0
     });
 }
+
+/// A WebSocket whose raw socket the test writes to itself, to send part of a message.
+type RawWs = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
+
+fn ws_connect(addr: std::net::SocketAddr) -> RawWs {
+    let (mut ws, _) = tungstenite::connect(format!("ws://{addr}/")).expect("handshake");
+    raw(&mut ws)
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    ws.read().expect("greeting");
+    ws
+}
+
+fn raw(ws: &mut RawWs) -> &mut TcpStream {
+    match ws.get_mut() {
+        tungstenite::stream::MaybeTlsStream::Plain(s) => s,
+        _ => unreachable!("plain ws://"),
+    }
+}
+
+/// The head of a masked client text frame announcing `len` payload bytes (mask 0: the
+/// payload goes out as it is).
+fn frame_head(len: u64) -> Vec<u8> {
+    let mut head = vec![0x81, 0x80 | 127];
+    head.extend_from_slice(&len.to_be_bytes());
+    head.extend_from_slice(&[0, 0, 0, 0]);
+    head
+}
+
+/// What a WebSocket client gets once the server closes: the text frames, then the end.
+fn ws_texts_until_closed(ws: &mut RawWs, limit: Duration) -> Vec<String> {
+    raw(ws).set_read_timeout(Some(limit)).unwrap();
+    let mut texts = Vec::new();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        match ws.read() {
+            Ok(tungstenite::Message::Text(t)) => texts.push(t.to_string()),
+            Ok(_) => {}
+            Err(_) => return texts,
+        }
+    }
+    panic!("not closed within {limit:?}; got {texts:?}");
+}
+
+#[test]
+fn a_websocket_message_that_never_ends_is_cut_after_the_line_timeout() {
+    let server = start_with(Config {
+        ping_interval: None,
+        ..liveness_config()
+    });
+    let mut ws = ws_connect(server.local_addr());
+    let started = Instant::now();
+    raw(&mut ws).write_all(&frame_head(1000)).unwrap();
+    // One payload byte every 100 ms, bounded to 5 s; the message needs 1000.
+    while started.elapsed() < Duration::from_secs(5) {
+        if raw(&mut ws).write_all(b"x").is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        raw(&mut ws).set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        let peeked = raw(&mut ws).peek(&mut b);
+        raw(&mut ws).set_nonblocking(false).unwrap();
+        if peeked.is_ok() {
+            break;
+        }
+    }
+    let texts = ws_texts_until_closed(&mut ws, Duration::from_secs(5));
+    assert_eq!(texts, ["BYE line_timeout"]);
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn partial_websocket_messages_are_bounded_by_the_input_budget() {
+    let server = start_with(Config {
+        input_budget: 4 << 20,
+        ..Config::default()
+    });
+    let addr = server.local_addr();
+    let stats = server.stats();
+    let chunk = vec![b'a'; 100 << 10];
+    // Ten WebSockets each holding up to 900 KB of a 1000 KB message: 9 MB against a
+    // 4 MB budget.
+    let mut conns: Vec<RawWs> = (0..10).map(|_| ws_connect(addr)).collect();
+    for ws in conns.iter_mut() {
+        raw(ws).write_all(&frame_head(1000 << 10)).unwrap();
+    }
+    for _ in 0..9 {
+        for ws in conns.iter_mut() {
+            let _ = raw(ws).write_all(&chunk);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_for("the budget holds", Duration::from_secs(5), || {
+        stats.input_buffered.load(Ordering::Acquire) <= (4 << 20) + (1 << 20)
+    });
+    let mut cut = 0;
+    for ws in conns.iter_mut() {
+        raw(ws)
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        if let Ok(tungstenite::Message::Text(t)) = ws.read() {
+            assert_eq!(t.as_str(), "BYE input_budget");
+            cut += 1;
+        }
+    }
+    assert!(cut >= 4, "only {cut} of 10 were cut");
+    let mut canary = Client::connect(addr);
+    assert_eq!(canary.ok("PING"), "+PONG");
+    drop(conns);
+    wait_for("held bytes are given back", Duration::from_secs(5), || {
+        stats.input_buffered.load(Ordering::Acquire) == 0
+    });
+}

@@ -16,7 +16,7 @@ use tungstenite::{Message, WebSocket};
 
 use super::outbox::Outbox;
 use super::session::Session;
-use super::{new_id, write_until, OUT_BUDGET};
+use super::{new_id, write_until, InputShare, OUT_BUDGET};
 use crate::manager::Transport;
 use crate::protocol::Format;
 use crate::server::ServerContext;
@@ -27,6 +27,9 @@ pub struct PrefixStream {
     prefix: Vec<u8>,
     pos: usize,
     pub stream: TcpStream,
+    /// Bytes handed to tungstenite since it last returned a whole message: about what
+    /// it holds of a message still arriving, for the input budget and the line timeout.
+    unfinished: usize,
 }
 
 impl Read for PrefixStream {
@@ -39,9 +42,12 @@ impl Read for PrefixStream {
                 self.prefix = Vec::new();
                 self.pos = 0;
             }
+            self.unfinished += n;
             return Ok(n);
         }
-        self.stream.inner_mut().read(buf)
+        let n = self.stream.inner_mut().read(buf)?;
+        self.unfinished += n;
+        Ok(n)
     }
 }
 
@@ -66,6 +72,7 @@ pub(crate) fn serve_http(
         prefix: head,
         pos: 0,
         stream,
+        unfinished: 0,
     };
     match classify(&s.prefix) {
         Ok(true) => {}
@@ -85,8 +92,9 @@ pub(crate) fn serve_http(
         .max_frame_size(Some(max))
         .max_write_buffer_size(ctx.config.outbox_limit.max(defaults.write_buffer_size + 1));
     let deadline = Instant::now() + Duration::from_secs(10);
+    // The handshake's own bytes are no part of a message.
     let mut attempt = tungstenite::accept_with_config(&mut s, Some(config));
-    let ws = loop {
+    let mut ws = loop {
         match attempt {
             Ok(ws) => break ws,
             Err(HandshakeError::Interrupted(mid)) => {
@@ -104,6 +112,7 @@ pub(crate) fn serve_http(
             }
         }
     };
+    ws.get_mut().unfinished = 0;
     run_ws(ws, addr, ctx, fixed);
 }
 
@@ -190,6 +199,7 @@ fn run_ws(
     let limit = ctx.config.outbox_limit;
     let max_line = ctx.config.max_line;
     let outbox = Arc::new(Outbox::new(id, ws.get_ref().stream.waker(), limit));
+    let mut input = InputShare::new(&ctx);
     let Some(mut session) = Session::start(ctx, id, outbox, addr, Transport::WebSocket, fixed)
     else {
         return;
@@ -228,6 +238,7 @@ fn run_ws(
             let read = ws.read();
             if read.is_ok() {
                 session.outbox.note_input();
+                ws.get_mut().unfinished = 0;
             }
             match read {
                 Ok(Message::Text(t)) => {
@@ -241,7 +252,14 @@ fn run_ws(
                     }
                 }
                 Ok(_) => {}
-                Err(e) if is_would_block(&e) => break,
+                Err(e) if is_would_block(&e) => {
+                    // A message still arriving counts like a TCP client's incomplete
+                    // line: against the server's input budget and the line timeout.
+                    let held = ws.get_ref().unfinished;
+                    session.outbox.note_partial(held);
+                    input.hold(held, &session);
+                    break;
+                }
                 Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => return,
                 Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. })) => {
                     session.reject_line(
