@@ -6,7 +6,7 @@
 //!   the [`server::ServerHandle`] that stops it.
 //! - [`conn`]: one coroutine per connection: sniffs line client vs HTTP/WebSocket,
 //!   frames lines ([`conn::lines`]), and keeps replies in order ([`conn::session`]);
-//!   [`conn::outbox`] is how other threads hand it replies and pushes.
+//!   [`manager::outbox`] is how other threads hand it replies and pushes.
 //! - [`protocol`]: bytes → [`protocol::Request`] → [`protocol::Command`]; [`protocol::Reply`]
 //!   and [`protocol::Push`] encoded for text or JSON. No I/O.
 //! - [`commands`]: one file per command family: specs (usage, help, parsers) and apply.
@@ -23,6 +23,7 @@
 //! in the request's format → written in batches.
 
 pub mod client;
+pub mod collections;
 pub mod commands;
 pub mod conn;
 pub mod console;
@@ -43,7 +44,7 @@ mod size_guard {
     #[test]
     fn hot_path_types_stay_small() {
         use std::mem::size_of;
-        assert!(size_of::<crate::conn::outbox::OutItem>() <= 64);
+        assert!(size_of::<crate::manager::outbox::OutItem>() <= 64);
         assert!(size_of::<crate::protocol::Reply>() <= 64);
         assert!(size_of::<crate::protocol::Push>() <= 32);
         assert!(size_of::<crate::protocol::Command>() <= 128);

@@ -5,7 +5,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::os::unix::io::{FromRawFd, IntoRawFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use may::net::TcpListener;
 use crate::commands::table_api::Tables;
 use crate::conn;
 use crate::manager::liveness::Liveness;
+pub use crate::manager::stats::Stats;
 use crate::manager::{ChannelOp, Manager, ManagerSettings};
 use crate::protocol::ParseLimits;
 use crate::store::journal::{FsyncPolicy, Journal};
@@ -113,21 +114,6 @@ pub fn default_workers() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get().saturating_sub(1).max(1))
         .unwrap_or(1)
-}
-
-/// Counters anyone may read while the server runs.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Connections accepted since start.
-    pub connections_total: AtomicU64,
-    /// Connections being served now.
-    pub connections_current: AtomicUsize,
-    /// Connections refused because `max_connections` were already served.
-    pub connections_refused: AtomicU64,
-    /// Connections closed because their outbox overflowed.
-    pub slow_consumers: AtomicU64,
-    /// Bytes of incomplete request lines held by all connections now.
-    pub input_buffered: AtomicUsize,
 }
 
 /// What every connection coroutine shares.

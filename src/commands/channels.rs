@@ -6,9 +6,9 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::CommandSpec;
-use crate::conn::outbox::ConnId;
-use crate::conn::outbox::Outbox;
 use crate::manager::channel::{Channel, Filter};
+use crate::manager::outbox::ConnId;
+use crate::manager::outbox::Outbox;
 use crate::manager::subject::{self, Target};
 use crate::manager::Manager;
 use crate::protocol::args::clip;

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::CommandSpec;
-use crate::conn::outbox::ConnId;
+use crate::manager::outbox::ConnId;
 use crate::manager::{Manager, Watcher};
 use crate::protocol::args::clip;
 use crate::protocol::push::RowEvent;

@@ -41,7 +41,7 @@ fn families() -> [&'static [CommandSpec]; 4] {
 const MAX_VERB: usize = 16;
 
 /// Every spec by its upper-case name, built once.
-static BY_NAME: std::sync::LazyLock<crate::manager::Map<&'static str, &'static CommandSpec>> =
+static BY_NAME: std::sync::LazyLock<crate::collections::Map<&'static str, &'static CommandSpec>> =
     std::sync::LazyLock::new(|| {
         families()
             .into_iter()

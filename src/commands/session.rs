@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use serde_json::{json, Value};
 
 use super::CommandSpec;
-use crate::conn::outbox::ConnId;
+use crate::manager::outbox::ConnId;
 use crate::manager::Manager;
 use crate::protocol::args::{clip, Args};
 use crate::protocol::{Command, ErrorReply, Format, FormatChoice, Item, Reply};

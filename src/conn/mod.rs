@@ -3,10 +3,9 @@
 //! upgrade), then runs that transport's loop: read what has arrived, handle every
 //! complete request, encode replies and pushes, write what the socket takes, and
 //! sleep in `wait_io` when nothing more can be done. The channel manager wakes it
-//! through its [`outbox::Outbox`].
+//! through its [`Outbox`].
 
 pub mod lines;
-pub mod outbox;
 pub mod session;
 mod sniff;
 mod stream;
@@ -22,11 +21,11 @@ use std::time::{Duration, Instant};
 use may::io::WaitIo;
 use may::net::TcpStream;
 
+use crate::manager::outbox::Outbox;
 use crate::manager::Transport;
 use crate::protocol::push::ByeReason;
 use crate::server::ServerContext;
 use lines::{Line, LineReader};
-use outbox::Outbox;
 use session::{Ending, Session};
 
 /// Encoded output held before the connection stops taking more from its outbox or
@@ -217,7 +216,7 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
 }
 
 /// This connection's part of the server's input budget: the bytes of an incomplete line
-/// it holds, added to [`crate::server::Stats::input_buffered`] (and taken back when it
+/// it holds, added to [`crate::manager::stats::Stats::input_buffered`] (and taken back when it
 /// ends).
 struct InputShare {
     ctx: Arc<ServerContext>,

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::outbox::{ConnId, OutItem, Outbox};
 use super::stream::{Step, Streaming, STREAM_ITEMS_FROM};
 use crate::commands;
 use crate::commands::select::RowStream;
 use crate::commands::tables::TableCommand;
+use crate::manager::outbox::{ConnId, OutItem, Outbox};
 use crate::manager::{ChannelOp, Transport};
 use crate::protocol::push::ByeReason;
 use crate::protocol::{self, guess_format, Command, ErrorReply, Format, FormatChoice, Push, Reply};

@@ -14,9 +14,9 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
-use super::outbox::Outbox;
 use super::session::Session;
 use super::{new_id, write_until, InputShare, OUT_BUDGET};
+use crate::manager::outbox::Outbox;
 use crate::manager::Transport;
 use crate::protocol::Format;
 use crate::server::ServerContext;

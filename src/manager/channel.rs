@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use super::Map;
-use crate::conn::outbox::{ConnId, Outbox};
+use crate::collections::Map;
+use crate::manager::outbox::{ConnId, Outbox};
 use crate::store::expr::Expr;
 
 /// A subscription's `WHERE` filter on JSON messages.

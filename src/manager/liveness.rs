@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::Manager;
-use crate::conn::outbox::now_ms;
+use crate::manager::outbox::now_ms;
 use crate::protocol::push::ByeReason;
 use crate::protocol::Push;
 

@@ -4,7 +4,9 @@
 
 pub mod channel;
 pub mod liveness;
+pub mod outbox;
 pub mod stage;
+pub mod stats;
 pub mod subject;
 
 use std::collections::VecDeque;
@@ -14,22 +16,16 @@ use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use crate::collections::{Map, Set};
 use crate::commands;
-use crate::conn::outbox::{ConnId, OutItem, Outbox};
 use crate::protocol::push::ByeReason;
 use crate::protocol::{Command, Push, Reply};
-use crate::server::Stats;
 use crate::store::expr::Predicate;
 use crate::store::{ChangeNote, TableStore};
 use channel::{Channel, Filter};
+use outbox::{ConnId, OutItem, Outbox};
 use stage::{Staged, Stager};
-
-/// Hash map used for the manager's state: ahash is several times faster than SipHash on
-/// these short keys and still keyed randomly, so clients cannot flood one bucket with
-/// chosen channel names.
-pub type Map<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
-/// Hash set counterpart of [`Map`].
-pub type Set<T> = std::collections::HashSet<T, ahash::RandomState>;
+use stats::Stats;
 
 /// Most commands applied before what they produced is handed to the connections.
 const BATCH_COMMANDS: usize = 4096;

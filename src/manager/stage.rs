@@ -4,8 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::conn::outbox::{Delivery, OutItem, Outbox};
-use crate::server::Stats;
+use super::stats::Stats;
+use crate::manager::outbox::{Delivery, OutItem, Outbox};
 
 /// What became of a staged item.
 pub enum Staged {

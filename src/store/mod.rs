@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::manager::Map;
+use crate::collections::Map;
 use journal::{Journal, Record};
 use schema::Schema;
 use table::Table;
