@@ -47,6 +47,6 @@ mod size_guard {
         assert!(size_of::<crate::manager::outbox::OutItem>() <= 64);
         assert!(size_of::<crate::protocol::Reply>() <= 64);
         assert!(size_of::<crate::protocol::Push>() <= 32);
-        assert!(size_of::<crate::protocol::Command>() <= 128);
+        assert!(size_of::<crate::commands::Command>() <= 128);
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use super::Command;
 use super::CommandSpec;
 use crate::manager::channel::{Channel, Filter};
 use crate::manager::outbox::ConnId;
@@ -12,9 +13,7 @@ use crate::manager::outbox::Outbox;
 use crate::manager::subject::{self, Target};
 use crate::manager::Manager;
 use crate::protocol::args::clip;
-use crate::protocol::{
-    Command, ErrorReply, Format, Item, Message, MessageKind, Payload, Push, Reply,
-};
+use crate::protocol::{ErrorReply, Format, Item, Message, MessageKind, Payload, Push, Reply};
 use crate::store::expr::Expr;
 
 pub static SPECS: &[CommandSpec] = &[

@@ -5,12 +5,13 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::Command;
 use super::CommandSpec;
 use crate::manager::outbox::ConnId;
 use crate::manager::{Manager, Watcher};
 use crate::protocol::args::clip;
 use crate::protocol::push::RowEvent;
-use crate::protocol::{Command, ErrorReply, Push, Reply};
+use crate::protocol::{ErrorReply, Push, Reply};
 use crate::store::{read, ChangeNote};
 
 pub static SPECS: &[CommandSpec] = &[

@@ -9,14 +9,17 @@
 //!   which owns names, channels and subscriptions.
 
 pub mod channels;
+pub mod command;
 pub mod live;
 pub mod select;
 pub mod session;
 pub mod table_api;
 pub mod tables;
 
+pub use command::{parse_request, parse_text, Command, Request};
+
 use crate::protocol::args::{clip, Args, JsonArgs};
-use crate::protocol::{Command, ErrorReply, Item, Reply};
+use crate::protocol::{ErrorReply, Item, Reply};
 
 /// A command's contract: how it is written and how it is parsed.
 pub struct CommandSpec {
@@ -66,21 +69,6 @@ pub fn spec(verb: &str) -> Option<&'static CommandSpec> {
 /// Every command's name, in `HELP` order (for completion in `clientmain`).
 pub fn names() -> Vec<&'static str> {
     families().into_iter().flatten().map(|s| s.name).collect()
-}
-
-/// Parses a text command from its verb and the rest of its line.
-pub fn parse_text(verb: &str, rest: &str) -> Result<Command, ErrorReply> {
-    match spec(verb) {
-        Some(spec) => (spec.parse_text)(Args::new(rest, spec.usage)),
-        None => Err(ErrorReply::new(
-            "unknown_command",
-            format!(
-                "unknown command '{}';{} type HELP for the list",
-                clip(verb),
-                did_you_mean(verb, |n| n.to_string())
-            ),
-        )),
-    }
 }
 
 /// ` did you mean PUB?` for a verb that is another system's name for a command

@@ -8,11 +8,12 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
+use super::Command;
 use super::CommandSpec;
 use crate::manager::outbox::ConnId;
 use crate::manager::Manager;
 use crate::protocol::args::{clip, Args};
-use crate::protocol::{Command, ErrorReply, Format, FormatChoice, Item, Reply};
+use crate::protocol::{ErrorReply, Format, FormatChoice, Item, Reply};
 
 /// Longest client name.
 pub const MAX_NAME: usize = 64;

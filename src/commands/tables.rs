@@ -4,11 +4,12 @@
 
 use serde_json::{json, Map as JsonMap, Value as Json};
 
+use super::Command;
 use super::CommandSpec;
 use crate::protocol::args::{clip, type_name, Args, JsonArgs};
 use crate::protocol::json::check_depth;
 use crate::protocol::reply::RowsReply;
-use crate::protocol::{Command, ErrorReply, Item, Reply};
+use crate::protocol::{ErrorReply, Item, Reply};
 use crate::store::expr::{self, CompileError, Expr, Predicate};
 use crate::store::journal::Record;
 use crate::store::lex::{self, Tok};

@@ -10,10 +10,11 @@ use super::stream::{Step, Streaming, STREAM_ITEMS_FROM};
 use crate::commands;
 use crate::commands::select::RowStream;
 use crate::commands::tables::TableCommand;
+use crate::commands::Command;
 use crate::manager::outbox::{ConnId, OutItem, Outbox};
 use crate::manager::{ChannelOp, Transport};
 use crate::protocol::push::ByeReason;
-use crate::protocol::{self, guess_format, Command, ErrorReply, Format, FormatChoice, Push, Reply};
+use crate::protocol::{guess_format, ErrorReply, Format, FormatChoice, Push, Reply};
 use crate::server::ServerContext;
 use crate::store::journal::{Journal, Waiter};
 
@@ -292,7 +293,7 @@ impl Session {
 
     /// Handles one request line (without its `\n`).
     pub fn handle_line(&mut self, line: &[u8]) {
-        let Some(req) = protocol::parse_request(line, &self.ctx.limits) else {
+        let Some(req) = commands::parse_request(line, &self.ctx.limits) else {
             return;
         };
         if !self.fixed {

@@ -18,8 +18,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::collections::{Map, Set};
 use crate::commands;
+use crate::commands::Command;
 use crate::protocol::push::ByeReason;
-use crate::protocol::{Command, Push, Reply};
+use crate::protocol::{Push, Reply};
 use crate::store::expr::Predicate;
 use crate::store::{ChangeNote, TableStore};
 use channel::{Channel, Filter};

@@ -2,76 +2,63 @@
 
 use serde_json::Value;
 
-use super::args::{clip, JsonArgs};
-use super::reply::ErrorReply;
-use super::{Format, ParseLimits, Request};
-use crate::commands;
+use std::borrow::Cow;
 
-/// Parses a line that starts with `{`. Nesting deeper than `limits.max_json_depth`
-/// is refused before serde_json runs, because its recursive descent would otherwise
-/// need stack in proportion to the nesting.
+use super::reply::ErrorReply;
+use super::{Body, Envelope, Format, ParseLimits, RawArgs};
+
+/// Parses a line that starts with `{` into its envelope: `op` is the verb, the other
+/// fields (less `id`) the arguments. Nesting deeper than `limits.max_json_depth` is
+/// refused before serde_json runs, because its recursive descent would otherwise need
+/// stack in proportion to the nesting.
 // Out of line so serde_json's frames are only on the stack for JSON lines.
 #[inline(never)]
-pub fn parse(line: &str, limits: &ParseLimits) -> Request {
-    let mut req = Request {
+pub fn parse(line: &str, limits: &ParseLimits) -> Envelope<'static> {
+    let mut env = Envelope {
         format: Format::Json,
         id: None,
-        command: Err(ErrorReply::new("bad_json", String::new())),
+        body: Err(ErrorReply::new("bad_json", String::new())),
     };
     if let Err(depth) = check_depth(line.as_bytes(), limits.max_json_depth) {
-        req.command = Err(ErrorReply::new(
+        env.body = Err(ErrorReply::new(
             "bad_json",
             format!(
                 "JSON nested deeper than {} levels (found {depth})",
                 limits.max_json_depth
             ),
         ));
-        return req;
+        return env;
     }
     let mut obj = match serde_json::from_str::<Value>(line) {
         Ok(Value::Object(o)) => o,
         Ok(_) => {
-            req.command = Err(ErrorReply::new(
+            env.body = Err(ErrorReply::new(
                 "bad_json",
                 "a JSON request must be an object".into(),
             ));
-            return req;
+            return env;
         }
         Err(e) => {
-            req.command = Err(ErrorReply::new("bad_json", format!("invalid JSON: {e}")));
-            return req;
+            env.body = Err(ErrorReply::new("bad_json", format!("invalid JSON: {e}")));
+            return env;
         }
     };
-    req.id = obj.remove("id");
-    let op = match obj.remove("op") {
-        Some(Value::String(op)) => op,
-        Some(_) => {
-            req.command = Err(ErrorReply::new(
-                "bad_json",
-                "field 'op' must be a string naming the command".into(),
-            ));
-            return req;
-        }
-        None => {
-            req.command = Err(ErrorReply::new(
-                "bad_json",
-                "missing field 'op' (e.g. {\"op\":\"ping\"})".into(),
-            ));
-            return req;
-        }
-    };
-    req.command = match commands::spec(&op) {
-        Some(spec) => (spec.parse_json)(JsonArgs::new(obj, spec.json)),
+    env.id = obj.remove("id");
+    env.body = match obj.remove("op") {
+        Some(Value::String(op)) => Ok(Body {
+            verb: Cow::Owned(op),
+            args: RawArgs::Json(obj),
+        }),
+        Some(_) => Err(ErrorReply::new(
+            "bad_json",
+            "field 'op' must be a string naming the command".into(),
+        )),
         None => Err(ErrorReply::new(
-            "unknown_command",
-            format!(
-                "unknown command '{}';{} send {{\"op\":\"help\"}} for the list",
-                clip(&op),
-                commands::did_you_mean(&op, |n| format!("\"{}\"", n.to_ascii_lowercase()))
-            ),
+            "bad_json",
+            "missing field 'op' (e.g. {\"op\":\"ping\"})".into(),
         )),
     };
-    req
+    env
 }
 
 /// Scans brackets outside strings; `Err(depth)` once nesting exceeds `max`.
@@ -108,13 +95,17 @@ pub fn check_depth(bytes: &[u8], max: usize) -> Result<(), usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Command;
 
     #[test]
-    fn id_is_echoed_and_op_dispatched() {
-        let r = parse(r#"{"op":"ping","id":7}"#, &ParseLimits::default());
+    fn id_is_kept_and_op_is_the_verb() {
+        let r = parse(r#"{"op":"ping","id":7,"x":1}"#, &ParseLimits::default());
         assert_eq!(r.id, Some(Value::from(7)));
-        assert_eq!(r.command, Ok(Command::Ping(None)));
+        let body = r.body.unwrap();
+        assert_eq!(body.verb, "ping");
+        match body.args {
+            RawArgs::Json(obj) => assert_eq!(obj.len(), 1),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -125,7 +116,7 @@ mod tests {
             "]".repeat(5000)
         );
         let r = parse(&deep, &ParseLimits::default());
-        assert_eq!(r.command.unwrap_err().code, "bad_json");
+        assert_eq!(r.body.unwrap_err().code, "bad_json");
         // Brackets inside strings do not count.
         assert!(check_depth(br#"{"a":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}"#, 4).is_ok());
     }
@@ -133,18 +124,14 @@ mod tests {
     #[test]
     fn errors_name_the_problem() {
         let lim = ParseLimits::default();
-        assert_eq!(parse("{nope", &lim).command.unwrap_err().code, "bad_json");
-        assert_eq!(parse("[1]", &lim).command.unwrap_err().code, "bad_json");
+        assert_eq!(parse("{nope", &lim).body.unwrap_err().code, "bad_json");
+        assert_eq!(parse("[1]", &lim).body.unwrap_err().code, "bad_json");
+        let e = parse(r#"{"x":1,"id":3}"#, &lim);
         assert_eq!(
-            parse(r#"{"x":1}"#, &lim).command.unwrap_err().code,
-            "bad_json"
+            e.id,
+            Some(Value::from(3)),
+            "the id is echoed with the error"
         );
-        let e = parse(r#"{"op":"frobnicate"}"#, &lim).command.unwrap_err();
-        assert_eq!(e.code, "unknown_command");
-        assert!(e.message.contains("frobnicate"));
-        let e = parse(r#"{"op":"sub","chanel":"x"}"#, &lim)
-            .command
-            .unwrap_err();
-        assert_eq!(e.code, "bad_args");
+        assert_eq!(e.body.unwrap_err().code, "bad_json");
     }
 }

@@ -1,20 +1,21 @@
-//! The wire protocol, free of I/O: request lines become a [`Request`] holding one
-//! [`Command`]; [`Reply`] and [`Push`] values are encoded for a client's [`Format`].
-//!
-//! Text and JSON parse into the same `Command`, so applying a command never depends
-//! on how it arrived; encoding happens only at the edge (see `reply.rs`, `push.rs`).
+//! The wire, the house's ground floor, free of I/O: a request line becomes an
+//! [`Envelope`] (format, id, verb, raw arguments) that the application layer's command
+//! parsers read through the argument cursors of [`args`]; [`Reply`] and [`Push`]
+//! values are encoded for a client's [`Format`] (see `reply.rs`, `push.rs`). It knows
+//! nothing of commands, the store, the manager or connections.
 
 pub mod args;
 pub mod json;
 pub mod push;
 pub mod reply;
+pub mod value;
+
+use std::borrow::Cow;
 
 use serde_json::Value;
 
 pub use push::{Message, MessageKind, Push};
 pub use reply::{ErrorReply, Item, Reply};
-
-use crate::commands;
 
 /// How a client speaks: each reply is encoded in the format of its request, and pushes
 /// in the format of the connection's most recent request.
@@ -94,86 +95,6 @@ pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// Every command a client can send, whichever format it arrived in.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Command {
-    Ping(Option<String>),
-    /// `FORMAT json|text|auto`: fix the format of pushes (`None`: show it; `auto`:
-    /// follow each request again).
-    Format(Option<FormatChoice>),
-    /// The answer to the server's `PING` push: no reply.
-    Pong,
-    Help(Option<String>),
-    Quit,
-    Name(String),
-    Whoami,
-    /// Server figures: uptime, connections, channels, tables, messages, memory.
-    Info,
-    Clients,
-    History,
-    Create(String),
-    Drop(String),
-    Channels,
-    /// Subscribe to a channel or pattern; with a filter, only JSON messages matching it.
-    Sub {
-        target: String,
-        filter: Option<Box<crate::store::expr::Expr>>,
-    },
-    Unsub(String),
-    /// Receive row changes of a table (those matching the filter).
-    Watch {
-        table: String,
-        filter: Option<Box<crate::store::expr::Expr>>,
-    },
-    Unwatch {
-        table: String,
-    },
-    Pub {
-        channel: String,
-        data: Payload,
-    },
-    Send {
-        to: String,
-        data: Payload,
-    },
-    /// A table command (see `commands::tables`). Boxed: it is large, and every command
-    /// is moved through the manager's queue.
-    Table(Box<commands::tables::TableCommand>),
-}
-
-impl Command {
-    /// Commands whose reply lists everything of a kind (and so may be large): a
-    /// connection sends one at a time, and writes its reply as its client reads.
-    pub fn is_listing(&self) -> bool {
-        matches!(
-            self,
-            Command::Channels | Command::Clients | Command::History
-        )
-    }
-
-    /// Commands the connection answers itself; all others go to the channel manager.
-    pub fn is_local(&self) -> bool {
-        matches!(
-            self,
-            Command::Ping(_)
-                | Command::Pong
-                | Command::Format(_)
-                | Command::Help(_)
-                | Command::Quit
-                | Command::Table(_)
-        )
-    }
-}
-
-/// One parsed request line: its format, the JSON request id to echo, and the command or
-/// the error to answer with.
-#[derive(Debug)]
-pub struct Request {
-    pub format: Format,
-    pub id: Option<Value>,
-    pub command: Result<Command, ErrorReply>,
-}
-
 /// Limits the parser enforces before doing any expensive work.
 #[derive(Clone, Copy, Debug)]
 pub struct ParseLimits {
@@ -196,16 +117,43 @@ pub fn guess_format(line: &[u8]) -> Format {
     }
 }
 
-/// Parses one line (without its `\n`). Returns `None` for an empty line, which is ignored.
-pub fn parse_request(line: &[u8], limits: &ParseLimits) -> Option<Request> {
+/// A request line as the wire sees it, before any command is known: its format, the
+/// JSON `id` to echo, and its verb with raw arguments, or what is wrong with the line.
+#[derive(Debug)]
+pub struct Envelope<'a> {
+    pub format: Format,
+    pub id: Option<Value>,
+    pub body: Result<Body<'a>, ErrorReply>,
+}
+
+/// A request's verb (a text line's first word, a JSON request's `op`) and its arguments.
+#[derive(Debug)]
+pub struct Body<'a> {
+    pub verb: Cow<'a, str>,
+    pub args: RawArgs<'a>,
+}
+
+/// A request's arguments as they came, for the command's own parser (through
+/// [`args::Args`] or [`args::JsonArgs`]).
+#[derive(Debug)]
+pub enum RawArgs<'a> {
+    /// The rest of a text line after the verb.
+    Text(&'a str),
+    /// A JSON request's fields other than `op` and `id`.
+    Json(serde_json::Map<String, Value>),
+}
+
+/// Parses one line (without its `\n`) into its envelope. Returns `None` for an empty
+/// line, which is ignored.
+pub fn parse_envelope<'a>(line: &'a [u8], limits: &ParseLimits) -> Option<Envelope<'a>> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let text = match std::str::from_utf8(line) {
         Ok(t) => t,
         Err(e) => {
-            return Some(Request {
+            return Some(Envelope {
                 format: guess_format(line),
                 id: None,
-                command: Err(ErrorReply::new(
+                body: Err(ErrorReply::new(
                     "bad_encoding",
                     format!(
                         "line is not valid UTF-8 (bad byte at offset {})",
@@ -226,10 +174,13 @@ pub fn parse_request(line: &[u8], limits: &ParseLimits) -> Option<Request> {
         Some(i) => (&trimmed[..i], &trimmed[i..]),
         None => (trimmed, ""),
     };
-    Some(Request {
+    Some(Envelope {
         format: Format::Text,
         id: None,
-        command: commands::parse_text(verb, rest),
+        body: Ok(Body {
+            verb: Cow::Borrowed(verb),
+            args: RawArgs::Text(rest),
+        }),
     })
 }
 
@@ -237,46 +188,32 @@ pub fn parse_request(line: &[u8], limits: &ParseLimits) -> Option<Request> {
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Request {
-        parse_request(s.as_bytes(), &ParseLimits::default()).expect("not empty")
+    fn parse(s: &str) -> Envelope<'_> {
+        parse_envelope(s.as_bytes(), &ParseLimits::default()).expect("not empty")
     }
 
     #[test]
     fn empty_and_blank_lines_are_ignored() {
-        assert!(parse_request(b"", &ParseLimits::default()).is_none());
-        assert!(parse_request(b"  \r", &ParseLimits::default()).is_none());
+        assert!(parse_envelope(b"", &ParseLimits::default()).is_none());
+        assert!(parse_envelope(b"  \r", &ParseLimits::default()).is_none());
     }
 
     #[test]
-    fn text_and_json_give_the_same_command() {
-        let t = parse("pub news hello  world\r");
-        let j = parse(r#"{"op":"pub","channel":"news","data":"hello  world"}"#);
-        assert_eq!(
-            t.command,
-            Ok(Command::Pub {
-                channel: "news".into(),
-                data: Payload::Text("hello  world".into())
-            })
-        );
-        assert_eq!(
-            j.command,
-            Ok(Command::Pub {
-                channel: "news".into(),
-                data: Payload::Json(Value::String("hello  world".into()))
-            })
-        );
-        assert_eq!(t.format, Format::Text);
-        assert_eq!(j.format, Format::Json);
+    fn a_text_line_is_its_verb_and_the_rest() {
+        let e = parse("pub news hello  world\r");
+        assert_eq!(e.format, Format::Text);
+        let body = e.body.unwrap();
+        assert_eq!(body.verb, "pub");
+        assert!(matches!(body.args, RawArgs::Text(" news hello  world")));
     }
 
     #[test]
     fn invalid_utf8_is_bad_encoding_in_the_lines_format() {
-        let r = parse_request(b"PUB news \xff\xfe", &ParseLimits::default()).unwrap();
-        assert_eq!(r.command.unwrap_err().code, "bad_encoding");
-        let r = parse_request(b"{\"op\":\"\xff\"}", &ParseLimits::default()).unwrap();
+        let r = parse_envelope(b"PUB news \xff\xfe", &ParseLimits::default()).unwrap();
+        assert_eq!(r.body.unwrap_err().code, "bad_encoding");
+        let r = parse_envelope(b"{\"op\":\"\xff\"}", &ParseLimits::default()).unwrap();
         assert_eq!(r.format, Format::Json);
     }
-
     #[test]
     fn payload_text_rendering_follows_the_contract() {
         let mut out = Vec::new();

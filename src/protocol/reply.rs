@@ -63,7 +63,7 @@ pub struct RowsReply {
     pub key: &'static str,
     pub one: bool,
     pub columns: std::sync::Arc<[String]>,
-    pub rows: Vec<Vec<crate::store::value::Value>>,
+    pub rows: Vec<Vec<super::value::Value>>,
 }
 
 impl RowsReply {
@@ -102,7 +102,7 @@ impl RowsReply {
 }
 
 /// `* name=value …` and its newline.
-fn row_text(out: &mut Vec<u8>, columns: &[String], row: &[crate::store::value::Value]) {
+fn row_text(out: &mut Vec<u8>, columns: &[String], row: &[super::value::Value]) {
     out.extend_from_slice(b"* ");
     for (i, (name, v)) in columns.iter().zip(row).enumerate() {
         if i > 0 {
@@ -116,7 +116,7 @@ fn row_text(out: &mut Vec<u8>, columns: &[String], row: &[crate::store::value::V
 }
 
 /// `{"name":value,…}`.
-fn row_json(out: &mut Vec<u8>, columns: &[String], row: &[crate::store::value::Value]) {
+fn row_json(out: &mut Vec<u8>, columns: &[String], row: &[super::value::Value]) {
     out.push(b'{');
     for (i, (name, v)) in columns.iter().zip(row).enumerate() {
         if i > 0 {
@@ -222,7 +222,7 @@ impl RowsEncoder {
         }
     }
 
-    pub fn row(&mut self, row: &[crate::store::value::Value], out: &mut Vec<u8>) {
+    pub fn row(&mut self, row: &[super::value::Value], out: &mut Vec<u8>) {
         match self.format {
             Format::Text => row_text(out, &self.columns, row),
             Format::Json => {

@@ -16,7 +16,8 @@ pub mod persist;
 pub mod record;
 pub mod schema;
 pub mod table;
-pub mod value;
+/// Table cells are the wire's typed values: rows go out in replies without conversion.
+pub use crate::protocol::value;
 
 use std::sync::{Arc, OnceLock};
 

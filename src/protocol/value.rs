@@ -1,4 +1,6 @@
-//! Column types, typed values, and their text and JSON forms.
+//! Column types and typed values (table cells, compared in `WHERE` conditions), with
+//! their text and JSON forms as they travel in requests, replies and pushes. The store
+//! keeps its rows in these values.
 
 use std::cmp::Ordering;
 use std::fmt::Write as _;

@@ -1,0 +1,184 @@
+//! The command a request asks for, whichever format it arrived in, and how a request
+//! line becomes one: the wire's envelope, then the parser of the verb's family.
+
+use serde_json::Value;
+
+use super::{did_you_mean, spec};
+use crate::protocol::args::{clip, Args, JsonArgs};
+use crate::protocol::{
+    parse_envelope, Body, ErrorReply, Format, FormatChoice, ParseLimits, Payload, RawArgs,
+};
+use crate::store::expr::Expr;
+
+/// Every command a client can send, whichever format it arrived in.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    Ping(Option<String>),
+    /// `FORMAT json|text|auto`: fix the format of pushes (`None`: show it; `auto`:
+    /// follow each request again).
+    Format(Option<FormatChoice>),
+    /// The answer to the server's `PING` push: no reply.
+    Pong,
+    Help(Option<String>),
+    Quit,
+    Name(String),
+    Whoami,
+    /// Server figures: uptime, connections, channels, tables, messages, memory.
+    Info,
+    Clients,
+    History,
+    Create(String),
+    Drop(String),
+    Channels,
+    /// Subscribe to a channel or pattern; with a filter, only JSON messages matching it.
+    Sub {
+        target: String,
+        filter: Option<Box<Expr>>,
+    },
+    Unsub(String),
+    /// Receive row changes of a table (those matching the filter).
+    Watch {
+        table: String,
+        filter: Option<Box<Expr>>,
+    },
+    Unwatch {
+        table: String,
+    },
+    Pub {
+        channel: String,
+        data: Payload,
+    },
+    Send {
+        to: String,
+        data: Payload,
+    },
+    /// A table command (see `tables.rs`). Boxed: it is large, and every command
+    /// is moved through the manager's queue.
+    Table(Box<super::tables::TableCommand>),
+}
+
+impl Command {
+    /// Commands whose reply lists everything of a kind (and so may be large): a
+    /// connection sends one at a time, and writes its reply as its client reads.
+    pub fn is_listing(&self) -> bool {
+        matches!(
+            self,
+            Command::Channels | Command::Clients | Command::History
+        )
+    }
+
+    /// Commands the connection answers itself; all others go to the channel manager.
+    pub fn is_local(&self) -> bool {
+        matches!(
+            self,
+            Command::Ping(_)
+                | Command::Pong
+                | Command::Format(_)
+                | Command::Help(_)
+                | Command::Quit
+                | Command::Table(_)
+        )
+    }
+}
+
+/// One parsed request line: its format, the JSON request id to echo, and the command or
+/// the error to answer with.
+#[derive(Debug)]
+pub struct Request {
+    pub format: Format,
+    pub id: Option<Value>,
+    pub command: Result<Command, ErrorReply>,
+}
+
+/// Parses one line (without its `\n`) into the request it makes. Returns `None` for an
+/// empty line, which is ignored.
+pub fn parse_request(line: &[u8], limits: &ParseLimits) -> Option<Request> {
+    let env = parse_envelope(line, limits)?;
+    Some(Request {
+        format: env.format,
+        id: env.id,
+        command: env.body.and_then(parse_body),
+    })
+}
+
+/// Finds the verb's family in the registry and lets its parser read the arguments.
+fn parse_body(body: Body) -> Result<Command, ErrorReply> {
+    match body.args {
+        RawArgs::Text(rest) => parse_text(&body.verb, rest),
+        RawArgs::Json(fields) => match spec(&body.verb) {
+            Some(spec) => (spec.parse_json)(JsonArgs::new(fields, spec.json)),
+            None => Err(ErrorReply::new(
+                "unknown_command",
+                format!(
+                    "unknown command '{}';{} send {{\"op\":\"help\"}} for the list",
+                    clip(&body.verb),
+                    did_you_mean(&body.verb, |n| format!("\"{}\"", n.to_ascii_lowercase()))
+                ),
+            )),
+        },
+    }
+}
+
+/// Parses a text command from its verb and the rest of its line.
+pub fn parse_text(verb: &str, rest: &str) -> Result<Command, ErrorReply> {
+    match spec(verb) {
+        Some(spec) => (spec.parse_text)(Args::new(rest, spec.usage)),
+        None => Err(ErrorReply::new(
+            "unknown_command",
+            format!(
+                "unknown command '{}';{} type HELP for the list",
+                clip(verb),
+                did_you_mean(verb, |n| n.to_string())
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Request {
+        parse_request(s.as_bytes(), &ParseLimits::default()).expect("not empty")
+    }
+
+    #[test]
+    fn text_and_json_give_the_same_command() {
+        let t = parse("pub news hello  world\r");
+        let j = parse(r#"{"op":"pub","channel":"news","data":"hello  world","id":7}"#);
+        assert_eq!(
+            t.command,
+            Ok(Command::Pub {
+                channel: "news".into(),
+                data: Payload::Text("hello  world".into())
+            })
+        );
+        assert_eq!(
+            j.command,
+            Ok(Command::Pub {
+                channel: "news".into(),
+                data: Payload::Json(Value::String("hello  world".into()))
+            })
+        );
+        assert_eq!((t.format, t.id), (Format::Text, None));
+        assert_eq!((j.format, j.id), (Format::Json, Some(Value::from(7))));
+    }
+
+    #[test]
+    fn errors_name_the_problem_in_the_requests_own_terms() {
+        let e = parse(r#"{"op":"frobnicate"}"#).command.unwrap_err();
+        assert_eq!(e.code, "unknown_command");
+        assert!(e.message.contains("frobnicate") && e.message.contains(r#"{"op":"help"}"#));
+        let e = parse(r#"{"op":"publish"}"#).command.unwrap_err();
+        assert!(
+            e.message.contains(r#"did you mean "pub"?"#),
+            "{}",
+            e.message
+        );
+        let e = parse(r#"{"op":"sub","chanel":"x"}"#).command.unwrap_err();
+        assert_eq!(e.code, "bad_args");
+        let e = parse("FROB x").command.unwrap_err();
+        assert!(e.message.contains("type HELP"), "{}", e.message);
+        assert_eq!(parse("{nope").command.unwrap_err().code, "bad_json");
+    }
+}
