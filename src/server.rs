@@ -5,7 +5,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::os::unix::io::{FromRawFd, IntoRawFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use crossbeam_channel::Sender;
 use may::net::TcpListener;
 
 use crate::commands::table_api::Tables;
-use crate::conn;
+use crate::conn::{self, ConnContext, ConnSettings};
 use crate::manager::liveness::Liveness;
 pub use crate::manager::stats::Stats;
 use crate::manager::{ChannelOp, Manager, ManagerSettings};
@@ -116,17 +116,6 @@ pub fn default_workers() -> usize {
         .unwrap_or(1)
 }
 
-/// What every connection coroutine shares.
-pub(crate) struct ServerContext {
-    pub config: Config,
-    pub store: Arc<TableStore>,
-    pub limits: ParseLimits,
-    pub ops: Sender<ChannelOp>,
-    pub stats: Arc<Stats>,
-    pub stopping: AtomicBool,
-    pub next_id: AtomicU64,
-}
-
 /// The server entry point.
 pub struct Server;
 
@@ -171,63 +160,38 @@ impl Server {
         }
         let manager = std::thread::Builder::new()
             .name("channel-manager".into())
-            .spawn(move || manager.run(ops_rx))?;
-        let ctx = Arc::new(ServerContext {
-            store: store.clone(),
-            limits: ParseLimits {
+            .spawn(move || manager.run(ops_rx, crate::commands::Routed))?;
+        let settings = ConnSettings {
+            max_line: config.max_line,
+            max_connections: config.max_connections,
+            outbox_limit: config.outbox_limit,
+            greet_delay: config.greet_delay,
+            tcp_keepalive: config.tcp_keepalive,
+            input_budget: config.input_budget,
+            parse: ParseLimits {
                 max_json_depth: config.max_json_depth,
             },
-            config,
+        };
+        let ctx = Arc::new(ConnContext::new(
+            settings,
+            store.clone(),
             ops,
-            stats: stats.clone(),
-            stopping: AtomicBool::new(false),
-            next_id: AtomicU64::new(1),
-        });
+            stats.clone(),
+        ));
         let acceptor = {
             let ctx = ctx.clone();
-            may::go!(move || accept_loop(listener, ctx))
+            may::go!(move || conn::accept_loop(listener, ctx))
         };
         Ok(ServerHandle {
             store,
             persistence,
             local_addr,
             ctx,
+            drain_timeout: config.drain_timeout,
             stats,
             acceptor: Some(acceptor),
             manager: Some(manager),
         })
-    }
-}
-
-fn accept_loop(listener: TcpListener, ctx: Arc<ServerContext>) {
-    loop {
-        let (stream, addr) = match listener.accept() {
-            Ok(s) => s,
-            Err(e) => {
-                if ctx.stopping.load(Ordering::Acquire) {
-                    return;
-                }
-                // Out of file descriptors and the like: say so and let the pressure
-                // ease instead of spinning.
-                log::warn!("accept failed: {e}");
-                crate::coop::nap(Duration::from_millis(50));
-                continue;
-            }
-        };
-        if ctx.stopping.load(Ordering::Acquire) {
-            return;
-        }
-        ctx.stats.connections_total.fetch_add(1, Ordering::Relaxed);
-        let current = ctx.stats.connections_current.fetch_add(1, Ordering::AcqRel);
-        let ctx = ctx.clone();
-        if current >= ctx.config.max_connections {
-            ctx.stats
-                .connections_refused
-                .fetch_add(1, Ordering::Relaxed);
-            may::go!(move || conn::refuse(stream, ctx));
-        } else {
-            may::go!(move || conn::serve(stream, addr, ctx));
-        }
     }
 }
 
@@ -236,7 +200,8 @@ pub struct ServerHandle {
     store: Arc<TableStore>,
     persistence: Option<Persist>,
     local_addr: SocketAddr,
-    ctx: Arc<ServerContext>,
+    ctx: Arc<ConnContext>,
+    drain_timeout: Duration,
     stats: Arc<Stats>,
     acceptor: Option<may::coroutine::JoinHandle<()>>,
     manager: Option<std::thread::JoinHandle<()>>,
@@ -283,7 +248,7 @@ impl ServerHandle {
         if let Some(m) = self.manager.take() {
             let _ = m.join();
         }
-        let deadline = Instant::now() + self.ctx.config.drain_timeout;
+        let deadline = Instant::now() + self.drain_timeout;
         while self.stats.connections_current.load(Ordering::Acquire) > 0
             && Instant::now() < deadline
         {

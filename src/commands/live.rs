@@ -1,18 +1,16 @@
-//! Live data: `WATCH` and `UNWATCH`, applied by the channel manager, which passes each
-//! change of a watched table to the watchers whose filter the row matches (before or
-//! after the change, so a watcher also learns when a row leaves its filter).
+//! Live data: `WATCH` and `UNWATCH`, applied on the channel manager's thread. The
+//! manager then passes each change of a watched table to its watchers (see
+//! `manager/watch.rs`).
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use super::Command;
 use super::CommandSpec;
 use crate::manager::outbox::ConnId;
 use crate::manager::{Manager, Watcher};
 use crate::protocol::args::clip;
-use crate::protocol::push::RowEvent;
-use crate::protocol::{ErrorReply, Push, Reply};
-use crate::store::{read, ChangeNote};
+use crate::protocol::{ErrorReply, Reply};
+use crate::store::read;
 
 pub static SPECS: &[CommandSpec] = &[
     CommandSpec {
@@ -74,7 +72,7 @@ pub fn apply(m: &mut Manager, id: ConnId, cmd: Command) -> Reply {
                 )
                 .into();
             }
-            unwatch(m, id, &table);
+            m.unwatch(id, &table);
             Reply::Done(None)
         }
         _ => ErrorReply::new("internal", "not a live command".into()).into(),
@@ -114,68 +112,4 @@ fn watch(
     // Set before the reply goes out, so every write after the client's +OK reports.
     t.watched.store(true, Ordering::Relaxed);
     Ok(Reply::Done(None))
-}
-
-/// Stops connection `id` watching `table`.
-pub fn unwatch(m: &mut Manager, id: ConnId, table: &str) {
-    if let Some(c) = m.clients.get_mut(&id) {
-        c.watching.remove(table);
-    }
-    let Some(w) = m.watches.get_mut(table) else {
-        return;
-    };
-    w.remove(&id);
-    if w.is_empty() {
-        m.watches.remove(table);
-        if let Some(t) = m.store.get(table) {
-            read(&t).watched.store(false, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Passes a table's changes to its watchers.
-pub fn table_changed(m: &mut Manager, note: ChangeNote) {
-    match note {
-        ChangeNote::Rows { table, changes } => {
-            let Some(watchers) = m.watches.get(&table) else {
-                return;
-            };
-            let mut deliveries = Vec::new();
-            for ch in changes {
-                let event = Arc::new(RowEvent {
-                    table: table.clone(),
-                    change: ch.kind.as_str(),
-                    row: Some(ch.item),
-                });
-                for w in watchers.values() {
-                    let hit = w.filter.as_ref().is_none_or(|p| {
-                        ch.before.as_deref().is_some_and(|r| p.matches(r))
-                            || ch.after.as_deref().is_some_and(|r| p.matches(r))
-                    });
-                    if hit {
-                        deliveries.push((w.outbox.clone(), Push::Row(event.clone())));
-                    }
-                }
-            }
-            for (outbox, push) in deliveries {
-                m.push(&outbox, push);
-            }
-        }
-        ChangeNote::Dropped { table } => {
-            let Some(watchers) = m.watches.remove(&table) else {
-                return;
-            };
-            let event = Arc::new(RowEvent {
-                table: table.clone(),
-                change: "drop",
-                row: None,
-            });
-            for (id, w) in watchers {
-                m.push(&w.outbox, Push::Row(event.clone()));
-                if let Some(c) = m.clients.get_mut(&id) {
-                    c.watching.remove(&table);
-                }
-            }
-        }
-    }
 }

@@ -18,6 +18,7 @@ pub mod tables;
 
 pub use command::{parse_request, parse_text, Command, Request};
 
+use crate::manager::outbox::ConnId;
 use crate::protocol::args::{clip, Args, JsonArgs};
 use crate::protocol::{ErrorReply, Item, Reply};
 
@@ -187,6 +188,29 @@ pub fn help(topic: Option<&str>) -> Reply {
         },
     }
 }
+
+/// The commands the channel manager applies (names, channels, subscriptions, watches),
+/// each by its family; handed to [`Manager::run`](crate::manager::Manager::run).
+pub struct Routed;
+
+impl crate::manager::Handler for Routed {
+    type Command = Command;
+
+    fn apply(&self, m: &mut crate::manager::Manager, id: ConnId, command: Command) -> Reply {
+        match command {
+            Command::Name(_)
+            | Command::Whoami
+            | Command::Info
+            | Command::Clients
+            | Command::History => session::apply(m, id, command),
+            Command::Watch { .. } | Command::Unwatch { .. } => live::apply(m, id, command),
+            other => channels::apply(m, id, other),
+        }
+    }
+}
+
+/// What connections send the channel manager.
+pub type Op = crate::manager::ChannelOp<Command>;
 
 /// Applies a command the connection answers itself. `QUIT` is answered here and the
 /// connection closes after writing the reply.

@@ -5,6 +5,7 @@
 //! sleep in `wait_io` when nothing more can be done. The channel manager wakes it
 //! through its [`Outbox`].
 
+mod context;
 pub mod lines;
 pub mod session;
 mod sniff;
@@ -19,12 +20,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use may::io::WaitIo;
-use may::net::TcpStream;
+use may::net::{TcpListener, TcpStream};
+
+pub use context::{ConnContext, ConnSettings};
 
 use crate::manager::outbox::Outbox;
 use crate::manager::Transport;
 use crate::protocol::push::ByeReason;
-use crate::server::ServerContext;
 use lines::{Line, LineReader};
 use session::{Ending, Session};
 
@@ -36,7 +38,7 @@ const OUT_BUDGET: usize = 256 << 10;
 const BYE_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Keeps `connections_current` true however the coroutine ends.
-struct LiveGuard(Arc<ServerContext>);
+struct LiveGuard(Arc<ConnContext>);
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
@@ -47,16 +49,50 @@ impl Drop for LiveGuard {
     }
 }
 
+/// Accepts connections until shutdown, one coroutine each; past `max_connections`,
+/// each is told why it is refused.
+pub(crate) fn accept_loop(listener: TcpListener, ctx: Arc<ConnContext>) {
+    loop {
+        let (stream, addr) = match listener.accept() {
+            Ok(s) => s,
+            Err(e) => {
+                if ctx.stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                // Out of file descriptors and the like: say so and let the pressure
+                // ease instead of spinning.
+                log::warn!("accept failed: {e}");
+                crate::coop::nap(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if ctx.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        ctx.stats.connections_total.fetch_add(1, Ordering::Relaxed);
+        let current = ctx.stats.connections_current.fetch_add(1, Ordering::AcqRel);
+        let ctx = ctx.clone();
+        if current >= ctx.settings.max_connections {
+            ctx.stats
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            may::go!(move || refuse(stream, ctx));
+        } else {
+            may::go!(move || serve(stream, addr, ctx));
+        }
+    }
+}
+
 /// Serves one accepted connection to its end.
-pub(crate) fn serve(mut stream: TcpStream, addr: SocketAddr, ctx: Arc<ServerContext>) {
+pub(crate) fn serve(mut stream: TcpStream, addr: SocketAddr, ctx: Arc<ConnContext>) {
     let _live = LiveGuard(ctx.clone());
     let _ = stream.set_nodelay(true);
-    if let Some(idle) = ctx.config.tcp_keepalive {
+    if let Some(idle) = ctx.settings.tcp_keepalive {
         if let Err(e) = keepalive(&stream, idle) {
             log::debug!("{addr}: cannot set TCP keepalive: {e}");
         }
     }
-    match sniff::sniff(&mut stream, &ctx.config) {
+    match sniff::sniff(&mut stream, ctx.settings.greet_delay) {
         sniff::Sniffed::Lines(initial) => {
             if ctx.stopping.load(Ordering::Acquire) {
                 return;
@@ -103,23 +139,23 @@ fn keepalive(stream: &TcpStream, idle: Duration) -> io::Result<()> {
 }
 
 /// Turns away a connection over `max_connections`, with a reason.
-pub(crate) fn refuse(mut stream: TcpStream, ctx: Arc<ServerContext>) {
+pub(crate) fn refuse(mut stream: TcpStream, ctx: Arc<ConnContext>) {
     let _live = LiveGuard(ctx.clone());
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     if let Ok(addr) = stream.peer_addr() {
         log::info!(
             "refused a connection from {addr}: already serving the maximum of {} (--max-connections)",
-            ctx.config.max_connections
+            ctx.settings.max_connections
         );
     }
     let msg = format!(
         "-ERR too_many_connections the server is serving its maximum of {} connections; try again later\n",
-        ctx.config.max_connections
+        ctx.settings.max_connections
     );
     let _ = stream.write_all(msg.as_bytes());
 }
 
-fn new_id(ctx: &ServerContext) -> u64 {
+fn new_id(ctx: &ConnContext) -> u64 {
     ctx.next_id.fetch_add(1, Ordering::Relaxed)
 }
 
@@ -127,10 +163,10 @@ fn new_id(ctx: &ServerContext) -> u64 {
 // large frame would be reserved by every line connection too, and stack pages once
 // touched stay resident for the life of a connection.
 #[inline(never)]
-fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc<ServerContext>) {
+fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc<ConnContext>) {
     let id = new_id(&ctx);
-    let outbox = Arc::new(Outbox::new(id, stream.waker(), ctx.config.outbox_limit));
-    let max_line = ctx.config.max_line;
+    let outbox = Arc::new(Outbox::new(id, stream.waker(), ctx.settings.outbox_limit));
+    let max_line = ctx.settings.max_line;
     let mut input = InputShare::new(&ctx);
     let Some(mut session) = Session::start(ctx, id, outbox, addr, Transport::Tcp, None) else {
         return;
@@ -219,7 +255,7 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
 /// it holds, added to [`crate::manager::stats::Stats::input_buffered`] (and taken back when it
 /// ends).
 struct InputShare {
-    ctx: Arc<ServerContext>,
+    ctx: Arc<ConnContext>,
     held: usize,
 }
 
@@ -227,7 +263,7 @@ struct InputShare {
 const BUDGET_OFFENDER: usize = 64 << 10;
 
 impl InputShare {
-    fn new(ctx: &Arc<ServerContext>) -> InputShare {
+    fn new(ctx: &Arc<ConnContext>) -> InputShare {
         InputShare {
             ctx: ctx.clone(),
             held: 0,
@@ -252,13 +288,13 @@ impl InputShare {
                 - (self.held - held)
         };
         self.held = held;
-        if held >= BUDGET_OFFENDER && total > self.ctx.config.input_budget {
+        if held >= BUDGET_OFFENDER && total > self.ctx.settings.input_budget {
             log::warn!(
                 "connection {} from {}: incomplete lines of all clients hold {} bytes, over the {}-byte input budget; disconnecting this one, which holds {held}",
                 session.id,
                 session.addr,
                 total,
-                self.ctx.config.input_budget
+                self.ctx.settings.input_budget
             );
             if session.outbox.cut(ByeReason::InputBudget) {
                 session.outbox.wake();

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::stream::{Step, Streaming, STREAM_ITEMS_FROM};
+use super::ConnContext;
 use crate::commands;
 use crate::commands::select::RowStream;
 use crate::commands::tables::TableCommand;
@@ -15,7 +16,6 @@ use crate::manager::outbox::{ConnId, OutItem, Outbox};
 use crate::manager::{ChannelOp, Transport};
 use crate::protocol::push::ByeReason;
 use crate::protocol::{guess_format, ErrorReply, Format, FormatChoice, Push, Reply};
-use crate::server::ServerContext;
 use crate::store::journal::{Journal, Waiter};
 
 /// Requests a connection may have waiting on the channel manager before it stops
@@ -75,7 +75,7 @@ pub struct Session {
     pub outbox: Arc<Outbox>,
     /// The outbox, as the journal wakes it.
     waiter: Arc<dyn Waiter>,
-    ctx: Arc<ServerContext>,
+    ctx: Arc<ConnContext>,
     /// Format of the most recent request, or the one fixed by `FORMAT`; pushes are
     /// encoded in it.
     format: Format,
@@ -116,7 +116,7 @@ impl Session {
     /// `None` when the manager is gone (the server is stopping).
     /// `fixed`: a format asked for when connecting (the greeting is in it too).
     pub(crate) fn start(
-        ctx: Arc<ServerContext>,
+        ctx: Arc<ConnContext>,
         id: ConnId,
         outbox: Arc<Outbox>,
         addr: std::net::SocketAddr,
@@ -124,7 +124,7 @@ impl Session {
         fixed: Option<Format>,
     ) -> Option<Session> {
         let line_limit = (transport == Transport::WebSocket)
-            .then(|| ctx.config.max_line.max(ctx.config.outbox_limit));
+            .then(|| ctx.settings.max_line.max(ctx.settings.outbox_limit));
         let name = commands::session::default_name(id);
         let version = env!("CARGO_PKG_VERSION");
         let hello = match fixed {
@@ -293,7 +293,7 @@ impl Session {
 
     /// Handles one request line (without its `\n`).
     pub fn handle_line(&mut self, line: &[u8]) {
-        let Some(req) = commands::parse_request(line, &self.ctx.limits) else {
+        let Some(req) = commands::parse_request(line, &self.ctx.settings.parse) else {
             return;
         };
         if !self.fixed {

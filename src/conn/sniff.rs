@@ -6,8 +6,6 @@ use std::time::Instant;
 
 use may::net::TcpStream;
 
-use crate::server::Config;
-
 /// Most bytes read while deciding; a line client past this is a line client.
 const SNIFF_MAX: usize = 8 << 10;
 /// Most bytes of HTTP request head accepted.
@@ -27,9 +25,9 @@ pub enum Sniffed {
 /// Waits up to `greet_delay` for the first line: silence, or a first line that is not
 /// an HTTP request line, means a line client.
 #[inline(never)]
-pub fn sniff(stream: &mut TcpStream, config: &Config) -> Sniffed {
+pub fn sniff(stream: &mut TcpStream, greet_delay: std::time::Duration) -> Sniffed {
     let mut buf = Vec::new();
-    let deadline = Instant::now() + config.greet_delay;
+    let deadline = Instant::now() + greet_delay;
     loop {
         if let Some(nl) = memchr::memchr(b'\n', &buf) {
             if !is_http_request_line(&buf[..nl]) {

@@ -15,11 +15,11 @@ use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use super::session::Session;
+use super::ConnContext;
 use super::{new_id, write_until, InputShare, OUT_BUDGET};
 use crate::manager::outbox::Outbox;
 use crate::manager::Transport;
 use crate::protocol::Format;
-use crate::server::ServerContext;
 
 /// The socket as tungstenite sees it: the bytes already read while sniffing, then the
 /// socket itself, read and written without blocking.
@@ -66,7 +66,7 @@ pub(crate) fn serve_http(
     stream: TcpStream,
     addr: SocketAddr,
     head: Vec<u8>,
-    ctx: Arc<ServerContext>,
+    ctx: Arc<ConnContext>,
 ) {
     let mut s = PrefixStream {
         prefix: head,
@@ -83,14 +83,18 @@ pub(crate) fn serve_http(
         Ok(f) => f,
         Err(why) => return http_error(s.stream, 400, "Bad Request", &why),
     };
-    let max = ctx.config.max_line;
+    let max = ctx.settings.max_line;
     // tungstenite's own write buffer counts against the outbox limit like everything
     // else queued for this client: past it, a client that does not read is cut.
     let defaults = WebSocketConfig::default();
     let config = defaults
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
-        .max_write_buffer_size(ctx.config.outbox_limit.max(defaults.write_buffer_size + 1));
+        .max_write_buffer_size(
+            ctx.settings
+                .outbox_limit
+                .max(defaults.write_buffer_size + 1),
+        );
     let deadline = Instant::now() + Duration::from_secs(10);
     // The handshake's own bytes are no part of a message.
     let mut attempt = tungstenite::accept_with_config(&mut s, Some(config));
@@ -192,12 +196,12 @@ fn is_would_block(e: &WsError) -> bool {
 fn run_ws(
     mut ws: WebSocket<&mut PrefixStream>,
     addr: SocketAddr,
-    ctx: Arc<ServerContext>,
+    ctx: Arc<ConnContext>,
     fixed: Option<Format>,
 ) {
     let id = new_id(&ctx);
-    let limit = ctx.config.outbox_limit;
-    let max_line = ctx.config.max_line;
+    let limit = ctx.settings.outbox_limit;
+    let max_line = ctx.settings.max_line;
     let outbox = Arc::new(Outbox::new(id, ws.get_ref().stream.waker(), limit));
     let mut input = InputShare::new(&ctx);
     let Some(mut session) = Session::start(ctx, id, outbox, addr, Transport::WebSocket, fixed)

@@ -8,6 +8,7 @@ pub mod outbox;
 pub mod stage;
 pub mod stats;
 pub mod subject;
+mod watch;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -17,8 +18,6 @@ use std::time::{Instant, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::collections::{Map, Set};
-use crate::commands;
-use crate::commands::Command;
 use crate::protocol::push::ByeReason;
 use crate::protocol::{Push, Reply};
 use crate::store::expr::Predicate;
@@ -47,8 +46,8 @@ impl Transport {
     }
 }
 
-/// Messages to the channel manager.
-pub enum ChannelOp {
+/// Messages to the channel manager; `C` is the application layer's command type.
+pub enum ChannelOp<C> {
     /// A connection is ready for commands (greeted or handshaken).
     Connect {
         outbox: Arc<Outbox>,
@@ -57,13 +56,25 @@ pub enum ChannelOp {
         transport: Transport,
     },
     /// Apply commands for a connection, in order; each reply goes to its outbox.
-    Apply { id: ConnId, commands: Vec<Command> },
+    Apply { id: ConnId, commands: Vec<C> },
     /// The connection is gone.
     Disconnect { id: ConnId },
     /// A watched table changed (sent by the writer, in the table's order).
     TableChange(ChangeNote),
     /// Tell every client `BYE shutdown` and stop.
     Shutdown,
+}
+
+/// What the manager thread applies for connections: the application layer's commands
+/// that touch names, channels and subscriptions. The routing layer knows only this
+/// trait, handed to [`Manager::run`], so it never imports the layer above it.
+pub trait Handler {
+    /// One request, as the application layer parsed it.
+    type Command: Send;
+    /// Applies connection `id`'s command to the manager's state and returns the reply,
+    /// which the manager queues in request order. A command whose change was journaled
+    /// sets [`Manager::durable`], and its reply waits for that record.
+    fn apply(&self, manager: &mut Manager, id: ConnId, command: Self::Command) -> Reply;
 }
 
 /// The manager's own settings (the assembly layer fills them in from its `Config`).
@@ -189,8 +200,9 @@ impl Manager {
         }
     }
 
-    /// Runs until a `Shutdown` op or until every sender is gone.
-    pub fn run(mut self, ops: Receiver<ChannelOp>) {
+    /// Runs until a `Shutdown` op or until every sender is gone, applying commands
+    /// through `handler`.
+    pub fn run<H: Handler>(mut self, ops: Receiver<ChannelOp<H::Command>>, handler: H) {
         let tick = self.liveness.tick();
         let mut next_check = tick.map(|t| Instant::now() + t);
         loop {
@@ -208,10 +220,10 @@ impl Manager {
             let mut stop = false;
             if let Some(op) = first {
                 let mut done = 0;
-                stop = self.handle(op, &mut done);
+                stop = self.handle(&handler, op, &mut done);
                 while !stop && done < BATCH_COMMANDS {
                     let Ok(op) = ops.try_recv() else { break };
-                    stop = self.handle(op, &mut done);
+                    stop = self.handle(&handler, op, &mut done);
                 }
             }
             if let (Some(at), Some(t)) = (next_check, tick) {
@@ -230,7 +242,12 @@ impl Manager {
     }
 
     /// Applies one op, counting its commands in `done`. True when the manager must stop.
-    fn handle(&mut self, op: ChannelOp, done: &mut usize) -> bool {
+    fn handle<H: Handler>(
+        &mut self,
+        handler: &H,
+        op: ChannelOp<H::Command>,
+        done: &mut usize,
+    ) -> bool {
         match op {
             ChannelOp::Connect {
                 outbox,
@@ -258,13 +275,17 @@ impl Manager {
             ChannelOp::Apply { id, commands } => {
                 *done += commands.len();
                 for command in commands {
-                    let reply = self.apply(id, command);
+                    let reply = if self.clients.contains_key(&id) {
+                        handler.apply(self, id, command)
+                    } else {
+                        Reply::Done(None)
+                    };
                     let durable = self.durable.take();
                     self.reply(id, reply, durable);
                 }
             }
             ChannelOp::Disconnect { id } => self.disconnect(id),
-            ChannelOp::TableChange(note) => commands::live::table_changed(self, note),
+            ChannelOp::TableChange(note) => self.table_changed(note),
             ChannelOp::Shutdown => return true,
         }
         false
@@ -276,23 +297,6 @@ impl Manager {
             if c.outbox.close(ByeReason::Shutdown) {
                 c.outbox.wake();
             }
-        }
-    }
-
-    fn apply(&mut self, id: ConnId, command: Command) -> Reply {
-        if !self.clients.contains_key(&id) {
-            return Reply::Done(None);
-        }
-        match command {
-            Command::Name(_)
-            | Command::Whoami
-            | Command::Info
-            | Command::Clients
-            | Command::History => commands::session::apply(self, id, command),
-            Command::Watch { .. } | Command::Unwatch { .. } => {
-                commands::live::apply(self, id, command)
-            }
-            other => commands::channels::apply(self, id, other),
         }
     }
 
@@ -334,7 +338,7 @@ impl Manager {
             self.unsubscribe_pattern(&c.outbox, p, filter.as_ref());
         }
         for t in &c.watching {
-            commands::live::unwatch(self, id, t);
+            self.unwatch(id, t);
         }
         self.history.push_back(PastClient {
             id,

@@ -1,0 +1,63 @@
+//! What every connection coroutine shares, and the transport's own settings (the
+//! assembly layer fills them in from its `Config`).
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+
+use crate::commands::Op;
+use crate::manager::stats::Stats;
+use crate::protocol::ParseLimits;
+use crate::store::TableStore;
+
+/// The transport's limits and timings.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnSettings {
+    /// Longest request line (or WebSocket message) in bytes, newline excluded.
+    pub max_line: usize,
+    /// Most connections served at once; more are told `-ERR too_many_connections`.
+    pub max_connections: usize,
+    /// Bytes that may wait for one connection before it is a slow consumer.
+    pub outbox_limit: usize,
+    /// How long a new TCP connection may stay silent before it is greeted as a line client.
+    pub greet_delay: Duration,
+    /// TCP keepalive idle time; `None` for off.
+    pub tcp_keepalive: Option<Duration>,
+    /// Bytes of incomplete lines all connections together may hold.
+    pub input_budget: usize,
+    /// What the request parser refuses before doing expensive work.
+    pub parse: ParseLimits,
+}
+
+/// What every connection coroutine shares.
+pub struct ConnContext {
+    pub settings: ConnSettings,
+    /// Tables, applied to by connections themselves.
+    pub store: Arc<TableStore>,
+    /// The channel manager's queue.
+    pub ops: Sender<Op>,
+    pub stats: Arc<Stats>,
+    /// Set once shutdown begins: the acceptor stops and sniffed connections are let go.
+    pub stopping: AtomicBool,
+    pub next_id: AtomicU64,
+}
+
+impl ConnContext {
+    pub fn new(
+        settings: ConnSettings,
+        store: Arc<TableStore>,
+        ops: Sender<Op>,
+        stats: Arc<Stats>,
+    ) -> ConnContext {
+        ConnContext {
+            settings,
+            store,
+            ops,
+            stats,
+            stopping: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
