@@ -1,26 +1,38 @@
 //! leviathan: a lightweight real-time messaging server on `may` coroutines.
 //!
 //! # Layout
-//! - [`client`]: a blocking client (JSON on the wire, a reader thread, reconnects).
-//! - [`server`]: [`server::Config`], [`server::Server::start`] on a bound listener, and
-//!   the [`server::ServerHandle`] that stops it.
-//! - [`conn`]: one coroutine per connection: sniffs line client vs HTTP/WebSocket,
-//!   frames lines ([`conn::lines`]), and keeps replies in order ([`conn::session`]);
-//!   [`manager::outbox`] is how other threads hand it replies and pushes.
-//! - [`protocol`]: bytes → [`protocol::Request`] → [`protocol::Command`]; [`protocol::Reply`]
-//!   and [`protocol::Push`] encoded for text or JSON. No I/O.
-//! - [`commands`]: one file per command family: specs (usage, help, parsers) and apply.
-//! - [`manager`]: the channel-manager OS thread owning names, channels, subscriptions.
-//! - [`coop`]: sleeping and giving way inside a coroutine without tripping may's
-//!   timer thread.
-//! - [`store`]: the table store: typed tables behind `parking_lot` locks, the `WHERE`
-//!   language ([`store::expr`]) and values ([`store::value`]).
+//! The code is a house of floors; each module imports only from floors below it
+//! (`ARCHITECTURE.md` draws it). From the ground up:
+//! 0. ground: [`coop`] (sleeping and giving way inside a coroutine without tripping
+//!    may's timer thread) and [`collections`] (randomly keyed hash maps).
+//! 1. wire, [`protocol`]: a line becomes a [`protocol::Envelope`] (format, id, verb, raw
+//!    arguments); the argument cursors ([`protocol::args`]); typed values
+//!    ([`protocol::value`]); [`protocol::Reply`] and [`protocol::Push`] encoded for text
+//!    or JSON. No I/O.
+//! 2. data, [`store`]: typed tables behind `parking_lot` locks, the `WHERE` language
+//!    ([`store::expr`]), CSV snapshots and the journal. It reports row changes through
+//!    a sink and durability through [`store::journal::Waiter`], both handed to it.
+//! 3. routing, [`manager`]: the channel-manager OS thread owning names, channels,
+//!    subscriptions and watches; [`manager::outbox`], where replies and pushes queue
+//!    for a connection; the shared counters. It applies commands through the
+//!    [`manager::Handler`] it is handed.
+//! 4. application, [`commands`]: [`commands::Command`], the verb registry, and one file
+//!    per command family (specs, parsers, help, apply); [`Tables`] for embedders.
+//! 5. transport, [`conn`]: the acceptor and one coroutine per connection: sniffs line
+//!    client vs HTTP/WebSocket, frames lines ([`conn::lines`]), keeps replies in order
+//!    ([`conn::session`]).
+//! 6. assembly, [`server`]: [`Config`], [`Server::start`] on a bound listener, the
+//!    [`ServerHandle`] that stops it; the only module that knows `Config`.
+//!
+//! Beside the server: [`client`] (a blocking client library) and [`console`] (the
+//! engine of `clientmain`) speak the wire over a socket and import nothing of the
+//! server's floors.
 //!
 //! # Flow of a command
-//! socket bytes → `LineReader` (or a WebSocket frame) → `parse_request` → `Command` →
-//! applied by the connection (`PING`, `HELP`, `QUIT`) or sent as a `ChannelOp` to the
-//! manager, which answers through the connection's `Outbox` in request order → encoded
-//! in the request's format → written in batches.
+//! socket bytes → `LineReader` (or a WebSocket frame) → `parse_envelope` → the family's
+//! parser → `Command` → applied by the connection (`PING`, `HELP`, `QUIT`, tables) or
+//! sent as a `ChannelOp` to the manager, which answers through the connection's `Outbox`
+//! in request order → encoded in the request's format → written in batches.
 
 pub mod client;
 pub mod collections;

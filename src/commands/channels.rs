@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::Command;
 use super::CommandSpec;
+use super::{ok, Command};
 use crate::manager::channel::{Channel, Filter};
 use crate::manager::outbox::ConnId;
 use crate::manager::outbox::Outbox;
@@ -15,6 +15,35 @@ use crate::manager::Manager;
 use crate::protocol::args::clip;
 use crate::protocol::{ErrorReply, Format, Item, Message, MessageKind, Payload, Push, Reply};
 use crate::store::expr::Expr;
+
+/// The channel family: channels, subscriptions, publishing, direct messages. Applied
+/// by the channel manager.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChannelCommand {
+    Create(String),
+    Drop(String),
+    Channels,
+    /// Subscribe to a channel or pattern; with a filter, only JSON messages matching it.
+    Sub {
+        target: String,
+        filter: Option<Box<Expr>>,
+    },
+    Unsub(String),
+    Pub {
+        channel: String,
+        data: Payload,
+    },
+    Send {
+        to: String,
+        data: Payload,
+    },
+}
+
+impl From<ChannelCommand> for Command {
+    fn from(c: ChannelCommand) -> Command {
+        Command::Channel(c)
+    }
+}
 
 pub static SPECS: &[CommandSpec] = &[
     CommandSpec {
@@ -25,12 +54,12 @@ pub static SPECS: &[CommandSpec] = &[
         parse_text: |mut a| {
             let c = a.required("channel")?.to_string();
             a.finish()?;
-            Ok(Command::Create(c))
+            ok(ChannelCommand::Create(c))
         },
         parse_json: |mut a| {
             let c = a.required_str("channel")?;
             a.finish()?;
-            Ok(Command::Create(c))
+            ok(ChannelCommand::Create(c))
         },
     },
     CommandSpec {
@@ -41,12 +70,12 @@ pub static SPECS: &[CommandSpec] = &[
         parse_text: |mut a| {
             let c = a.required("channel")?.to_string();
             a.finish()?;
-            Ok(Command::Drop(c))
+            ok(ChannelCommand::Drop(c))
         },
         parse_json: |mut a| {
             let c = a.required_str("channel")?;
             a.finish()?;
-            Ok(Command::Drop(c))
+            ok(ChannelCommand::Drop(c))
         },
     },
     CommandSpec {
@@ -54,8 +83,8 @@ pub static SPECS: &[CommandSpec] = &[
         usage: "CHANNELS",
         json: r#"{"op":"channels"}"#,
         summary: "list channels with their subscriber counts",
-        parse_text: |a| a.finish().map(|_| Command::Channels),
-        parse_json: |a| a.finish().map(|_| Command::Channels),
+        parse_text: |a| a.finish().map(|_| Command::Channel(ChannelCommand::Channels)),
+        parse_json: |a| a.finish().map(|_| Command::Channel(ChannelCommand::Channels)),
     },
     CommandSpec {
         name: "SUB",
@@ -65,7 +94,7 @@ pub static SPECS: &[CommandSpec] = &[
         parse_text: |mut a| {
             let target = a.required("channel or pattern")?.to_string();
             let filter = super::tables::text_where(&mut a)?;
-            Ok(Command::Sub {
+            ok(ChannelCommand::Sub {
                 target,
                 filter: filter.map(Box::new),
             })
@@ -74,7 +103,7 @@ pub static SPECS: &[CommandSpec] = &[
             let target = a.required_str("channel")?;
             let filter = super::tables::json_where(&mut a)?;
             a.finish()?;
-            Ok(Command::Sub {
+            ok(ChannelCommand::Sub {
                 target,
                 filter: filter.map(Box::new),
             })
@@ -88,12 +117,12 @@ pub static SPECS: &[CommandSpec] = &[
         parse_text: |mut a| {
             let c = a.required("channel or pattern")?.to_string();
             a.finish()?;
-            Ok(Command::Unsub(c))
+            ok(ChannelCommand::Unsub(c))
         },
         parse_json: |mut a| {
             let c = a.required_str("channel")?;
             a.finish()?;
-            Ok(Command::Unsub(c))
+            ok(ChannelCommand::Unsub(c))
         },
     },
     CommandSpec {
@@ -104,13 +133,13 @@ pub static SPECS: &[CommandSpec] = &[
         parse_text: |mut a| {
             let channel = a.required("channel")?.to_string();
             let data = Payload::Text(a.required_rest("message")?.to_string());
-            Ok(Command::Pub { channel, data })
+            ok(ChannelCommand::Pub { channel, data })
         },
         parse_json: |mut a| {
             let channel = a.required_str("channel")?;
             let data = Payload::Json(a.required_value("data")?);
             a.finish()?;
-            Ok(Command::Pub { channel, data })
+            ok(ChannelCommand::Pub { channel, data })
         },
     },
     CommandSpec {
@@ -121,28 +150,27 @@ pub static SPECS: &[CommandSpec] = &[
         parse_text: |mut a| {
             let to = a.required("name")?.to_string();
             let data = Payload::Text(a.required_rest("message")?.to_string());
-            Ok(Command::Send { to, data })
+            ok(ChannelCommand::Send { to, data })
         },
         parse_json: |mut a| {
             let to = a.required_str("to")?;
             let data = Payload::Json(a.required_value("data")?);
             a.finish()?;
-            Ok(Command::Send { to, data })
+            ok(ChannelCommand::Send { to, data })
         },
     },
 ];
 
 /// Applies a channel command for connection `id`.
-pub fn apply(m: &mut Manager, id: ConnId, cmd: Command) -> Reply {
+pub fn apply(m: &mut Manager, id: ConnId, cmd: ChannelCommand) -> Reply {
     let result = match cmd {
-        Command::Create(name) => create(m, id, name),
-        Command::Drop(name) => drop_channel(m, &name),
-        Command::Channels => Ok(channels(m)),
-        Command::Sub { target, filter } => subscribe(m, id, target, filter.map(|f| *f)),
-        Command::Unsub(target) => unsubscribe(m, id, &target),
-        Command::Pub { channel, data } => publish(m, id, &channel, data),
-        Command::Send { to, data } => send(m, id, &to, data),
-        _ => Err(ErrorReply::new("internal", "not a channel command".into())),
+        ChannelCommand::Create(name) => create(m, id, name),
+        ChannelCommand::Drop(name) => drop_channel(m, &name),
+        ChannelCommand::Channels => Ok(channels(m)),
+        ChannelCommand::Sub { target, filter } => subscribe(m, id, target, filter.map(|f| *f)),
+        ChannelCommand::Unsub(target) => unsubscribe(m, id, &target),
+        ChannelCommand::Pub { channel, data } => publish(m, id, &channel, data),
+        ChannelCommand::Send { to, data } => send(m, id, &to, data),
     };
     result.unwrap_or_else(Reply::Error)
 }

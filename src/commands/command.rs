@@ -3,82 +3,51 @@
 
 use serde_json::Value;
 
+use super::channels::ChannelCommand;
+use super::live::LiveCommand;
+use super::session::SessionCommand;
+use super::tables::TableCommand;
 use super::{did_you_mean, spec};
 use crate::protocol::args::{clip, Args, JsonArgs};
-use crate::protocol::{
-    parse_envelope, Body, ErrorReply, Format, FormatChoice, ParseLimits, Payload, RawArgs,
-};
-use crate::store::expr::Expr;
+use crate::protocol::{parse_envelope, Body, ErrorReply, Format, ParseLimits, RawArgs};
 
-/// Every command a client can send, whichever format it arrived in.
+/// Every command a client can send, whichever format it arrived in: one variant per
+/// command family, each family's own enum in its file (with its specs and apply).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    Ping(Option<String>),
-    /// `FORMAT json|text|auto`: fix the format of pushes (`None`: show it; `auto`:
-    /// follow each request again).
-    Format(Option<FormatChoice>),
-    /// The answer to the server's `PING` push: no reply.
-    Pong,
-    Help(Option<String>),
-    Quit,
-    Name(String),
-    Whoami,
-    /// Server figures: uptime, connections, channels, tables, messages, memory.
-    Info,
-    Clients,
-    History,
-    Create(String),
-    Drop(String),
-    Channels,
-    /// Subscribe to a channel or pattern; with a filter, only JSON messages matching it.
-    Sub {
-        target: String,
-        filter: Option<Box<Expr>>,
-    },
-    Unsub(String),
-    /// Receive row changes of a table (those matching the filter).
-    Watch {
-        table: String,
-        filter: Option<Box<Expr>>,
-    },
-    Unwatch {
-        table: String,
-    },
-    Pub {
-        channel: String,
-        data: Payload,
-    },
-    Send {
-        to: String,
-        data: Payload,
-    },
-    /// A table command (see `tables.rs`). Boxed: it is large, and every command
-    /// is moved through the manager's queue.
-    Table(Box<super::tables::TableCommand>),
+    Session(SessionCommand),
+    Channel(ChannelCommand),
+    Live(LiveCommand),
+    /// A table command. Boxed: it is large, and every command is moved through the
+    /// manager's queue.
+    Table(Box<TableCommand>),
 }
 
 impl Command {
     /// Commands whose reply lists everything of a kind (and so may be large): a
     /// connection sends one at a time, and writes its reply as its client reads.
     pub fn is_listing(&self) -> bool {
-        matches!(
-            self,
-            Command::Channels | Command::Clients | Command::History
-        )
+        match self {
+            Command::Session(c) => c.is_listing(),
+            Command::Channel(c) => matches!(c, ChannelCommand::Channels),
+            Command::Live(_) | Command::Table(_) => false,
+        }
     }
 
-    /// Commands the connection answers itself; all others go to the channel manager.
+    /// Commands the connection answers itself (tables included); all others go to the
+    /// channel manager.
     pub fn is_local(&self) -> bool {
-        matches!(
-            self,
-            Command::Ping(_)
-                | Command::Pong
-                | Command::Format(_)
-                | Command::Help(_)
-                | Command::Quit
-                | Command::Table(_)
-        )
+        match self {
+            Command::Session(c) => c.is_local(),
+            Command::Table(_) => true,
+            Command::Channel(_) | Command::Live(_) => false,
+        }
     }
+}
+
+/// A parser's success: the family's command as a [`Command`].
+pub(super) fn ok(command: impl Into<Command>) -> Result<Command, ErrorReply> {
+    Ok(command.into())
 }
 
 /// One parsed request line: its format, the JSON request id to echo, and the command or
@@ -137,6 +106,7 @@ pub fn parse_text(verb: &str, rest: &str) -> Result<Command, ErrorReply> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Payload;
 
     fn parse(s: &str) -> Request {
         parse_request(s.as_bytes(), &ParseLimits::default()).expect("not empty")
@@ -148,17 +118,17 @@ mod tests {
         let j = parse(r#"{"op":"pub","channel":"news","data":"hello  world","id":7}"#);
         assert_eq!(
             t.command,
-            Ok(Command::Pub {
+            Ok(Command::Channel(ChannelCommand::Pub {
                 channel: "news".into(),
                 data: Payload::Text("hello  world".into())
-            })
+            }))
         );
         assert_eq!(
             j.command,
-            Ok(Command::Pub {
+            Ok(Command::Channel(ChannelCommand::Pub {
                 channel: "news".into(),
                 data: Payload::Json(Value::String("hello  world".into()))
-            })
+            }))
         );
         assert_eq!((t.format, t.id), (Format::Text, None));
         assert_eq!((j.format, j.id), (Format::Json, Some(Value::from(7))));

@@ -4,13 +4,33 @@
 
 use std::sync::atomic::Ordering;
 
-use super::Command;
 use super::CommandSpec;
+use super::{ok, Command};
 use crate::manager::outbox::ConnId;
 use crate::manager::{Manager, Watcher};
 use crate::protocol::args::clip;
 use crate::protocol::{ErrorReply, Reply};
+use crate::store::expr::Expr;
 use crate::store::read;
+
+/// The live-data family: watching tables. Applied by the channel manager.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LiveCommand {
+    /// Receive row changes of a table (those matching the filter).
+    Watch {
+        table: String,
+        filter: Option<Box<Expr>>,
+    },
+    Unwatch {
+        table: String,
+    },
+}
+
+impl From<LiveCommand> for Command {
+    fn from(c: LiveCommand) -> Command {
+        Command::Live(c)
+    }
+}
 
 pub static SPECS: &[CommandSpec] = &[
     CommandSpec {
@@ -21,7 +41,7 @@ pub static SPECS: &[CommandSpec] = &[
         parse_text: |mut a| {
             let table = a.required("table")?.to_string();
             let filter = super::tables::text_where(&mut a)?;
-            Ok(Command::Watch {
+            ok(LiveCommand::Watch {
                 table,
                 filter: filter.map(Box::new),
             })
@@ -30,7 +50,7 @@ pub static SPECS: &[CommandSpec] = &[
             let table = a.required_str("table")?;
             let filter = super::tables::json_where(&mut a)?;
             a.finish()?;
-            Ok(Command::Watch {
+            ok(LiveCommand::Watch {
                 table,
                 filter: filter.map(Box::new),
             })
@@ -44,23 +64,23 @@ pub static SPECS: &[CommandSpec] = &[
         parse_text: |mut a| {
             let table = a.required("table")?.to_string();
             a.finish()?;
-            Ok(Command::Unwatch { table })
+            ok(LiveCommand::Unwatch { table })
         },
         parse_json: |mut a| {
             let table = a.required_str("table")?;
             a.finish()?;
-            Ok(Command::Unwatch { table })
+            ok(LiveCommand::Unwatch { table })
         },
     },
 ];
 
 /// Applies `WATCH` / `UNWATCH` on the manager thread.
-pub fn apply(m: &mut Manager, id: ConnId, cmd: Command) -> Reply {
+pub fn apply(m: &mut Manager, id: ConnId, cmd: LiveCommand) -> Reply {
     match cmd {
-        Command::Watch { table, filter } => {
+        LiveCommand::Watch { table, filter } => {
             watch(m, id, table, filter.map(|f| *f)).unwrap_or_else(Reply::Error)
         }
-        Command::Unwatch { table } => {
+        LiveCommand::Unwatch { table } => {
             let watching = m
                 .clients
                 .get(&id)
@@ -75,7 +95,6 @@ pub fn apply(m: &mut Manager, id: ConnId, cmd: Command) -> Reply {
             m.unwatch(id, &table);
             Reply::Done(None)
         }
-        _ => ErrorReply::new("internal", "not a live command".into()).into(),
     }
 }
 

@@ -1,12 +1,14 @@
-//! Commands, one file per family. Each family lists its [`CommandSpec`]s (usage, help,
-//! text and JSON parsers) and applies its commands; adding a command means one spec
-//! and one match arm in its family.
+//! The application floor: commands, one file per family. Each family holds its own
+//! command enum, its [`CommandSpec`]s (usage, help, text and JSON parsers over the
+//! wire's argument cursors) and its apply; adding a command to a family means a
+//! variant, a spec and a match arm, all in that family's file. The registry here
+//! ([`spec`]) maps a verb to its spec, and [`Command`] has one variant per family.
 //!
 //! Where a command is applied:
-//! - `PING`, `HELP`, `QUIT` and table commands: by the connection itself
-//!   (`apply_local`), tables on the shared `TableStore`;
-//! - everything else: by the channel-manager thread (`manager::Manager::apply`),
-//!   which owns names, channels and subscriptions.
+//! - `PING`, `PONG`, `FORMAT`, `HELP`, `QUIT` and table commands: by the connection
+//!   itself (`apply_local`), tables on the shared `TableStore`;
+//! - everything else: on the channel-manager thread, which hands it to [`Routed`]
+//!   (the routing floor's `Handler`), and so to its family's apply.
 
 pub mod channels;
 pub mod command;
@@ -16,11 +18,13 @@ pub mod session;
 pub mod table_api;
 pub mod tables;
 
+use command::ok;
 pub use command::{parse_request, parse_text, Command, Request};
 
 use crate::manager::outbox::ConnId;
 use crate::protocol::args::{clip, Args, JsonArgs};
 use crate::protocol::{ErrorReply, Item, Reply};
+use session::SessionCommand;
 
 /// A command's contract: how it is written and how it is parsed.
 pub struct CommandSpec {
@@ -198,13 +202,13 @@ impl crate::manager::Handler for Routed {
 
     fn apply(&self, m: &mut crate::manager::Manager, id: ConnId, command: Command) -> Reply {
         match command {
-            Command::Name(_)
-            | Command::Whoami
-            | Command::Info
-            | Command::Clients
-            | Command::History => session::apply(m, id, command),
-            Command::Watch { .. } | Command::Unwatch { .. } => live::apply(m, id, command),
-            other => channels::apply(m, id, other),
+            Command::Session(c) => session::apply(m, id, c),
+            Command::Channel(c) => channels::apply(m, id, c),
+            Command::Live(c) => live::apply(m, id, c),
+            Command::Table(_) => Reply::Error(ErrorReply::new(
+                "internal",
+                "a table command was routed to the channel manager".into(),
+            )),
         }
     }
 }
@@ -219,9 +223,9 @@ pub type Op = crate::manager::ChannelOp<Command>;
 /// written, for table writes.
 pub fn apply_local(cmd: Command, store: &crate::store::TableStore) -> (Reply, Option<u64>) {
     match cmd {
-        Command::Ping(text) => (Reply::Pong(text), None),
-        Command::Help(topic) => (help(topic.as_deref()), None),
-        Command::Quit => (Reply::Done(Some("bye".into())), None),
+        Command::Session(SessionCommand::Ping(text)) => (Reply::Pong(text), None),
+        Command::Session(SessionCommand::Help(topic)) => (help(topic.as_deref()), None),
+        Command::Session(SessionCommand::Quit) => (Reply::Done(Some("bye".into())), None),
         Command::Table(t) => tables::apply(store, *t),
         _ => {
             let e = ErrorReply::new("internal", "command routed to the wrong place".into());

@@ -8,8 +8,8 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
-use super::Command;
 use super::CommandSpec;
+use super::{ok, Command};
 use crate::manager::outbox::ConnId;
 use crate::manager::Manager;
 use crate::protocol::args::{clip, Args};
@@ -17,6 +17,44 @@ use crate::protocol::{ErrorReply, Format, FormatChoice, Item, Reply};
 
 /// Longest client name.
 pub const MAX_NAME: usize = 64;
+
+/// The session family: liveness, help, the push format, names, who is connected.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SessionCommand {
+    Ping(Option<String>),
+    /// `FORMAT json|text|auto`: fix the format of pushes (`None`: show it; `auto`:
+    /// follow each request again).
+    Format(Option<FormatChoice>),
+    /// The answer to the server's `PING` push: no reply.
+    Pong,
+    Help(Option<String>),
+    Quit,
+    Name(String),
+    Whoami,
+    /// Server figures: uptime, connections, channels, tables, messages, memory.
+    Info,
+    Clients,
+    History,
+}
+
+impl SessionCommand {
+    /// Answered by the connection itself; the others by the channel manager.
+    pub fn is_local(&self) -> bool {
+        use SessionCommand::*;
+        matches!(self, Ping(_) | Pong | Format(_) | Help(_) | Quit)
+    }
+
+    /// Its reply lists everything of a kind.
+    pub fn is_listing(&self) -> bool {
+        matches!(self, SessionCommand::Clients | SessionCommand::History)
+    }
+}
+
+impl From<SessionCommand> for Command {
+    fn from(c: SessionCommand) -> Command {
+        Command::Session(c)
+    }
+}
 
 pub static SPECS: &[CommandSpec] = &[
     CommandSpec {
@@ -26,12 +64,12 @@ pub static SPECS: &[CommandSpec] = &[
         summary: "liveness check; answered +PONG [text]",
         parse_text: |mut a| {
             let t = a.rest();
-            Ok(Command::Ping((!t.is_empty()).then(|| t.to_string())))
+            ok(SessionCommand::Ping((!t.is_empty()).then(|| t.to_string())))
         },
         parse_json: |mut a| {
             let t = a.optional_str("data")?;
             a.finish()?;
-            Ok(Command::Ping(t))
+            ok(SessionCommand::Ping(t))
         },
     },
     CommandSpec {
@@ -42,7 +80,7 @@ pub static SPECS: &[CommandSpec] = &[
         parse_text: |mut a| {
             let choice = a.next_word().map(|w| format_choice(&a, w)).transpose()?;
             a.finish()?;
-            Ok(Command::Format(choice))
+            ok(SessionCommand::Format(choice))
         },
         parse_json: |mut a| {
             let choice = match a.optional_str("format")? {
@@ -52,7 +90,7 @@ pub static SPECS: &[CommandSpec] = &[
                 None => None,
             };
             a.finish()?;
-            Ok(Command::Format(choice))
+            ok(SessionCommand::Format(choice))
         },
     },
     CommandSpec {
@@ -60,8 +98,8 @@ pub static SPECS: &[CommandSpec] = &[
         usage: "PONG",
         json: r#"{"op":"pong"}"#,
         summary: "the answer to the server's PING push (after a silence); the one line that gets no reply",
-        parse_text: |a| a.finish().map(|_| Command::Pong),
-        parse_json: |a| a.finish().map(|_| Command::Pong),
+        parse_text: |a| a.finish().map(|_| Command::Session(SessionCommand::Pong)),
+        parse_json: |a| a.finish().map(|_| Command::Session(SessionCommand::Pong)),
     },
     CommandSpec {
         name: "HELP",
@@ -71,12 +109,12 @@ pub static SPECS: &[CommandSpec] = &[
         parse_text: |mut a| {
             let t = a.next_word().map(str::to_string);
             a.finish()?;
-            Ok(Command::Help(t))
+            ok(SessionCommand::Help(t))
         },
         parse_json: |mut a| {
             let t = a.optional_str("command")?;
             a.finish()?;
-            Ok(Command::Help(t))
+            ok(SessionCommand::Help(t))
         },
     },
     CommandSpec {
@@ -87,12 +125,12 @@ pub static SPECS: &[CommandSpec] = &[
         parse_text: |mut a| {
             let n = a.required("name")?.to_string();
             a.finish()?;
-            Ok(Command::Name(n))
+            ok(SessionCommand::Name(n))
         },
         parse_json: |mut a| {
             let n = a.required_str("name")?;
             a.finish()?;
-            Ok(Command::Name(n))
+            ok(SessionCommand::Name(n))
         },
     },
     CommandSpec {
@@ -100,40 +138,40 @@ pub static SPECS: &[CommandSpec] = &[
         usage: "WHOAMI",
         json: r#"{"op":"whoami"}"#,
         summary: "your id, name, address and connect time",
-        parse_text: |a| a.finish().map(|_| Command::Whoami),
-        parse_json: |a| a.finish().map(|_| Command::Whoami),
+        parse_text: |a| a.finish().map(|_| Command::Session(SessionCommand::Whoami)),
+        parse_json: |a| a.finish().map(|_| Command::Session(SessionCommand::Whoami)),
     },
     CommandSpec {
         name: "INFO",
         usage: "INFO",
         json: r#"{"op":"info"}"#,
         summary: "server figures: uptime, connections, channels, tables, messages, memory",
-        parse_text: |a| a.finish().map(|_| Command::Info),
-        parse_json: |a| a.finish().map(|_| Command::Info),
+        parse_text: |a| a.finish().map(|_| Command::Session(SessionCommand::Info)),
+        parse_json: |a| a.finish().map(|_| Command::Session(SessionCommand::Info)),
     },
     CommandSpec {
         name: "CLIENTS",
         usage: "CLIENTS",
         json: r#"{"op":"clients"}"#,
         summary: "who is connected now, and since when",
-        parse_text: |a| a.finish().map(|_| Command::Clients),
-        parse_json: |a| a.finish().map(|_| Command::Clients),
+        parse_text: |a| a.finish().map(|_| Command::Session(SessionCommand::Clients)),
+        parse_json: |a| a.finish().map(|_| Command::Session(SessionCommand::Clients)),
     },
     CommandSpec {
         name: "HISTORY",
         usage: "HISTORY",
         json: r#"{"op":"history"}"#,
         summary: "past and present connections with connect and disconnect times",
-        parse_text: |a| a.finish().map(|_| Command::History),
-        parse_json: |a| a.finish().map(|_| Command::History),
+        parse_text: |a| a.finish().map(|_| Command::Session(SessionCommand::History)),
+        parse_json: |a| a.finish().map(|_| Command::Session(SessionCommand::History)),
     },
     CommandSpec {
         name: "QUIT",
         usage: "QUIT",
         json: r#"{"op":"quit"}"#,
         summary: "close the connection (answered +OK bye)",
-        parse_text: |a| a.finish().map(|_| Command::Quit),
-        parse_json: |a| a.finish().map(|_| Command::Quit),
+        parse_text: |a| a.finish().map(|_| Command::Session(SessionCommand::Quit)),
+        parse_json: |a| a.finish().map(|_| Command::Session(SessionCommand::Quit)),
     },
 ];
 
@@ -194,14 +232,18 @@ pub fn time(t: SystemTime) -> String {
 }
 
 /// Applies `NAME`, `WHOAMI`, `INFO`, `CLIENTS`, `HISTORY` on the manager thread.
-pub fn apply(m: &mut Manager, id: ConnId, cmd: Command) -> Reply {
+pub fn apply(m: &mut Manager, id: ConnId, cmd: SessionCommand) -> Reply {
     match cmd {
-        Command::Name(name) => set_name(m, id, name),
-        Command::Whoami => whoami(m, id),
-        Command::Info => info(m),
-        Command::Clients => clients(m),
-        Command::History => history(m),
-        _ => Reply::Error(ErrorReply::new("internal", "not a session command".into())),
+        SessionCommand::Name(name) => set_name(m, id, name),
+        SessionCommand::Whoami => whoami(m, id),
+        SessionCommand::Info => info(m),
+        SessionCommand::Clients => clients(m),
+        SessionCommand::History => history(m),
+        // PING, PONG, FORMAT, HELP and QUIT are the connection's own.
+        _ => Reply::Error(ErrorReply::new(
+            "internal",
+            "a connection command was routed to the channel manager".into(),
+        )),
     }
 }
 

@@ -10,6 +10,7 @@ use super::stream::{Step, Streaming, STREAM_ITEMS_FROM};
 use super::ConnContext;
 use crate::commands;
 use crate::commands::select::RowStream;
+use crate::commands::session::SessionCommand;
 use crate::commands::tables::TableCommand;
 use crate::commands::Command;
 use crate::manager::outbox::{ConnId, OutItem, Outbox};
@@ -301,7 +302,7 @@ impl Session {
         }
         match req.command {
             Err(e) => self.local_reply(req.format, req.id, Reply::Error(e)),
-            Ok(Command::Format(choice)) => {
+            Ok(Command::Session(SessionCommand::Format(choice))) => {
                 match choice {
                     Some(FormatChoice::Fixed(f)) => {
                         self.format = f;
@@ -323,10 +324,11 @@ impl Session {
                 self.local_reply(req.format, req.id, reply);
             }
             // Reading it was the point: the connection noted the input.
-            Ok(Command::Pong) => {}
+            Ok(Command::Session(SessionCommand::Pong)) => {}
             Ok(Command::Table(t)) if t.is_select() => self.select(*t, req.format, req.id),
-            Ok(Command::Quit) => {
-                let (reply, _) = commands::apply_local(Command::Quit, &self.ctx.store);
+            Ok(Command::Session(SessionCommand::Quit)) => {
+                let quit = Command::Session(SessionCommand::Quit);
+                let (reply, _) = commands::apply_local(quit, &self.ctx.store);
                 self.local_reply(req.format, req.id, reply);
                 self.quit_requested = true;
                 self.pending.push_back(Pending::Quit);
