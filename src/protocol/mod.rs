@@ -5,6 +5,7 @@
 //! nothing of commands, the store, the manager or connections.
 
 pub mod args;
+pub mod digits;
 pub mod json;
 pub mod push;
 pub mod reply;

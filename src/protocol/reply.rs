@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::digits::push_u64;
 use super::{write_json_str, write_json_value, Format};
 
 /// An error reply: a stable snake_case `code` and a message for people.
@@ -416,27 +417,6 @@ pub fn write_text_value(out: &mut Vec<u8>, v: &Value) {
         Value::Null => out.push(b'-'),
         other => write_json_value(out, other),
     }
-}
-
-pub(crate) fn push_i64(out: &mut Vec<u8>, n: i64) {
-    if n < 0 {
-        out.push(b'-');
-    }
-    push_u64(out, n.unsigned_abs());
-}
-
-pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
 }
 
 #[cfg(test)]

@@ -150,7 +150,7 @@ impl Value {
     /// [`Value::write_text`] into bytes, as replies are built.
     pub fn write_text_bytes(&self, out: &mut Vec<u8>) {
         match self {
-            Value::Int(i) => crate::protocol::reply::push_i64(out, *i),
+            Value::Int(i) => super::digits::push_i64(out, *i),
             Value::Str(s) if is_bare_safe(s) => out.extend_from_slice(s.as_bytes()),
             Value::Str(s) => crate::protocol::write_json_str(out, s),
             other => {
@@ -165,7 +165,7 @@ impl Value {
     pub fn write_json(&self, out: &mut Vec<u8>) {
         match self {
             Value::Null => out.extend_from_slice(b"null"),
-            Value::Int(i) => crate::protocol::reply::push_i64(out, *i),
+            Value::Int(i) => super::digits::push_i64(out, *i),
             Value::Str(s) => crate::protocol::write_json_str(out, s),
             Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
             Value::Float(f) => {

@@ -10,6 +10,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use crate::protocol::digits::push_u64;
+
 /// One change, as a journal line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
@@ -80,21 +82,6 @@ pub fn encode(out: &mut Vec<u8>, seq: Option<u64>, record: &Record) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.extend((0..8).rev().map(|i| HEX[(crc >> (i * 4)) as usize & 0xf]));
     out.extend_from_slice(b"\"}\n");
-}
-
-/// Decimal digits without the formatting machinery (this runs once per write).
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// A line as read back.
