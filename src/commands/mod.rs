@@ -13,7 +13,6 @@
 pub mod channels;
 pub mod command;
 pub mod live;
-pub mod select;
 pub mod session;
 pub mod table_api;
 pub mod tables;

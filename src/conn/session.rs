@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::stream::{Step, Streaming, STREAM_ITEMS_FROM};
 use super::ConnContext;
 use crate::commands;
-use crate::commands::select::RowStream;
 use crate::commands::session::SessionCommand;
+use crate::commands::tables::select::RowStream;
 use crate::commands::tables::TableCommand;
 use crate::commands::Command;
 use crate::manager::outbox::{ConnId, OutItem, Outbox};
@@ -401,7 +401,7 @@ impl Session {
         let TableCommand::Select { table, query } = c else {
             return;
         };
-        match commands::select::open(&self.ctx.store, &table, &query) {
+        match commands::tables::select::open(&self.ctx.store, &table, &query) {
             Ok(rows) => self.queue_stream(rows, format, id),
             Err(e) => self.local_reply(format, id, Reply::Error(e)),
         }

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::commands::select::RowStream;
+use crate::commands::tables::select::RowStream;
 use crate::protocol::reply::{ListEncoder, RowsEncoder};
 use crate::protocol::{ErrorReply, Format, Item, Reply};
 

@@ -9,7 +9,8 @@
 
 use std::sync::mpsc;
 
-use super::tables::{compile, no_such_column, table_ref, Query};
+use super::check::{compile, no_such_column, table_ref};
+use super::parse::Query;
 use crate::protocol::ErrorReply;
 use crate::store::expr::{Expr, Predicate};
 use crate::store::value::Value;
