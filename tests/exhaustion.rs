@@ -263,8 +263,15 @@ fn a_line_that_never_ends_is_cut_after_the_line_timeout() {
     assert_eq!(other.ok("PING"), "+PONG");
 }
 
-#[test]
-fn partial_lines_are_bounded_by_the_input_budget() {
+/// Ten connections each send up to 900 KB of input that never completes, 9 MB against
+/// a 4 MB budget: the budget holds, at least four of them are told `BYE input_budget`
+/// (`bye` reads what one was told, if anything), a newcomer is served, and the bytes
+/// held are given back once they go.
+fn the_input_budget_holds<C>(
+    connect: impl Fn(std::net::SocketAddr) -> C,
+    send: impl Fn(&mut C, &[u8]),
+    bye: impl Fn(&mut C) -> Option<String>,
+) {
     let server = start_with(Config {
         input_budget: 4 << 20,
         ..Config::default()
@@ -272,12 +279,10 @@ fn partial_lines_are_bounded_by_the_input_budget() {
     let addr = server.local_addr();
     let stats = server.stats();
     let chunk = vec![b'a'; 100 << 10];
-    // Ten connections each holding up to 900 KB of a line that never ends: 9 MB
-    // against a 4 MB budget.
-    let mut conns: Vec<Client> = (0..10).map(|_| Client::connect(addr)).collect();
+    let mut conns: Vec<C> = (0..10).map(|_| connect(addr)).collect();
     for _ in 0..9 {
         for c in conns.iter_mut() {
-            let _ = c.writer.write_all(&chunk);
+            send(c, &chunk);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -286,10 +291,7 @@ fn partial_lines_are_bounded_by_the_input_budget() {
     });
     let mut cut = 0;
     for c in conns.iter_mut() {
-        c.writer
-            .set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
-        if let Some(l) = c.line_or_eof_quick() {
+        if let Some(l) = bye(c) {
             assert_eq!(l, "BYE input_budget");
             cut += 1;
         }
@@ -301,6 +303,22 @@ fn partial_lines_are_bounded_by_the_input_budget() {
     wait_for("held bytes are given back", Duration::from_secs(5), || {
         stats.input_buffered.load(Ordering::Acquire) == 0
     });
+}
+
+#[test]
+fn partial_lines_are_bounded_by_the_input_budget() {
+    the_input_budget_holds(
+        Client::connect,
+        |c, chunk| {
+            let _ = c.writer.write_all(chunk);
+        },
+        |c| {
+            c.writer
+                .set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            c.line_or_eof_quick()
+        },
+    );
 }
 
 /// A WebSocket whose raw socket the test writes to itself, to send part of a message.
@@ -377,43 +395,24 @@ fn a_websocket_message_that_never_ends_is_cut_after_the_line_timeout() {
 
 #[test]
 fn partial_websocket_messages_are_bounded_by_the_input_budget() {
-    let server = start_with(Config {
-        input_budget: 4 << 20,
-        ..Config::default()
-    });
-    let addr = server.local_addr();
-    let stats = server.stats();
-    let chunk = vec![b'a'; 100 << 10];
-    // Ten WebSockets each holding up to 900 KB of a 1000 KB message: 9 MB against a
-    // 4 MB budget.
-    let mut conns: Vec<RawWs> = (0..10).map(|_| ws_connect(addr)).collect();
-    for ws in conns.iter_mut() {
-        raw(ws).write_all(&frame_head(1000 << 10)).unwrap();
-    }
-    for _ in 0..9 {
-        for ws in conns.iter_mut() {
-            let _ = raw(ws).write_all(&chunk);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    wait_for("the budget holds", Duration::from_secs(5), || {
-        stats.input_buffered.load(Ordering::Acquire) <= (4 << 20) + (1 << 20)
-    });
-    let mut cut = 0;
-    for ws in conns.iter_mut() {
-        raw(ws)
-            .set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
-        if let Ok(tungstenite::Message::Text(t)) = ws.read() {
-            assert_eq!(t.as_str(), "BYE input_budget");
-            cut += 1;
-        }
-    }
-    assert!(cut >= 4, "only {cut} of 10 were cut");
-    let mut canary = Client::connect(addr);
-    assert_eq!(canary.ok("PING"), "+PONG");
-    drop(conns);
-    wait_for("held bytes are given back", Duration::from_secs(5), || {
-        stats.input_buffered.load(Ordering::Acquire) == 0
-    });
+    // Each connection opens a 1000 KB message and never finishes it.
+    the_input_budget_holds(
+        |addr| {
+            let mut ws = ws_connect(addr);
+            raw(&mut ws).write_all(&frame_head(1000 << 10)).unwrap();
+            ws
+        },
+        |ws, chunk| {
+            let _ = raw(ws).write_all(chunk);
+        },
+        |ws| {
+            raw(ws)
+                .set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            match ws.read() {
+                Ok(tungstenite::Message::Text(t)) => Some(t.to_string()),
+                _ => None,
+            }
+        },
+    );
 }
