@@ -129,19 +129,17 @@ pub(crate) fn where_clause(s: &str) -> Result<Expr, String> {
     if !toks.first().is_some_and(|t| t.is_kw("WHERE")) {
         return Err(format!("expected WHERE, found '{}'", clip(s)));
     }
-    let mut pos = 1;
-    let e = expr::parse(&toks, &mut pos)?;
-    match toks.get(pos) {
-        None => Ok(e),
-        Some(t) => Err(format!("unexpected {} after the condition", t.describe())),
-    }
+    expr_to_end(&toks, 1)
 }
 
 /// An expression that is the whole of `s` (JSON's `"where"`).
 pub(crate) fn whole_expr(s: &str) -> Result<Expr, String> {
-    let toks = lex::tokenize(s)?;
-    let mut pos = 0;
-    let e = expr::parse(&toks, &mut pos)?;
+    expr_to_end(&lex::tokenize(s)?, 0)
+}
+
+/// The expression starting at token `pos`, which must take every token left.
+fn expr_to_end(toks: &[Tok], mut pos: usize) -> Result<Expr, String> {
+    let e = expr::parse(toks, &mut pos)?;
     match toks.get(pos) {
         None => Ok(e),
         Some(t) => Err(format!("unexpected {} after the condition", t.describe())),
