@@ -1,12 +1,11 @@
 //! `servermain HOST PORT`: runs a leviathan server until Ctrl-C or SIGTERM.
 
-use std::net::TcpListener;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use leviathan::store::StoreLimits;
-use leviathan::{Config, Server};
+use leviathan::{App, Config};
 
 // Messages are allocated on the manager thread and freed on worker threads; mimalloc's
 // per-thread free lists handle that pattern far better than glibc's arenas.
@@ -105,24 +104,7 @@ struct Args {
     max_store_mib: usize,
 }
 
-/// `RUST_LOG` as given (default `info`), with may's own logging kept at `warn` unless
-/// `RUST_LOG` names it: at `debug`, may logs every epoll event.
-fn init_logging() {
-    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
-    let mut b = env_logger::Builder::new();
-    b.parse_filters(&spec);
-    let names_may = |d: &str| {
-        let module = d.trim().split('=').next().unwrap_or("");
-        module == "may" || module.starts_with("may::")
-    };
-    if !spec.split(',').any(names_may) {
-        b.filter_module("may", log::LevelFilter::Warn);
-    }
-    b.init();
-}
-
 fn main() -> ExitCode {
-    init_logging();
     let args = Args::parse();
     let config = Config {
         max_line: args.max_line,
@@ -152,80 +134,10 @@ fn main() -> ExitCode {
         },
         ..Config::default()
     };
-    let addr = format!("{}:{}", args.host, args.port);
-    let listener = match TcpListener::bind(&addr) {
-        Ok(l) => l,
-        Err(e) => {
-            log::error!("cannot listen on {addr}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    report_limits(&config);
-    let mut server = match Server::start(listener, config) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("cannot start: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
-    if let Err(e) = ctrlc::set_handler(move || {
-        let _ = stop_tx.try_send(());
-    }) {
-        log::error!("cannot install the Ctrl-C/SIGTERM handler: {e}");
-        return ExitCode::FAILURE;
-    }
-    log::info!(
-        "leviathan {} listening on {} (text, JSON and WebSocket)",
-        env!("CARGO_PKG_VERSION"),
-        server.local_addr()
-    );
-    let _ = stop_rx.recv();
-    log::info!("shutting down: telling clients, flushing");
-    server.shutdown();
-    let s = server.stats();
-    log::info!(
-        "stopped; served {} connections ({} slow consumers disconnected)",
-        s.connections_total
-            .load(std::sync::atomic::Ordering::Relaxed),
-        s.slow_consumers.load(std::sync::atomic::Ordering::Relaxed)
-    );
-    ExitCode::SUCCESS
+    App::new().config(config).run(&args.host, args.port)
 }
 
 /// A number of seconds from a flag, where 0 means off.
 fn secs(n: u64) -> Option<Duration> {
     (n > 0).then(|| Duration::from_secs(n))
-}
-
-/// Says at start which system limits bound the connection count, and warns when the
-/// configured maximum exceeds them.
-fn report_limits(config: &Config) {
-    let files = leviathan::server::raise_open_file_limit();
-    let maps = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .ok()
-        .and_then(|s| s.trim().parse::<usize>().ok());
-    log::info!(
-        "limits: max connections {}, open files {}, vm.max_map_count {}",
-        config.max_connections,
-        files.map_or("unknown".into(), |n| n.to_string()),
-        maps.map_or("unknown".into(), |n| n.to_string())
-    );
-    if let Some(f) = files {
-        if config.max_connections + 64 > f {
-            log::warn!(
-                "--max-connections {} is more than the open-file limit ({f}) allows; raise it with ulimit -n",
-                config.max_connections
-            );
-        }
-    }
-    if let Some(m) = maps {
-        // Each connection's coroutine stack takes about two memory maps.
-        if config.max_connections * 2 + 1000 > m {
-            log::warn!(
-                "--max-connections {} may exceed vm.max_map_count ({m}): each connection uses about 2 maps",
-                config.max_connections
-            );
-        }
-    }
 }

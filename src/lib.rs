@@ -34,17 +34,20 @@
 //! sent as a `ChannelOp` to the manager, which answers through the connection's `Outbox`
 //! in request order → encoded in the request's format → written in batches.
 
+pub mod app;
 pub mod client;
 pub mod collections;
 pub mod commands;
 pub mod conn;
 pub mod console;
 pub mod coop;
+pub mod framework;
 pub mod manager;
 pub mod protocol;
 pub mod server;
 pub mod store;
 
+pub use app::App;
 pub use commands::table_api::{TableError, Tables};
 pub use server::{Config, Server, ServerHandle};
 

@@ -14,6 +14,7 @@ use may::net::TcpListener;
 
 use crate::commands::table_api::Tables;
 use crate::conn::{self, ConnContext, ConnSettings};
+use crate::framework::{Framework, Hub};
 use crate::manager::liveness::Liveness;
 pub use crate::manager::stats::Stats;
 use crate::manager::{ChannelOp, Manager, ManagerSettings};
@@ -120,9 +121,21 @@ pub fn default_workers() -> usize {
 pub struct Server;
 
 impl Server {
-    /// Serves `listener` until [`ServerHandle::shutdown`]. Sets `may`'s worker count
-    /// and stack size, which take effect only if no coroutine has run yet in this process.
+    /// Serves `listener` as the plain server (no actions, tasks or gate) until
+    /// [`ServerHandle::shutdown`]. Sets `may`'s worker count and stack size, which take
+    /// effect only if no coroutine has run yet in this process.
     pub fn start(listener: StdListener, config: Config) -> io::Result<ServerHandle> {
+        Server::start_with(listener, config, Framework::default())
+    }
+
+    /// Serves `listener` with what an embedding program registered ([`crate::App`]
+    /// builds it). Its startup tasks run before the first connection is accepted; the
+    /// first that fails stops the start, and the error says which and why.
+    pub fn start_with(
+        listener: StdListener,
+        config: Config,
+        framework: Framework,
+    ) -> io::Result<ServerHandle> {
         may::config()
             .set_workers(config.workers.max(1))
             .set_stack_size(config.stack_size / 8);
@@ -172,11 +185,26 @@ impl Server {
                 max_json_depth: config.max_json_depth,
             },
         };
+        let framework = Arc::new(framework);
+        let hub = Hub {
+            ops: ops.clone(),
+            store: store.clone(),
+        };
+        if let Err(why) = framework.run_startup(&hub) {
+            let _ = ops.send(ChannelOp::Shutdown);
+            let _ = manager.join();
+            if let Some(p) = persistence {
+                p.close(&store);
+            }
+            return Err(io::Error::other(why));
+        }
+        framework.start_intervals(&hub);
         let ctx = Arc::new(ConnContext::new(
             settings,
             store.clone(),
             ops,
             stats.clone(),
+            framework.clone(),
         ));
         let acceptor = {
             let ctx = ctx.clone();
@@ -191,6 +219,8 @@ impl Server {
             stats,
             acceptor: Some(acceptor),
             manager: Some(manager),
+            framework,
+            hub,
         })
     }
 }
@@ -205,6 +235,8 @@ pub struct ServerHandle {
     stats: Arc<Stats>,
     acceptor: Option<may::coroutine::JoinHandle<()>>,
     manager: Option<std::thread::JoinHandle<()>>,
+    framework: Arc<Framework>,
+    hub: Hub,
 }
 
 impl ServerHandle {
@@ -224,7 +256,7 @@ impl ServerHandle {
         &self.stats
     }
 
-    /// Stops accepting, sends every client `BYE shutdown`, waits up to
+    /// Stops accepting, runs the shutdown tasks, sends every client `BYE shutdown`, waits up to
     /// `drain_timeout` for them to flush and close, and stops the channel manager.
     /// Call it from an OS thread, not from a coroutine.
     pub fn shutdown(&mut self) {
@@ -244,6 +276,8 @@ impl ServerHandle {
         if let Some(a) = self.acceptor.take() {
             let _ = a.join();
         }
+        // Clients are still connected: what the shutdown tasks publish reaches them.
+        self.framework.run_shutdown(&self.hub);
         let _ = self.ctx.ops.send(ChannelOp::Shutdown);
         if let Some(m) = self.manager.take() {
             let _ = m.join();

@@ -16,8 +16,10 @@ const FLOORS: &[(&str, u32)] = &[
     ("store", 2),
     ("manager", 3),
     ("commands", 4),
-    ("conn", 5),
-    ("server", 6),
+    ("framework", 5),
+    ("conn", 6),
+    ("server", 7),
+    ("app", 8),
 ];
 
 fn floor(module: &str) -> Option<u32> {

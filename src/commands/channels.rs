@@ -360,11 +360,7 @@ fn publish(m: &mut Manager, id: ConnId, channel: &str, data: Payload) -> Result<
         }
         return Err(no_such_channel(channel));
     };
-    let from = m
-        .clients
-        .get(&id)
-        .map(|c| c.name.clone())
-        .unwrap_or_default();
+    let from = m.name_of(id);
     let msg = Message::new(MessageKind::Channel, chan.name.clone(), from, data);
     // Encode the text line here: this thread has spare time, the receivers' workers
     // do not. JSON is encoded by the first JSON receiver.
@@ -396,11 +392,7 @@ fn send(m: &mut Manager, id: ConnId, to: &str, data: Payload) -> Result<Reply, E
                 ),
             )
         })?;
-    let from = m
-        .clients
-        .get(&id)
-        .map(|c| c.name.clone())
-        .unwrap_or_default();
+    let from = m.name_of(id);
     let msg = Message::new(MessageKind::Direct, Arc::from(""), from, data);
     m.counts.direct += 1;
     if m.push(&target, Push::Message(Arc::new(msg))) {

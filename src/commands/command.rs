@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::app::AppCommand;
 use super::channels::ChannelCommand;
 use super::live::LiveCommand;
 use super::session::SessionCommand;
@@ -21,6 +22,8 @@ pub enum Command {
     /// A table command. Boxed: it is large, and every command is moved through the
     /// manager's queue.
     Table(Box<TableCommand>),
+    /// The application's own commands (actions, tasks, the gate). Boxed like tables.
+    App(Box<AppCommand>),
 }
 
 impl Command {
@@ -30,7 +33,7 @@ impl Command {
         match self {
             Command::Session(c) => c.is_listing(),
             Command::Channel(c) => matches!(c, ChannelCommand::Channels),
-            Command::Live(_) | Command::Table(_) => false,
+            Command::Live(_) | Command::Table(_) | Command::App(_) => false,
         }
     }
 
@@ -39,8 +42,26 @@ impl Command {
     pub fn is_local(&self) -> bool {
         match self {
             Command::Session(c) => c.is_local(),
-            Command::Table(_) => true,
+            Command::Table(_) | Command::App(_) => true,
             Command::Channel(_) | Command::Live(_) => false,
+        }
+    }
+}
+
+impl Command {
+    /// What a client may do before it passes the server's gate: `PING` (and the `PONG`
+    /// that answers the server's), `HELP`, `AUTH` and `QUIT`.
+    pub fn passes_closed_gate(&self) -> bool {
+        match self {
+            Command::Session(c) => matches!(
+                c,
+                SessionCommand::Ping(_)
+                    | SessionCommand::Pong
+                    | SessionCommand::Help(_)
+                    | SessionCommand::Quit
+            ),
+            Command::App(c) => matches!(**c, AppCommand::Auth(_)),
+            _ => false,
         }
     }
 }

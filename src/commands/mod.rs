@@ -10,6 +10,7 @@
 //! - everything else: on the channel-manager thread, which hands it to [`Routed`]
 //!   (the routing floor's `Handler`), and so to its family's apply.
 
+pub mod app;
 pub mod channels;
 pub mod command;
 pub mod live;
@@ -40,8 +41,14 @@ pub struct CommandSpec {
 }
 
 /// Every command family's specs, in `HELP` order.
-fn families() -> [&'static [CommandSpec]; 4] {
-    [session::SPECS, channels::SPECS, tables::SPECS, live::SPECS]
+fn families() -> [&'static [CommandSpec]; 5] {
+    [
+        session::SPECS,
+        channels::SPECS,
+        tables::SPECS,
+        live::SPECS,
+        app::SPECS,
+    ]
 }
 
 /// Longest verb; anything longer is not a command.
@@ -204,9 +211,9 @@ impl crate::manager::Handler for Routed {
             Command::Session(c) => session::apply(m, id, c),
             Command::Channel(c) => channels::apply(m, id, c),
             Command::Live(c) => live::apply(m, id, c),
-            Command::Table(_) => Reply::Error(ErrorReply::new(
+            Command::Table(_) | Command::App(_) => Reply::Error(ErrorReply::new(
                 "internal",
-                "a table command was routed to the channel manager".into(),
+                "a connection's own command was routed to the channel manager".into(),
             )),
         }
     }

@@ -181,8 +181,10 @@ pub fn default_name(id: ConnId) -> String {
 }
 
 fn is_reserved(name: &str) -> bool {
-    name.strip_prefix("client-")
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    name.eq_ignore_ascii_case(crate::manager::SERVER_NAME)
+        || name
+            .strip_prefix("client-")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Checks a requested client name.
@@ -202,7 +204,7 @@ pub fn check_name(name: &str) -> Result<(), ErrorReply> {
     if is_reserved(name) {
         return Err(ErrorReply::new(
             "bad_args",
-            format!("names of the form client-<number> are reserved ('{name}')"),
+            format!("'server' and names of the form client-<number> are reserved ('{name}')"),
         ));
     }
     Ok(())

@@ -96,6 +96,26 @@ impl Tables {
         })
     }
 
+    /// `SELECT … [WHERE <filter>] [ORDER BY <column> [DESC]] [LIMIT <n>]`: `select`
+    /// says which rows, in what order, and how many.
+    pub fn select_by(&self, table: &str, select: &Select) -> Result<Vec<Json>, TableError> {
+        let filter = select
+            .filter
+            .as_deref()
+            .map(whole_expr)
+            .transpose()
+            .map_err(bad_args)?;
+        self.rows(TableCommand::Select {
+            table: table.into(),
+            query: Query {
+                filter,
+                order: select.order.clone(),
+                limit: select.limit,
+                offset: 0,
+            },
+        })
+    }
+
     /// `COUNT … WHERE <filter>`.
     pub fn count(&self, table: &str, filter: Option<&str>) -> Result<u64, TableError> {
         let filter = filter.map(whole_expr).transpose().map_err(bad_args)?;
@@ -135,19 +155,8 @@ impl Tables {
             Reply::Count { n, .. } => n,
             _ => 0,
         };
-        if let (Some(seq), Some(journal)) = (seq, self.store.journal()) {
-            let (tx, rx) = may::sync::mpsc::channel();
-            let waiter: Arc<dyn Waiter> = Arc::new(ChannelWaiter(tx));
-            while !journal.durable_or_wake(seq, &waiter) {
-                if let Some(why) = journal.failure() {
-                    return Err(ErrorReply::new(
-                        "unavailable",
-                        format!("{why}; this change is applied in memory and will be journaled once the disk can be written, but it is not durable now"),
-                    ));
-                }
-                // A may channel: a coroutine waits here without blocking its worker.
-                let _ = rx.recv_timeout(Duration::from_millis(500));
-            }
+        if let Some(seq) = seq {
+            wait_durable(&self.store, seq)?;
         }
         Ok(n)
     }
@@ -157,6 +166,61 @@ impl Tables {
             Reply::Error(e) => Err(e),
             r => Ok(r),
         }
+    }
+}
+
+/// Waits until journal record `seq` is durable by the server's fsync policy (at once
+/// without a journal), or says why it cannot be now. A coroutine waits here without
+/// blocking its worker.
+pub(crate) fn wait_durable(store: &TableStore, seq: u64) -> Result<(), ErrorReply> {
+    let Some(journal) = store.journal() else {
+        return Ok(());
+    };
+    let (tx, rx) = may::sync::mpsc::channel();
+    let waiter: Arc<dyn Waiter> = Arc::new(ChannelWaiter(tx));
+    while !journal.durable_or_wake(seq, &waiter) {
+        if let Some(why) = journal.failure() {
+            return Err(ErrorReply::new(
+                "unavailable",
+                format!("{why}; this change is applied in memory and will be journaled once the disk can be written, but it is not durable now"),
+            ));
+        }
+        let _ = rx.recv_timeout(Duration::from_millis(500));
+    }
+    Ok(())
+}
+
+/// Which rows a [`Tables::select_by`] returns: a `WHERE` condition, an order and a
+/// limit, each optional (`Select::default()` is every row in id order).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Select {
+    filter: Option<String>,
+    order: Option<(String, bool)>,
+    limit: Option<usize>,
+}
+
+impl Select {
+    /// Every row, in id order.
+    pub fn new() -> Select {
+        Select::default()
+    }
+
+    /// Only rows matching a condition in the `WHERE` language (`room = lobby`).
+    pub fn filter(mut self, condition: &str) -> Select {
+        self.filter = Some(condition.to_string());
+        self
+    }
+
+    /// Ordered by `column`, descending when `descending`.
+    pub fn order_by(mut self, column: &str, descending: bool) -> Select {
+        self.order = Some((column.to_string(), descending));
+        self
+    }
+
+    /// At most `n` rows.
+    pub fn limit(mut self, n: usize) -> Select {
+        self.limit = Some(n);
+        self
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 
 use crate::commands::Op;
+use crate::framework::Framework;
 use crate::manager::stats::Stats;
 use crate::protocol::ParseLimits;
 use crate::store::TableStore;
@@ -42,6 +43,8 @@ pub struct ConnContext {
     /// Set once shutdown begins: the acceptor stops and sniffed connections are let go.
     pub stopping: AtomicBool,
     pub next_id: AtomicU64,
+    /// What the embedding program registered (actions, tasks, the gate).
+    pub framework: Arc<Framework>,
 }
 
 impl ConnContext {
@@ -50,6 +53,7 @@ impl ConnContext {
         store: Arc<TableStore>,
         ops: Sender<Op>,
         stats: Arc<Stats>,
+        framework: Arc<Framework>,
     ) -> ConnContext {
         ConnContext {
             settings,
@@ -58,6 +62,7 @@ impl ConnContext {
             stats,
             stopping: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            framework,
         }
     }
 }

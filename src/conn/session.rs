@@ -9,10 +9,12 @@ use serde_json::Value;
 use super::stream::{Step, Streaming, STREAM_ITEMS_FROM};
 use super::ConnContext;
 use crate::commands;
+use crate::commands::app::AppCommand;
 use crate::commands::session::SessionCommand;
 use crate::commands::tables::select::RowStream;
 use crate::commands::tables::TableCommand;
 use crate::commands::Command;
+use crate::framework::{Ctx, Headers, Hub};
 use crate::manager::outbox::{ConnId, OutItem, Outbox};
 use crate::manager::{ChannelOp, Transport};
 use crate::protocol::push::ByeReason;
@@ -22,6 +24,9 @@ use crate::store::journal::{Journal, Waiter};
 /// Requests a connection may have waiting on the channel manager before it stops
 /// reading: this is what keeps a fast pipelining publisher from queueing without bound.
 const MAX_IN_FLIGHT: usize = 1024;
+
+/// Actions one connection may have running at once before it stops reading.
+const MAX_CALLS: usize = 64;
 
 /// How often a stalled sender looks at the receiver it waits for.
 const STALL: std::time::Duration = std::time::Duration::from_millis(1);
@@ -45,6 +50,13 @@ pub enum Ending {
 /// A reply that must wait for an earlier one still being computed by the manager.
 enum Pending {
     Manager {
+        format: Format,
+        id: Option<Value>,
+    },
+    /// The answer to a request running elsewhere (an action's coroutine), which comes
+    /// back through the outbox as `OutItem::Answer(token, …)`.
+    Answer {
+        token: u64,
         format: Format,
         id: Option<Value>,
     },
@@ -110,6 +122,15 @@ pub struct Session {
     /// Longest single reply line this transport can carry whole (WebSocket frames are
     /// whole messages); `None` for no limit.
     line_limit: Option<usize>,
+    transport: Transport,
+    /// Whether the client passed the framework's gate (always, without a gate).
+    admitted: bool,
+    /// The headers it passed the gate with, for actions.
+    headers: Arc<Headers>,
+    /// Actions running for it.
+    calls: usize,
+    /// The token of its next action's answer.
+    next_token: u64,
 }
 
 impl Session {
@@ -152,7 +173,6 @@ impl Session {
             opened: std::time::Instant::now(),
             waiter: outbox.clone(),
             outbox,
-            ctx,
             format: fixed.unwrap_or(Format::Text),
             fixed: fixed.is_some(),
             pending: VecDeque::new(),
@@ -169,7 +189,22 @@ impl Session {
             streams_waiting: 0,
             slice: crate::coop::Slice::new(),
             line_limit,
+            transport,
+            admitted: !ctx.framework.has_gate(),
+            headers: Arc::default(),
+            calls: 0,
+            next_token: 0,
+            ctx,
         })
+    }
+
+    /// Shows the gate the headers a WebSocket client connected with (its upgrade
+    /// request's headers and query parameters); passing admits it at once.
+    pub fn admit_headers(&mut self, headers: Headers) {
+        if self.ctx.framework.admit(&headers).is_ok() {
+            self.admitted = true;
+        }
+        self.headers = Arc::new(headers);
     }
 
     /// Whether more requests should be read now. False while too many requests wait on
@@ -181,6 +216,7 @@ impl Session {
             && !self.listing
             && self.streams_waiting == 0
             && self.in_flight < MAX_IN_FLIGHT
+            && self.calls < MAX_CALLS
             && self.out.len() < out_budget
     }
 
@@ -300,8 +336,16 @@ impl Session {
         if !self.fixed {
             self.format = req.format;
         }
-        match req.command {
+        let command = match req.command {
+            Ok(c) if !self.admitted && !c.passes_closed_gate() => Err(ErrorReply::new(
+                "unauthorized",
+                "this server admits clients that pass its gate: send AUTH <json object> with your headers first (PING, HELP, AUTH and QUIT work before)".into(),
+            )),
+            other => other,
+        };
+        match command {
             Err(e) => self.local_reply(req.format, req.id, Reply::Error(e)),
+            Ok(Command::App(c)) => self.app(*c, req.format, req.id),
             Ok(Command::Session(SessionCommand::Format(choice))) => {
                 match choice {
                     Some(FormatChoice::Fixed(f)) => {
@@ -348,6 +392,62 @@ impl Session {
                 self.pending.push_back(Pending::Manager {
                     format: req.format,
                     id: req.id,
+                });
+            }
+        }
+    }
+
+    /// Carries out the application's own commands through the framework. An action
+    /// runs in a coroutine of its own, and its answer takes its turn among the replies.
+    fn app(&mut self, c: AppCommand, format: Format, id: Option<Value>) {
+        let framework = self.ctx.framework.clone();
+        match c {
+            AppCommand::Actions => self.local_reply(format, id, framework.actions_reply()),
+            AppCommand::Tasks => self.local_reply(format, id, framework.tasks_reply()),
+            AppCommand::Auth(headers) => {
+                let reply = match framework.admit(&headers) {
+                    Ok(()) => {
+                        self.admitted = true;
+                        self.headers = Arc::new(headers);
+                        Reply::Done(None)
+                    }
+                    Err(why) => {
+                        log::info!(
+                            "connection {} from {}: not admitted: {why}",
+                            self.id,
+                            self.addr
+                        );
+                        Reply::Error(ErrorReply::new("unauthorized", why))
+                    }
+                };
+                self.local_reply(format, id, reply);
+            }
+            AppCommand::Call { action, data } => {
+                if !framework.has_action(&action) {
+                    let reply = crate::framework::Framework::no_such_action(&action);
+                    return self.local_reply(format, id, reply);
+                }
+                // What this client asked of the manager before goes first, so the
+                // action sees its effects.
+                self.send_batch();
+                let token = self.next_token;
+                self.next_token += 1;
+                self.calls += 1;
+                self.pending
+                    .push_back(Pending::Answer { token, format, id });
+                let ctx = Ctx::for_client(
+                    Hub {
+                        ops: self.ctx.ops.clone(),
+                        store: self.ctx.store.clone(),
+                    },
+                    self.id,
+                    self.transport,
+                    self.headers.clone(),
+                );
+                let outbox = self.outbox.clone();
+                may::go!(move || {
+                    let reply = framework.call(ctx, &action, data);
+                    outbox.answer(token, reply);
                 });
             }
         }
@@ -480,7 +580,7 @@ impl Session {
     fn flush_ready(&mut self) {
         while let Some(p) = self.pending.front_mut() {
             match p {
-                Pending::Manager { .. } => break,
+                Pending::Manager { .. } | Pending::Answer { .. } => break,
                 Pending::Ready(buf) => {
                     self.out.extend_from_slice(buf);
                     self.pending.pop_front();
@@ -559,12 +659,70 @@ impl Session {
                     self.inbox.clear();
                 }
                 OutItem::Push(push) => push.encode(self.format, &mut self.out),
+                OutItem::Answer(token, reply) => self.answer(token, reply),
             }
         }
         progressed
     }
 
+    /// Puts the answer to request `token` in its place: written now if every reply
+    /// before it is out, else kept until they are.
+    fn answer(&mut self, token: u64, reply: Reply) {
+        let at = self
+            .pending
+            .iter()
+            .position(|p| matches!(p, Pending::Answer { token: t, .. } if *t == token));
+        let Some(at) = at else {
+            return;
+        };
+        self.calls -= 1;
+        let Some(Pending::Answer { format, id, .. }) = self.pending.remove(at) else {
+            return;
+        };
+        if at == 0 {
+            reply.encode(format, id.as_ref(), &mut self.out);
+            self.flush_ready();
+        } else {
+            let mut buf = Vec::new();
+            reply.encode(format, id.as_ref(), &mut buf);
+            self.pending.insert(at, Pending::Ready(buf));
+        }
+    }
+
     fn manager_reply(&mut self, reply: Reply, durable: Option<u64>) {
+        let first = self
+            .pending
+            .iter()
+            .position(|p| matches!(p, Pending::Manager { .. }));
+        if let Some(at) = first.filter(|at| *at > 0) {
+            // An earlier request (an action) is still running: this reply waits its
+            // turn, encoded whole.
+            self.in_flight -= 1;
+            if self.in_flight == 0 {
+                self.listing = false;
+            }
+            let Some(Pending::Manager { format, id }) = self.pending.remove(at) else {
+                return;
+            };
+            let mut buf = Vec::new();
+            reply.encode(format, id.as_ref(), &mut buf);
+            let slot = match durable {
+                Some(seq) => {
+                    self.durable_needed = self.durable_needed.max(seq);
+                    let held = Held {
+                        start: 0,
+                        end: 0,
+                        seq,
+                        format,
+                        id,
+                    };
+                    Pending::Write(held, buf)
+                }
+                None => Pending::Ready(buf),
+            };
+            self.pending.insert(at, slot);
+            return;
+        }
         match self.pending.pop_front() {
             Some(Pending::Manager { format, id }) => {
                 self.in_flight -= 1;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use may::io::WaitIo;
 use may::net::TcpStream;
+use serde_json::Value as Json;
 use tungstenite::error::{CapacityError, Error as WsError};
 use tungstenite::handshake::HandshakeError;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -17,6 +18,7 @@ use tungstenite::{Message, WebSocket};
 use super::session::Session;
 use super::ConnContext;
 use super::{new_id, write_until, InputShare, OUT_BUDGET};
+use crate::framework::Headers;
 use crate::manager::outbox::Outbox;
 use crate::manager::Transport;
 use crate::protocol::Format;
@@ -83,6 +85,7 @@ pub(crate) fn serve_http(
         Ok(f) => f,
         Err(why) => return http_error(s.stream, 400, "Bad Request", &why),
     };
+    let headers = upgrade_headers(&s.prefix);
     let max = ctx.settings.max_line;
     // tungstenite's own write buffer counts against the outbox limit like everything
     // else queued for this client: past it, a client that does not read is cut.
@@ -117,7 +120,52 @@ pub(crate) fn serve_http(
         }
     };
     ws.get_mut().unfinished = 0;
-    run_ws(ws, addr, ctx, fixed);
+    run_ws(ws, addr, ctx, fixed, headers);
+}
+
+/// A WebSocket client's headers for the framework's gate: the upgrade request's HTTP
+/// headers (names in lower case) and its URL's query parameters (which win, since
+/// browsers cannot set headers).
+fn upgrade_headers(head: &[u8]) -> Headers {
+    let mut raw = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut raw);
+    let _ = req.parse(head);
+    let mut headers = Headers::new();
+    for h in req.headers.iter().filter(|h| !h.name.is_empty()) {
+        let value = String::from_utf8_lossy(h.value).into_owned();
+        headers.insert(h.name.to_ascii_lowercase(), Json::String(value));
+    }
+    if let Some((_, query)) = req.path.and_then(|p| p.split_once('?')) {
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            headers.insert(percent_decode(k), Json::String(percent_decode(v)));
+        }
+    }
+    headers
+}
+
+/// `%XX` escapes and `+` (a space) in a query parameter.
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%' && i + 2 < bytes.len())
+            .then(|| Some(hex(bytes[i + 1])? * 16 + hex(bytes[i + 2])?))
+            .flatten();
+        match (escaped, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, b) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The format asked for with `?format=json|text` on the URL, if any.
@@ -198,6 +246,7 @@ fn run_ws(
     addr: SocketAddr,
     ctx: Arc<ConnContext>,
     fixed: Option<Format>,
+    headers: Headers,
 ) {
     let id = new_id(&ctx);
     let limit = ctx.settings.outbox_limit;
@@ -208,6 +257,7 @@ fn run_ws(
     else {
         return;
     };
+    session.admit_headers(headers);
     let mut dirty = false;
     let mut busy = crate::coop::Slice::new();
     loop {

@@ -57,6 +57,19 @@ pub enum ChannelOp<C> {
     },
     /// Apply commands for a connection, in order; each reply goes to its outbox.
     Apply { id: ConnId, commands: Vec<C> },
+    /// Apply one command for connection `id` (or for the server itself, [`SERVER_ID`])
+    /// and hand its reply, and the journal record it waits for, to `done` instead of
+    /// the outbox: how actions and tasks act on channels.
+    Direct {
+        id: ConnId,
+        command: C,
+        done: Box<dyn FnOnce(Reply, Option<u64>) + Send>,
+    },
+    /// Tell `done` what the manager knows of connection `id` (`None` once it is gone).
+    Inspect {
+        id: ConnId,
+        done: Box<dyn FnOnce(Option<ClientInfo>) + Send>,
+    },
     /// The connection is gone.
     Disconnect { id: ConnId },
     /// A watched table changed (sent by the writer, in the table's order).
@@ -89,6 +102,21 @@ pub struct ManagerSettings {
     pub max_channels_per_client: usize,
     /// Subscriptions (channels, patterns) and watches one connection may hold.
     pub max_subscriptions: usize,
+}
+
+/// The id under which the server itself acts (an interval task publishing, say); its
+/// messages come from [`SERVER_NAME`]. No connection has it.
+pub const SERVER_ID: ConnId = 0;
+/// The name the server's own messages come from; no client can take it.
+pub const SERVER_NAME: &str = "server";
+
+/// What the manager tells others of a connected client.
+#[derive(Clone, Debug)]
+pub struct ClientInfo {
+    pub name: Arc<str>,
+    pub addr: SocketAddr,
+    pub since: SystemTime,
+    pub transport: Transport,
 }
 
 /// A connected client as the manager knows it.
@@ -284,6 +312,27 @@ impl Manager {
                     self.reply(id, reply, durable);
                 }
             }
+            ChannelOp::Direct {
+                id,
+                command,
+                done: answer,
+            } => {
+                *done += 1;
+                let reply = if id == SERVER_ID || self.clients.contains_key(&id) {
+                    handler.apply(self, id, command)
+                } else {
+                    Reply::Done(None)
+                };
+                answer(reply, self.durable.take());
+            }
+            ChannelOp::Inspect { id, done: answer } => {
+                answer(self.clients.get(&id).map(|c| ClientInfo {
+                    name: c.name.clone(),
+                    addr: c.addr,
+                    since: c.since,
+                    transport: c.transport,
+                }));
+            }
             ChannelOp::Disconnect { id } => self.disconnect(id),
             ChannelOp::TableChange(note) => self.table_changed(note),
             ChannelOp::Shutdown => return true,
@@ -297,6 +346,15 @@ impl Manager {
             if c.outbox.close(ByeReason::Shutdown) {
                 c.outbox.wake();
             }
+        }
+    }
+
+    /// The name messages from `id` come from: the client's, or [`SERVER_NAME`].
+    pub fn name_of(&self, id: ConnId) -> Arc<str> {
+        match self.clients.get(&id) {
+            Some(c) => c.name.clone(),
+            None if id == SERVER_ID => Arc::from(SERVER_NAME),
+            None => Arc::from(""),
         }
     }
 

@@ -26,6 +26,10 @@ pub enum OutItem {
     Reply(Reply, Option<u64>),
     /// Something that happened.
     Push(Push),
+    /// The answer to a request the connection handed elsewhere (an action running in
+    /// its own coroutine), by the token the connection gave it; it takes its place
+    /// among the replies in request order.
+    Answer(u64, Reply),
 }
 
 /// What became of a batch given to [`Outbox::push_batch`].
@@ -163,6 +167,21 @@ impl Outbox {
         drop(q);
         Delivery::Queued {
             wake: !self.wake_pending.swap(true, Ordering::AcqRel),
+        }
+    }
+
+    /// Queues the answer for request `token` and wakes the connection. An answer is
+    /// the reply to a request the client is waiting for, so it is never refused for
+    /// size; only a closing connection drops it.
+    pub fn answer(&self, token: u64, reply: Reply) {
+        let mut q = self.queue.lock();
+        if q.closed {
+            return;
+        }
+        q.items.push_back(OutItem::Answer(token, reply));
+        drop(q);
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            self.wake();
         }
     }
 

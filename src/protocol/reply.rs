@@ -54,6 +54,10 @@ pub enum Reply {
     /// Table rows, encoded only in the format asked for. With `one`: the row then a bare
     /// `+OK` / `{"ok":true,"<key>":{...}}`; else like `List`.
     Rows(Box<RowsReply>),
+    /// A value as its answer: `+OK <value>`, written as a push payload is (bare text for
+    /// a string without line breaks, compact JSON otherwise, nothing for null) /
+    /// `{"ok":true,"<key>":<value>}`. Boxed: a JSON value is large.
+    Value(&'static str, Box<super::Payload>),
     /// `-ERR <code> <message>` / `{"ok":false,"error":{"code":...,"message":...}}`.
     Error(ErrorReply),
 }
@@ -300,6 +304,14 @@ impl Reply {
                 out.push(b'\n');
             }
             Reply::Rows(r) => r.text(out),
+            Reply::Value(_, v) => {
+                out.extend_from_slice(b"+OK");
+                if !matches!(**v, super::Payload::Json(Value::Null)) {
+                    out.push(b' ');
+                    v.write_text(out);
+                }
+                out.push(b'\n');
+            }
             Reply::Error(e) => line(out, &["-ERR ", e.code, " ", &one_line(&e.message)]),
         }
     }
@@ -356,6 +368,10 @@ impl Reply {
                 out.push(b']');
             }
             Reply::Rows(r) => r.json(out),
+            Reply::Value(key, v) => {
+                field_key(out, key);
+                v.write_json(out);
+            }
             Reply::Error(e) => {
                 out.extend_from_slice(b",\"error\":{\"code\":");
                 write_json_str(out, e.code);
@@ -440,6 +456,10 @@ mod tests {
     #[test]
     fn text_shapes() {
         assert_eq!(text(&Reply::Pong(None)), "+PONG\n");
+        let value = |v| Reply::Value("result", Box::new(super::super::Payload::Json(v)));
+        assert_eq!(text(&value(json!(null))), "+OK\n");
+        assert_eq!(text(&value(json!("hi there"))), "+OK hi there\n");
+        assert_eq!(text(&value(json!({"a": 1}))), "+OK {\"a\":1}\n");
         assert_eq!(text(&Reply::Pong(Some("hi".into()))), "+PONG hi\n");
         assert_eq!(
             text(&Reply::Count {

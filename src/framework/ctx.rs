@@ -1,0 +1,209 @@
+//! What an action or task may do: [`Ctx`], handed to every handler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use serde::Serialize;
+use serde_json::{Map, Value as Json};
+
+use super::ActionError;
+use crate::commands::channels::ChannelCommand;
+use crate::commands::table_api::{wait_durable, Tables};
+use crate::commands::{Command, Op};
+use crate::manager::outbox::ConnId;
+use crate::manager::{ChannelOp, ClientInfo, Transport, SERVER_ID, SERVER_NAME};
+use crate::protocol::{ErrorReply, Payload, Reply};
+use crate::store::TableStore;
+
+/// How the framework reaches the channel manager and the tables.
+#[derive(Clone)]
+pub(crate) struct Hub {
+    pub ops: Sender<Op>,
+    pub store: Arc<TableStore>,
+}
+
+impl Hub {
+    /// Applies `command` for connection `id` on the manager's thread and waits for its
+    /// reply (and, for a journaled change, until it is durable). Waits without blocking
+    /// a worker when called from a coroutine.
+    pub fn apply(&self, id: ConnId, command: Command) -> Result<Reply, ErrorReply> {
+        let (tx, rx) = may::sync::mpsc::channel();
+        let op = ChannelOp::Direct {
+            id,
+            command,
+            done: Box::new(move |reply, durable| {
+                let _ = tx.send((reply, durable));
+            }),
+        };
+        let gone = || ErrorReply::new("unavailable", "the server is stopping".into());
+        self.ops.send(op).map_err(|_| gone())?;
+        let (reply, durable) = rx.recv().map_err(|_| gone())?;
+        if let Some(seq) = durable {
+            wait_durable(&self.store, seq)?;
+        }
+        match reply {
+            Reply::Error(e) => Err(e),
+            r => Ok(r),
+        }
+    }
+
+    /// What the manager knows of connection `id`.
+    pub fn inspect(&self, id: ConnId) -> Option<ClientInfo> {
+        let (tx, rx) = may::sync::mpsc::channel();
+        let op = ChannelOp::Inspect {
+            id,
+            done: Box::new(move |info| {
+                let _ = tx.send(info);
+            }),
+        };
+        self.ops.send(op).ok()?;
+        rx.recv().ok().flatten()
+    }
+}
+
+/// The context of one action call or task run: who is calling, and what the handler
+/// may do on the server. Handlers run in a coroutine of their own: waiting here
+/// ([`Ctx::sleep`], a channel operation) never blocks a worker thread.
+pub struct Ctx {
+    hub: Hub,
+    id: ConnId,
+    transport: Option<Transport>,
+    headers: Arc<Map<String, Json>>,
+    name: Option<Arc<str>>,
+}
+
+impl Ctx {
+    pub(crate) fn for_client(
+        hub: Hub,
+        id: ConnId,
+        transport: Transport,
+        headers: Arc<Map<String, Json>>,
+    ) -> Ctx {
+        Ctx {
+            hub,
+            id,
+            transport: Some(transport),
+            headers,
+            name: None,
+        }
+    }
+
+    /// A task's context: it acts as the server itself.
+    pub(crate) fn for_server(hub: Hub) -> Ctx {
+        Ctx {
+            hub,
+            id: SERVER_ID,
+            transport: None,
+            headers: Arc::default(),
+            name: Some(Arc::from(SERVER_NAME)),
+        }
+    }
+
+    /// The caller's connection id (0 in a task, which acts as the server).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The caller's name as it is now (`server` in a task).
+    pub fn name(&mut self) -> String {
+        if self.name.is_none() {
+            self.name = self.hub.inspect(self.id).map(|c| c.name);
+        }
+        self.name.as_deref().unwrap_or("").to_string()
+    }
+
+    /// How the caller is connected: `tcp` or `ws` (`-` in a task).
+    pub fn transport(&self) -> &'static str {
+        self.transport.map_or("-", Transport::as_str)
+    }
+
+    /// The headers the caller passed the gate with (`AUTH`, or the WebSocket upgrade's
+    /// headers and query parameters); empty without a gate.
+    pub fn headers(&self) -> &Map<String, Json> {
+        &self.headers
+    }
+
+    /// The server's tables: the same checked, journaled and watched path as the wire.
+    pub fn tables(&self) -> Tables {
+        Tables::new(self.hub.store.clone())
+    }
+
+    /// Publishes `data` on `channel` from the caller; returns how many received it.
+    pub fn publish(&self, channel: &str, data: impl Serialize) -> Result<u64, ActionError> {
+        let data = Payload::Json(to_json(data)?);
+        let reply = self.channel(ChannelCommand::Pub {
+            channel: channel.into(),
+            data,
+        })?;
+        Ok(match reply {
+            Reply::Count { n, .. } => n,
+            _ => 0,
+        })
+    }
+
+    /// Sends `data` to the client named `to`, from the caller.
+    pub fn send(&self, to: &str, data: impl Serialize) -> Result<(), ActionError> {
+        let data = Payload::Json(to_json(data)?);
+        self.channel(ChannelCommand::Send {
+            to: to.into(),
+            data,
+        })
+        .map(|_| ())
+    }
+
+    /// Creates `channel`; `Ok(false)` when it already exists.
+    pub fn create_channel(&self, channel: &str) -> Result<bool, ActionError> {
+        match self.channel(ChannelCommand::Create(channel.into())) {
+            Ok(_) => Ok(true),
+            Err(e) if e.code == "channel_exists" => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Subscribes the caller to a channel or pattern; once this returns, every later
+    /// publish on it reaches the caller.
+    pub fn subscribe(&self, target: &str) -> Result<(), ActionError> {
+        self.caller_only("subscribe")?;
+        self.channel(ChannelCommand::Sub {
+            target: target.into(),
+            filter: None,
+        })
+        .map(|_| ())
+    }
+
+    /// Ends the caller's subscription to a channel or pattern.
+    pub fn unsubscribe(&self, target: &str) -> Result<(), ActionError> {
+        self.caller_only("unsubscribe")?;
+        self.channel(ChannelCommand::Unsub(target.into()))
+            .map(|_| ())
+    }
+
+    /// Waits without holding up anyone else.
+    pub fn sleep(&self, duration: Duration) {
+        if may::coroutine::is_coroutine() {
+            crate::coop::nap(duration);
+        } else {
+            std::thread::sleep(duration);
+        }
+    }
+
+    fn channel(&self, c: ChannelCommand) -> Result<Reply, ActionError> {
+        Ok(self.hub.apply(self.id, c.into())?)
+    }
+
+    fn caller_only(&self, what: &str) -> Result<(), ActionError> {
+        if self.id == SERVER_ID {
+            return Err(ActionError::new(
+                "bad_args",
+                format!("a task has no connection to {what}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn to_json(data: impl Serialize) -> Result<Json, ActionError> {
+    serde_json::to_value(data)
+        .map_err(|e| ActionError::new("bad_args", format!("cannot serialize the data: {e}")))
+}
