@@ -70,7 +70,8 @@ pub struct Ctx {
     id: ConnId,
     transport: Option<Transport>,
     headers: Arc<Map<String, Json>>,
-    name: Option<Arc<str>>,
+    /// The caller's name, asked of the manager when first needed.
+    name: std::cell::OnceCell<Arc<str>>,
 }
 
 impl Ctx {
@@ -85,7 +86,7 @@ impl Ctx {
             id,
             transport: Some(transport),
             headers,
-            name: None,
+            name: std::cell::OnceCell::new(),
         }
     }
 
@@ -96,7 +97,7 @@ impl Ctx {
             id: SERVER_ID,
             transport: None,
             headers: Arc::default(),
-            name: Some(Arc::from(SERVER_NAME)),
+            name: std::cell::OnceCell::from(Arc::from(SERVER_NAME)),
         }
     }
 
@@ -105,12 +106,23 @@ impl Ctx {
         self.id
     }
 
-    /// The caller's name as it is now (`server` in a task).
-    pub fn name(&mut self) -> String {
-        if self.name.is_none() {
-            self.name = self.hub.inspect(self.id).map(|c| c.name);
-        }
-        self.name.as_deref().unwrap_or("").to_string()
+    /// The caller's name (`server` in a task), as it was when first asked in this call.
+    pub fn name(&self) -> String {
+        let name = self.name.get_or_init(|| {
+            self.hub
+                .inspect(self.id)
+                .map_or_else(|| Arc::from(""), |c| c.name)
+        });
+        name.to_string()
+    }
+
+    /// The channels the caller is subscribed to by exact name, as it is now (none in a
+    /// task).
+    pub fn subscriptions(&self) -> Vec<String> {
+        self.hub
+            .inspect(self.id)
+            .map(|c| c.channels.iter().map(|c| c.to_string()).collect())
+            .unwrap_or_default()
     }
 
     /// How the caller is connected: `tcp` or `ws` (`-` in a task).

@@ -117,6 +117,8 @@ pub struct ClientInfo {
     pub addr: SocketAddr,
     pub since: SystemTime,
     pub transport: Transport,
+    /// Channels it subscribed to by exact name.
+    pub channels: Vec<Arc<str>>,
 }
 
 /// A connected client as the manager knows it.
@@ -331,6 +333,7 @@ impl Manager {
                     addr: c.addr,
                     since: c.since,
                     transport: c.transport,
+                    channels: c.channels.keys().cloned().collect(),
                 }));
             }
             ChannelOp::Disconnect { id } => self.disconnect(id),

@@ -239,9 +239,22 @@ impl ServerProcess {
         uid: Option<u32>,
         rust_log: &str,
     ) -> Result<ServerProcess, String> {
+        let program = std::path::Path::new(env!("CARGO_BIN_EXE_servermain"));
+        Self::start_program(program, dir, args, uid, rust_log)
+    }
+
+    /// Starts `program 127.0.0.1 0 <args>` (servermain, or an example app that runs
+    /// like it) in `dir`, waiting until it listens.
+    pub fn start_program(
+        program: &std::path::Path,
+        dir: &std::path::Path,
+        args: &[&str],
+        uid: Option<u32>,
+        rust_log: &str,
+    ) -> Result<ServerProcess, String> {
         use std::io::BufRead;
         use std::os::unix::process::CommandExt;
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_servermain"));
+        let mut cmd = std::process::Command::new(program);
         cmd.args(["127.0.0.1", "0"])
             .args(args)
             .current_dir(dir)
@@ -289,7 +302,10 @@ impl ServerProcess {
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!("servermain neither listened nor exited: {seen:?}");
+        panic!(
+            "{} neither listened nor exited: {seen:?}",
+            program.display()
+        );
     }
 
     /// Sends `sig` and waits (bounded) for the process to exit.
