@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::calls::{Call, Calls};
 use super::stream::{Step, Streaming, STREAM_ITEMS_FROM};
 use super::ConnContext;
 use crate::commands;
@@ -131,6 +132,8 @@ pub struct Session {
     calls: usize,
     /// The token of its next action's answer.
     next_token: u64,
+    /// Its actions waiting to run.
+    call_queue: Calls,
 }
 
 impl Session {
@@ -194,6 +197,7 @@ impl Session {
             headers: Arc::default(),
             calls: 0,
             next_token: 0,
+            call_queue: Calls::default(),
             ctx,
         })
     }
@@ -398,7 +402,8 @@ impl Session {
     }
 
     /// Carries out the application's own commands through the framework. An action
-    /// runs in a coroutine of its own, and its answer takes its turn among the replies.
+    /// runs in the connection's call runner (`calls.rs`), and its answer takes its turn
+    /// among the replies.
     fn app(&mut self, c: AppCommand, format: Format, id: Option<Value>) {
         let framework = self.ctx.framework.clone();
         match c {
@@ -444,11 +449,13 @@ impl Session {
                     self.transport,
                     self.headers.clone(),
                 );
-                let outbox = self.outbox.clone();
-                may::go!(move || {
-                    let reply = framework.call(ctx, &action, data);
-                    outbox.answer(token, reply);
-                });
+                let call = Call {
+                    token,
+                    ctx,
+                    action,
+                    data,
+                };
+                self.call_queue.run(call, &framework, &self.outbox);
             }
         }
     }
