@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The embedding API's front door: [`App`] assembles a server from models, actions,
 //! tasks and a header gate (as the original frameworks' `Server(models=…, actions=…,
 //! tasks=…)`), then runs it the way `servermain` does, or starts it on a bound

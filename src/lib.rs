@@ -18,11 +18,14 @@
 //!    [`manager::Handler`] it is handed.
 //! 4. application, [`commands`]: [`commands::Command`], the verb registry, and one file
 //!    per command family (specs, parsers, help, apply); [`Tables`] for embedders.
+//!    The application's own floor above it, [`framework`]: what an embedding program
+//!    registers (actions, tasks, the header gate, models) and how they run.
 //! 5. transport, [`conn`]: the acceptor and one coroutine per connection: sniffs line
 //!    client vs HTTP/WebSocket, frames lines ([`conn::lines`]), keeps replies in order
-//!    ([`conn::session`]).
+//!    ([`conn::session`]), runs a connection's action calls.
 //! 6. assembly, [`server`]: [`Config`], [`Server::start`] on a bound listener, the
-//!    [`ServerHandle`] that stops it; the only module that knows `Config`.
+//!    [`ServerHandle`] that stops it; the only module that knows `Config`. On top of
+//!    it, [`app`]: [`App`], the builder a program (and `servermain`) runs.
 //!
 //! Beside the server: [`client`] (a blocking client library) and [`console`] (the
 //! engine of `clientmain`) speak the wire over a socket and import nothing of the

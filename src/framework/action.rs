@@ -49,11 +49,14 @@ impl Answer {
 /// (`-ERR <code> <message>`), and a message for people.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ActionError {
+    /// A stable snake_case word (`not_in_room`).
     pub code: &'static str,
+    /// What went wrong, for people.
     pub message: String,
 }
 
 impl ActionError {
+    /// An error with this code and message.
     pub fn new(code: &'static str, message: impl Into<String>) -> ActionError {
         ActionError {
             code,

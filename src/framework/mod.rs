@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The framework floor: what a program that builds its own server on leviathan
 //! registers (actions, tasks, header checks and a gate) and how the server runs them.
 //! Assembled by [`crate::app::App`]; the connection hands it `CALL`, `ACTIONS`,

@@ -25,8 +25,13 @@ pub enum Schedule {
     Startup,
     /// Once, at shutdown, before the final snapshot.
     Shutdown,
-    /// Every so often; `recomputed`: the task returns the next wait after each run.
-    Every { first: Duration, recomputed: bool },
+    /// Every so often.
+    Every {
+        /// The wait before the first run (and every run, unless recomputed).
+        first: Duration,
+        /// The task returns the wait before its next run after each run.
+        recomputed: bool,
+    },
 }
 
 /// A registered task and how it has run.
