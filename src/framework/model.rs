@@ -128,3 +128,94 @@ fn from_row<T: Model>(row: Json) -> Result<T, TableError> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{StoreLimits, TableStore};
+    use serde::Deserialize;
+    use std::sync::Arc;
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Item {
+        #[serde(default)]
+        id: i64,
+        name: String,
+        price: f64,
+        note: Option<String>,
+    }
+
+    impl Model for Item {
+        const TABLE: &'static str = "items";
+        const COLUMNS: &'static [&'static str] = &["name:str", "price:float", "note:str?"];
+    }
+
+    fn items() -> ModelTable<Item> {
+        let tables = Tables::new(Arc::new(TableStore::new(StoreLimits::default())));
+        let items = tables.model::<Item>();
+        assert!(items.define().unwrap());
+        assert!(!items.define().unwrap(), "defined once");
+        items
+    }
+
+    fn item(name: &str, price: f64) -> Item {
+        Item {
+            id: 0,
+            name: name.into(),
+            price,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn rows_go_in_and_come_back_as_the_model() {
+        let items = items();
+        let a = items.insert(&item("pen", 1.5)).unwrap();
+        let b = items.insert(&item("ink", 7.0)).unwrap();
+        assert_eq!(
+            items.get(a).unwrap(),
+            Item {
+                id: a,
+                ..item("pen", 1.5)
+            }
+        );
+        let dear = items
+            .select(&Select::new().filter("price > 2").order_by("price", true))
+            .unwrap();
+        assert_eq!(
+            dear,
+            [Item {
+                id: b,
+                ..item("ink", 7.0)
+            }]
+        );
+        let noted = Item {
+            note: Some("blue".into()),
+            ..item("ink", 8.0)
+        };
+        assert!(items.update(b, &noted).unwrap());
+        assert_eq!(items.get(b).unwrap().note.as_deref(), Some("blue"));
+        assert_eq!(items.count(None).unwrap(), 2);
+        assert!(items.delete(a).unwrap());
+        assert_eq!(items.get(a).unwrap_err().code, "no_such_row");
+    }
+
+    #[test]
+    fn what_does_not_fit_is_an_error() {
+        let items = items();
+        // serde_json writes NaN as null, which the column refuses.
+        let e = items.insert(&item("pen", f64::NAN)).unwrap_err();
+        assert_eq!(e.code, "null_not_allowed", "{e}");
+        #[derive(Serialize, Deserialize, Debug)]
+        struct Wrong {
+            name: i64,
+        }
+        impl Model for Wrong {
+            const TABLE: &'static str = "items";
+            const COLUMNS: &'static [&'static str] = &["name:int"];
+        }
+        let id = items.insert(&item("pen", 1.0)).unwrap();
+        let e = items.tables.model::<Wrong>().get(id).unwrap_err();
+        assert_eq!(e.code, "bad_value");
+    }
+}

@@ -132,6 +132,8 @@ pub(crate) fn run_every(task: Arc<Task>, new_ctx: impl Fn() -> Ctx, stop: Arc<At
     let Schedule::Every { first, recomputed } = task.schedule else {
         return;
     };
+    // A zero interval would spin: the shortest wait is a millisecond.
+    let first = first.max(Duration::from_millis(1));
     let wait = Arc::new(Mutex::new(first));
     let mut due = Instant::now() + first;
     loop {
