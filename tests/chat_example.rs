@@ -2,21 +2,9 @@
 //! port, text, JSON and WebSocket clients, a restart that keeps what was said.
 
 mod common;
-use std::path::PathBuf;
 
 use common::{Client, ServerProcess};
 use serde_json::{json, Value};
-
-fn chat_binary() -> PathBuf {
-    // target/<profile>/deps/<this test> -> target/<profile>/examples/chat
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("chat")
-}
 
 fn start(dir: &std::path::Path) -> ServerProcess {
     let data = dir.join("data");
@@ -28,7 +16,7 @@ fn start(dir: &std::path::Path) -> ServerProcess {
         "--key",
         "sesame",
     ];
-    ServerProcess::start_program(&chat_binary(), dir, &args, None, "info")
+    ServerProcess::start_program(&common::example("chat"), dir, &args, None, "info")
         .expect("the chat example starts (a plain `cargo test` builds it)")
 }
 

@@ -1,18 +1,9 @@
 //! Runs the examples, so they cannot rot. `cargo test` builds them first.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
+use common::example;
 
-fn example(name: &str) -> PathBuf {
-    // target/<profile>/deps/<this test> -> target/<profile>/examples/<name>
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name)
-}
+use std::process::Command;
 
 #[test]
 fn embedded_example_runs_and_shows_the_conversation() {

@@ -494,9 +494,8 @@ impl Session {
         if self.pending.is_empty() {
             reply.encode(format, id.as_ref(), &mut self.out);
         } else {
-            let mut buf = Vec::new();
-            reply.encode(format, id.as_ref(), &mut buf);
-            self.pending.push_back(Pending::Ready(buf));
+            let slot = self.waiting(format, id, reply, None);
+            self.pending.push_back(slot);
         }
     }
 
@@ -555,9 +554,25 @@ impl Session {
         if self.pending.is_empty() {
             return self.hold(format, id, reply, seq);
         }
-        self.durable_needed = self.durable_needed.max(seq);
+        let slot = self.waiting(format, id, reply, Some(seq));
+        self.pending.push_back(slot);
+    }
+
+    /// A reply encoded to wait for the replies before it: ready, or (for a change
+    /// journaled as record `durable`) held until that record is durable too.
+    fn waiting(
+        &mut self,
+        format: Format,
+        id: Option<Value>,
+        reply: Reply,
+        durable: Option<u64>,
+    ) -> Pending {
         let mut buf = Vec::new();
         reply.encode(format, id.as_ref(), &mut buf);
+        let Some(seq) = durable else {
+            return Pending::Ready(buf);
+        };
+        self.durable_needed = self.durable_needed.max(seq);
         let held = Held {
             start: 0,
             end: 0,
@@ -565,7 +580,7 @@ impl Session {
             format,
             id,
         };
-        self.pending.push_back(Pending::Write(held, buf));
+        Pending::Write(held, buf)
     }
 
     /// Encodes a reply into `out`, where it is held until journal record `seq` is
@@ -690,9 +705,8 @@ impl Session {
             reply.encode(format, id.as_ref(), &mut self.out);
             self.flush_ready();
         } else {
-            let mut buf = Vec::new();
-            reply.encode(format, id.as_ref(), &mut buf);
-            self.pending.insert(at, Pending::Ready(buf));
+            let slot = self.waiting(format, id, reply, None);
+            self.pending.insert(at, slot);
         }
     }
 
@@ -711,22 +725,7 @@ impl Session {
             let Some(Pending::Manager { format, id }) = self.pending.remove(at) else {
                 return;
             };
-            let mut buf = Vec::new();
-            reply.encode(format, id.as_ref(), &mut buf);
-            let slot = match durable {
-                Some(seq) => {
-                    self.durable_needed = self.durable_needed.max(seq);
-                    let held = Held {
-                        start: 0,
-                        end: 0,
-                        seq,
-                        format,
-                        id,
-                    };
-                    Pending::Write(held, buf)
-                }
-                None => Pending::Ready(buf),
-            };
+            let slot = self.waiting(format, id, reply, durable);
             self.pending.insert(at, slot);
             return;
         }

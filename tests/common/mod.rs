@@ -20,6 +20,18 @@ pub fn start_with(config: Config) -> ServerHandle {
     Server::start(listener, config).expect("server starts")
 }
 
+/// The built example `name` (a plain `cargo test` builds the examples):
+/// target/<profile>/deps/<this test> -> target/<profile>/examples/<name>.
+pub fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name)
+}
+
 /// A test client speaking the line protocol.
 pub struct Client {
     pub reader: BufReader<TcpStream>,
