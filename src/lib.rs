@@ -38,6 +38,7 @@
 //! in request order → encoded in the request's format → written in batches.
 
 pub mod app;
+pub mod auth;
 pub mod client;
 pub mod collections;
 pub mod commands;

@@ -14,12 +14,13 @@ const FLOORS: &[(&str, u32)] = &[
     ("client", 2),
     ("console", 2),
     ("store", 2),
-    ("manager", 3),
-    ("commands", 4),
-    ("framework", 5),
-    ("conn", 6),
-    ("server", 7),
-    ("app", 8),
+    ("auth", 3),
+    ("manager", 4),
+    ("commands", 5),
+    ("framework", 6),
+    ("conn", 7),
+    ("server", 8),
+    ("app", 9),
 ];
 
 fn floor(module: &str) -> Option<u32> {

@@ -10,9 +10,9 @@ use super::{ok, Command};
 use crate::manager::channel::{Channel, Filter};
 use crate::manager::outbox::ConnId;
 use crate::manager::outbox::Outbox;
-use crate::manager::subject::{self, Target};
 use crate::manager::Manager;
 use crate::protocol::args::clip;
+use crate::protocol::subject::{self, Target};
 use crate::protocol::{ErrorReply, Format, Item, Message, MessageKind, Payload, Push, Reply};
 use crate::store::expr::Expr;
 

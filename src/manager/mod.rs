@@ -7,7 +7,6 @@ pub mod liveness;
 pub mod outbox;
 pub mod stage;
 pub mod stats;
-pub mod subject;
 mod watch;
 
 use std::collections::VecDeque;
@@ -424,7 +423,7 @@ impl Manager {
             }
         }
         for chan in self.channels.values_mut() {
-            if subject::matches(p, &chan.name) {
+            if crate::protocol::subject::matches(p, &chan.name) {
                 chan.release(outbox, filter);
             }
         }

@@ -9,6 +9,7 @@ pub mod digits;
 pub mod json;
 pub mod push;
 pub mod reply;
+pub mod subject;
 pub mod value;
 
 use std::borrow::Cow;

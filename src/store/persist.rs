@@ -231,10 +231,27 @@ pub(super) fn schema_json(sf: &SchemaFile) -> Vec<u8> {
 /// Writes `data` to `path` through a temporary file, synced and renamed, so `path` is
 /// always either the old or the new content.
 fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_with_mode(path, data, 0o644)
+}
+
+/// As [`write_atomically`], readable and writable by the server's user only (account
+/// and session files).
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_with_mode(path, data, 0o600)
+}
+
+fn write_with_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let written = fs::File::create(&tmp).and_then(|mut f| {
+    let _ = fs::remove_file(&tmp);
+    let opened = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp);
+    let written = opened.and_then(|mut f| {
         f.write_all(data)?;
         f.sync_all()
     });

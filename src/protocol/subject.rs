@@ -47,7 +47,7 @@ pub fn classify(target: &str) -> Result<Target, String> {
             _ => {
                 return Err(format!(
                     "bad channel name '{}': use dot-separated tokens of [A-Za-z0-9_-] ('*' and a final '>' in patterns)",
-                    crate::protocol::args::clip(target)
+                    super::args::clip(target)
                 ))
             }
         }
