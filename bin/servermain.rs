@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use leviathan::auth::AuthSettings;
 use leviathan::store::StoreLimits;
 use leviathan::{App, Config};
 
@@ -102,10 +103,32 @@ struct Args {
     /// MiB all tables' rows may take in memory
     #[arg(long, default_value_t = StoreLimits::default().max_store_bytes >> 20)]
     max_store_mib: usize,
+    /// Who may connect: off (no accounts, no checks), optional (anonymous clients are
+    /// guests, who may what users may), required (log in first). LEVIATHAN_ADMIN_PASSWORD
+    /// creates or resets the user admin at start
+    #[arg(long, default_value = "optional")]
+    auth: leviathan::auth::AuthMode,
+    /// Roles in TOML ([roles.NAME] with pub, sub, call, serve, req, read, write, admin
+    /// lists of patterns), over the built-in admin, user and guest
+    #[arg(long)]
+    acl: Option<std::path::PathBuf>,
+    /// Seconds a session (a LOGIN's token) lasts
+    #[arg(long, default_value_t = 24 * 3600)]
+    session_ttl: u64,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let acl = match &args.acl {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            Err(e) => {
+                eprintln!("cannot read the ACL file {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let config = Config {
         max_line: args.max_line,
         max_connections: args.max_connections,
@@ -131,6 +154,12 @@ fn main() -> ExitCode {
             max_table_rows: args.max_table_rows,
             max_row_bytes: args.max_row_bytes,
             max_store_bytes: args.max_store_mib << 20,
+        },
+        auth: AuthSettings {
+            mode: args.auth,
+            acl,
+            session_ttl: Duration::from_secs(args.session_ttl.max(1)),
+            ..AuthSettings::default()
         },
         ..Config::default()
     };

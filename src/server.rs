@@ -13,6 +13,7 @@ use crossbeam_channel::Sender;
 use may::net::TcpListener;
 
 use crate::commands::table_api::Tables;
+use crate::auth::{Auth, AuthSettings};
 use crate::conn::{self, ConnContext, ConnSettings};
 use crate::framework::{Framework, Hub};
 use crate::manager::liveness::Liveness;
@@ -75,6 +76,8 @@ pub struct Config {
     pub max_subscriptions: usize,
     /// Tables, rows and bytes the store may hold.
     pub store_limits: StoreLimits,
+    /// `--auth` mode, roles from an ACL file, session lifetime, password-hash cost.
+    pub auth: AuthSettings,
 }
 
 impl Default for Config {
@@ -105,6 +108,10 @@ impl Default for Config {
             max_channels_per_client: 10_000,
             max_subscriptions: 10_000,
             store_limits: StoreLimits::default(),
+            auth: AuthSettings {
+                session_ttl: Duration::from_secs(24 * 3600),
+                ..AuthSettings::default()
+            },
         }
     }
 }
@@ -150,6 +157,14 @@ impl Server {
             Some(dir) => Some(Persist::open(dir, &store, &config)?),
             None => None,
         };
+        let admin_password = std::env::var("LEVIATHAN_ADMIN_PASSWORD").ok();
+        let auth = Auth::open(
+            &config.auth,
+            config.data_dir.as_deref(),
+            admin_password.as_deref(),
+        )
+        .map_err(io::Error::other)?;
+        let auth = Arc::new(auth);
         let stats = Arc::new(Stats::default());
         let (ops, ops_rx) = crossbeam_channel::unbounded();
         let settings = ManagerSettings {
@@ -163,7 +178,7 @@ impl Server {
             max_channels_per_client: config.max_channels_per_client,
             max_subscriptions: config.max_subscriptions,
         };
-        let manager = Manager::new(stats.clone(), store.clone(), settings);
+        let manager = Manager::new(stats.clone(), store.clone(), settings, auth.clone());
         {
             // Writers of watched tables report their changes to the manager.
             let ops = ops.clone();
@@ -205,6 +220,7 @@ impl Server {
             ops,
             stats.clone(),
             framework.clone(),
+            auth,
         ));
         let acceptor = {
             let ctx = ctx.clone();

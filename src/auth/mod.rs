@@ -3,6 +3,7 @@
 //! and the `--auth` mode. Files live in the data folder beside the tables, never in a
 //! table. It knows nothing of connections or commands: the layers above ask it.
 
+mod disk;
 mod hasher;
 pub mod roles;
 mod sessions;
@@ -33,7 +34,7 @@ pub struct AuthSettings {
 }
 
 /// Who a connection is: a user (with its session) or anonymous, and its role.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Identity {
     pub user: Option<Arc<str>>,
     pub role: Arc<str>,
@@ -87,12 +88,13 @@ impl Auth {
         } else {
             settings.session_ttl
         };
+        let disk = disk::Disk::start();
         let auth = Auth {
             mode: settings.mode,
             roles: RwLock::new(Arc::new(roles)),
             version: AtomicU64::new(1),
-            users: Users::load(dir)?,
-            sessions: Sessions::load(dir, ttl)?,
+            users: Users::load(dir, disk.clone())?,
+            sessions: Sessions::load(dir, ttl, disk)?,
             hasher: Hasher::start(2, settings.hash_cost),
             failures: Mutex::default(),
         };

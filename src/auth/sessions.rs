@@ -10,6 +10,8 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::disk::Disk;
+
 /// What a session keeps.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Session {
@@ -30,6 +32,7 @@ struct File {
 /// Every live session.
 pub struct Sessions {
     path: Option<PathBuf>,
+    disk: Disk,
     ttl: Duration,
     by_hash: Mutex<HashMap<String, Session>>,
 }
@@ -52,7 +55,7 @@ fn now() -> u64 {
 impl Sessions {
     /// Loads `sessions.json` from `dir` (expired ones dropped); `None` keeps them in
     /// memory only.
-    pub fn load(dir: Option<&Path>, ttl: Duration) -> Result<Sessions, String> {
+    pub fn load(dir: Option<&Path>, ttl: Duration, disk: Disk) -> Result<Sessions, String> {
         let path = dir.map(|d| d.join("sessions.json"));
         let mut by_hash = match &path {
             Some(p) if p.exists() => {
@@ -68,6 +71,7 @@ impl Sessions {
         by_hash.retain(|_, s| s.expires > t);
         Ok(Sessions {
             path,
+            disk,
             ttl,
             by_hash: Mutex::new(by_hash),
         })
@@ -87,7 +91,7 @@ impl Sessions {
         };
         let mut all = self.by_hash.lock();
         all.insert(hash.clone(), session);
-        self.save(&all)?;
+        self.save(&all);
         Ok((token, hash))
     }
 
@@ -103,9 +107,7 @@ impl Sessions {
     pub fn end_user(&self, user: &str) {
         let mut all = self.by_hash.lock();
         all.retain(|_, s| s.user != user);
-        if let Err(e) = self.save(&all) {
-            log::warn!("{e}");
-        }
+        self.save(&all);
     }
 
     /// Records what session `hash` is subscribed to, for its next `RESUME`.
@@ -115,14 +117,14 @@ impl Sessions {
             Some(s) if s.subs != subs => s.subs = subs,
             _ => return,
         }
-        if let Err(e) = self.save(&all) {
-            log::warn!("{e}");
-        }
+        self.save(&all);
     }
 
-    fn save(&self, all: &HashMap<String, Session>) -> Result<(), String> {
-        let Some(path) = &self.path else {
-            return Ok(());
+    /// Writes the sessions on the disk thread, in the order of the changes; a failure
+    /// is logged (the sessions live on in memory).
+    fn save(&self, all: &HashMap<String, Session>) {
+        let Some(path) = self.path.clone() else {
+            return;
         };
         let t = now();
         let file = File {
@@ -132,11 +134,27 @@ impl Sessions {
                 .map(|(h, s)| (h.clone(), s.clone()))
                 .collect(),
         };
-        let mut text = serde_json::to_vec_pretty(&file).map_err(|e| e.to_string())?;
-        text.push(b'\n');
-        crate::store::persist::write_private(path, &text)
-            .map_err(|e| format!("cannot save {}: {e}", path.display()))
+        self.disk.spawn(move || {
+            let written = serde_json::to_vec_pretty(&file)
+                .map_err(io_error)
+                .and_then(|mut text| {
+                    text.push(b'\n');
+                    crate::store::persist::write_private(&path, &text)
+                });
+            if let Err(e) = written {
+                log::warn!("cannot save {}: {e}", path.display());
+            }
+        });
     }
+
+    /// Waits until every change so far is on disk (tests, shutdown).
+    pub fn flush(&self) {
+        self.disk.run(|| ());
+    }
+}
+
+fn io_error(e: serde_json::Error) -> std::io::Error {
+    std::io::Error::other(e)
 }
 
 #[cfg(test)]
@@ -146,15 +164,18 @@ mod tests {
     #[test]
     fn tokens_are_random_kept_as_hashes_and_survive_a_reload() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Sessions::load(Some(dir.path()), Duration::from_secs(60)).unwrap();
+        let disk = Disk::start();
+        let s = Sessions::load(Some(dir.path()), Duration::from_secs(60), disk.clone()).unwrap();
         let (t1, h1) = s.open("ann").unwrap();
         let (t2, _) = s.open("ann").unwrap();
         assert_ne!(t1, t2);
         assert_eq!(t1.len(), 64, "256 bits");
+        s.flush();
         let file = std::fs::read_to_string(dir.path().join("sessions.json")).unwrap();
         assert!(!file.contains(&t1) && file.contains(&h1));
         s.set_subs(&h1, vec!["news".into()]);
-        let s = Sessions::load(Some(dir.path()), Duration::from_secs(60)).unwrap();
+        s.flush();
+        let s = Sessions::load(Some(dir.path()), Duration::from_secs(60), disk).unwrap();
         let (hash, found) = s.find(&t1).unwrap();
         assert_eq!(
             (hash, found.user.as_str(), found.subs.clone()),

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use super::disk::Disk;
+
 /// One account.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Account {
@@ -24,12 +26,13 @@ struct File {
 pub struct Users {
     path: Option<PathBuf>,
     accounts: Mutex<BTreeMap<String, Account>>,
+    disk: Disk,
 }
 
 impl Users {
     /// Loads `users.json` from `dir` (none yet: no accounts); `None` keeps them in
     /// memory only.
-    pub fn load(dir: Option<&Path>) -> Result<Users, String> {
+    pub fn load(dir: Option<&Path>, disk: Disk) -> Result<Users, String> {
         let path = dir.map(|d| d.join("users.json"));
         let accounts = match &path {
             Some(p) if p.exists() => {
@@ -44,6 +47,7 @@ impl Users {
         Ok(Users {
             path,
             accounts: Mutex::new(accounts),
+            disk,
         })
     }
 
@@ -91,8 +95,10 @@ impl Users {
             .collect()
     }
 
+    /// Writes the accounts on the disk thread and waits for it (an account change is
+    /// answered only once it is on disk).
     fn save(&self, accounts: &BTreeMap<String, Account>) -> Result<(), String> {
-        let Some(path) = &self.path else {
+        let Some(path) = self.path.clone() else {
             return Ok(());
         };
         let file = File {
@@ -100,7 +106,11 @@ impl Users {
         };
         let mut text = serde_json::to_vec_pretty(&file).map_err(|e| e.to_string())?;
         text.push(b'\n');
-        crate::store::persist::write_private(path, &text)
-            .map_err(|e| format!("cannot save {}: {e}", path.display()))
+        self.disk
+            .run(move || {
+                crate::store::persist::write_private(&path, &text)
+                    .map_err(|e| format!("cannot save {}: {e}", path.display()))
+            })
+            .unwrap_or_else(|| Err("the thread that writes account files is gone".into()))
     }
 }

@@ -12,6 +12,7 @@ use crate::manager::outbox::ConnId;
 use crate::manager::outbox::Outbox;
 use crate::manager::Manager;
 use crate::protocol::args::clip;
+use crate::manager::pattern_reaches;
 use crate::protocol::subject::{self, Target};
 use crate::protocol::{ErrorReply, Format, Item, Message, MessageKind, Payload, Push, Reply};
 use crate::store::expr::Expr;
@@ -220,11 +221,14 @@ fn create(m: &mut Manager, id: ConnId, name: String) -> Result<Reply, ErrorReply
     }
     let name: Arc<str> = name.into();
     let mut chan = Channel::new(name.clone());
-    // Pattern subscriptions made earlier cover the new channel.
+    // Pattern subscriptions made earlier cover the new channel, for those who may read it.
     for (pattern, subs) in &m.patterns {
         if subject::matches(pattern, &name) {
             for sub in subs {
                 if let Some(c) = m.clients.get(sub) {
+                    if !pattern_reaches(&m.auth, &c.outbox.identity(), pattern, &name) {
+                        continue;
+                    }
                     let filter = c.patterns.get(pattern).and_then(|f| f.as_ref());
                     chan.add_ref(&c.outbox, filter);
                 }
@@ -293,6 +297,7 @@ fn subscribe(
         clients,
         channels,
         patterns,
+        auth,
         ..
     } = m;
     let Some(client) = clients.get_mut(&id) else {
@@ -319,8 +324,9 @@ fn subscribe(
         Target::Pattern => {
             let p: Arc<str> = target.into();
             let old = client.patterns.insert(p.clone(), filter.clone());
+            let identity = client.outbox.identity();
             for chan in channels.values_mut() {
-                if subject::matches(&p, &chan.name) {
+                if pattern_reaches(auth, &identity, &p, &chan.name) {
                     if let Some(old) = &old {
                         chan.release(&client.outbox, old.as_ref());
                     }
@@ -405,5 +411,34 @@ fn send(m: &mut Manager, id: ConnId, to: &str, data: Payload) -> Result<Reply, E
 fn stall(m: &Manager, id: ConnId, receiver: &Arc<Outbox>) {
     if let Some(c) = m.clients.get(&id) {
         c.outbox.request_stall(receiver);
+    }
+}
+
+/// Runs `change` (a new identity for client `id`) between taking its pattern
+/// subscriptions off the channels they reached and putting them back on the channels
+/// they reach now, so what a pattern delivers always follows the client's role.
+pub(crate) fn rewire_patterns(m: &mut Manager, id: ConnId, change: impl FnOnce(&Outbox)) {
+    let Some(c) = m.clients.get(&id) else {
+        return;
+    };
+    let outbox = c.outbox.clone();
+    let patterns: Vec<(Arc<str>, Option<Filter>)> =
+        c.patterns.iter().map(|(p, f)| (p.clone(), f.clone())).collect();
+    let before = outbox.identity();
+    for chan in m.channels.values_mut() {
+        for (p, f) in &patterns {
+            if pattern_reaches(&m.auth, &before, p, &chan.name) {
+                chan.release(&outbox, f.as_ref());
+            }
+        }
+    }
+    change(&outbox);
+    let after = outbox.identity();
+    for chan in m.channels.values_mut() {
+        for (p, f) in &patterns {
+            if pattern_reaches(&m.auth, &after, p, &chan.name) {
+                chan.add_ref(&outbox, f.as_ref());
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::accounts::AccountCommand;
 use super::app::AppCommand;
 use super::channels::ChannelCommand;
 use super::live::LiveCommand;
@@ -24,6 +25,8 @@ pub enum Command {
     Table(Box<TableCommand>),
     /// The application's own commands (actions, tasks, the gate). Boxed like tables.
     App(Box<AppCommand>),
+    /// Accounts and sessions (`LOGIN`, `USER ADD`, …). Boxed like tables.
+    Account(Box<AccountCommand>),
 }
 
 impl Command {
@@ -33,7 +36,7 @@ impl Command {
         match self {
             Command::Session(c) => c.is_listing(),
             Command::Channel(c) => matches!(c, ChannelCommand::Channels),
-            Command::Live(_) | Command::Table(_) | Command::App(_) => false,
+            Command::Live(_) | Command::Table(_) | Command::App(_) | Command::Account(_) => false,
         }
     }
 
@@ -42,7 +45,7 @@ impl Command {
     pub fn is_local(&self) -> bool {
         match self {
             Command::Session(c) => c.is_local(),
-            Command::Table(_) | Command::App(_) => true,
+            Command::Table(_) | Command::App(_) | Command::Account(_) => true,
             Command::Channel(_) | Command::Live(_) => false,
         }
     }

@@ -10,10 +10,12 @@
 //! - everything else: on the channel-manager thread, which hands it to [`Routed`]
 //!   (the routing floor's `Handler`), and so to its family's apply.
 
+pub mod accounts;
 pub mod app;
 pub mod channels;
 pub mod command;
 pub mod live;
+pub mod rights;
 pub mod session;
 pub mod table_api;
 pub mod tables;
@@ -211,7 +213,7 @@ impl crate::manager::Handler for Routed {
             Command::Session(c) => session::apply(m, id, c),
             Command::Channel(c) => channels::apply(m, id, c),
             Command::Live(c) => live::apply(m, id, c),
-            Command::Table(_) | Command::App(_) => Reply::Error(ErrorReply::new(
+            Command::Table(_) | Command::App(_) | Command::Account(_) => Reply::Error(ErrorReply::new(
                 "internal",
                 "a connection's own command was routed to the channel manager".into(),
             )),

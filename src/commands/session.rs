@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::CommandSpec;
 use super::{ok, Command};
 use crate::manager::outbox::ConnId;
+use crate::auth::{AuthMode, Identity, Right};
 use crate::manager::Manager;
 use crate::protocol::args::{clip, Args};
 use crate::protocol::{ErrorReply, Format, FormatChoice, Item, Reply};
@@ -35,6 +36,9 @@ pub enum SessionCommand {
     Info,
     Clients,
     History,
+    /// Makes the client someone (after `LOGIN`, `RESUME` or `LOGOUT`); sent by the
+    /// connection itself, never parsed from a client's line.
+    Bind(Box<Identity>),
 }
 
 impl SessionCommand {
@@ -239,8 +243,9 @@ pub fn apply(m: &mut Manager, id: ConnId, cmd: SessionCommand) -> Reply {
         SessionCommand::Name(name) => set_name(m, id, name),
         SessionCommand::Whoami => whoami(m, id),
         SessionCommand::Info => info(m),
-        SessionCommand::Clients => clients(m),
-        SessionCommand::History => history(m),
+        SessionCommand::Clients => clients(m, shows_addresses(m, id)),
+        SessionCommand::History => history(m, shows_addresses(m, id)),
+        SessionCommand::Bind(identity) => bind(m, id, *identity),
         // PING, PONG, FORMAT, HELP and QUIT are the connection's own.
         _ => Reply::Error(ErrorReply::new(
             "internal",
@@ -256,6 +261,21 @@ fn set_name(m: &mut Manager, id: ConnId, name: String) -> Reply {
     let Some(client) = m.clients.get_mut(&id) else {
         return Reply::Done(None);
     };
+    if let Some(user) = client.outbox.identity().user.clone() {
+        if *user != *name {
+            return ErrorReply::new(
+                "bad_args",
+                format!("you are logged in as {user}, and a logged-in client's name is its user name"),
+            )
+            .into();
+        }
+    } else if m.auth.users.exists(&name) {
+        return ErrorReply::new(
+            "name_taken",
+            format!("the name '{name}' belongs to a user: LOGIN {name} <password> to use it"),
+        )
+        .into();
+    }
     if &*client.name != name.as_str() {
         if m.names.contains_key(name.as_str()) {
             return ErrorReply::new(
@@ -333,25 +353,71 @@ fn whoami(m: &Manager, id: ConnId) -> Reply {
             ("addr", json!(c.addr.to_string())),
             ("since", json!(time(c.since))),
             ("via", json!(c.transport.as_str())),
+            ("user", json!(c.outbox.identity().user.as_deref())),
+            ("role", json!(&*c.outbox.identity().role)),
         ],
     }
 }
 
-fn clients(m: &Manager) -> Reply {
+/// Whether client `id` may see others' addresses: admins only, once auth is on.
+fn shows_addresses(m: &Manager, id: ConnId) -> bool {
+    m.auth.mode == AuthMode::Off
+        || m.clients
+            .get(&id)
+            .is_some_and(|c| m.auth.allows(&c.outbox.identity(), Right::Admin, "clients"))
+}
+
+/// Makes client `id` `identity` (it logged in, resumed or logged out): a user's name
+/// is its user name, taken from whoever held it unless that is the same user; a client
+/// logging out gets its own name back. Pattern subscriptions are delivered anew under
+/// the new role.
+fn bind(m: &mut Manager, id: ConnId, identity: Identity) -> Reply {
+    let Some(outbox) = m.clients.get(&id).map(|c| c.outbox.clone()) else {
+        return Reply::Done(None);
+    };
+    let name: Arc<str> = match &identity.user {
+        Some(user) => user.clone(),
+        None => default_name(id).into(),
+    };
+    super::channels::rewire_patterns(m, id, |_| outbox.set_identity(identity));
+    if let Some(holder) = m.names.get(&name).copied().filter(|h| *h != id) {
+        let same_user = m
+            .clients
+            .get(&holder)
+            .is_some_and(|h| h.outbox.identity().user.as_deref() == Some(&*name));
+        if !same_user {
+            if let Some(h) = m.clients.get_mut(&holder) {
+                h.name = default_name(holder).into();
+                m.names.insert(h.name.clone(), holder);
+            }
+        }
+    }
+    if let Some(c) = m.clients.get_mut(&id) {
+        if m.names.get(&c.name) == Some(&id) {
+            m.names.remove(&c.name);
+        }
+        c.name = name.clone();
+        m.names.insert(name, id);
+    }
+    Reply::Done(None)
+}
+
+fn clients(m: &Manager, addresses: bool) -> Reply {
     let mut list: Vec<_> = m.clients.iter().collect();
     list.sort_by_key(|(id, _)| **id);
     let items = list
         .into_iter()
         .map(|(id, c)| {
             let since = time(c.since);
+            let addr = addresses.then(|| c.addr.to_string());
             Item {
                 text: format!(
                     "{id} {} {} since={since} via={}",
                     c.name,
-                    c.addr,
+                    addr.as_deref().unwrap_or("-"),
                     c.transport.as_str()
                 ),
-                json: json!({"id": id, "name": &*c.name, "addr": c.addr.to_string(),
+                json: json!({"id": id, "name": &*c.name, "addr": addr,
                              "since": since, "via": c.transport.as_str()}),
             }
         })
@@ -362,7 +428,7 @@ fn clients(m: &Manager) -> Reply {
     }
 }
 
-fn history(m: &Manager) -> Reply {
+fn history(m: &Manager, addresses: bool) -> Reply {
     let past = m.history.iter().map(|p| {
         (
             p.id,
@@ -384,13 +450,15 @@ fn history(m: &Manager) -> Reply {
         .map(|(id, name, addr, connected, disconnected, via)| {
             let connected = time(connected);
             let disconnected = disconnected.map(time);
+            let addr = addresses.then(|| addr.to_string());
             Item {
                 text: format!(
-                    "{id} {name} {addr} connected={connected} disconnected={} via={}",
+                    "{id} {name} {} connected={connected} disconnected={} via={}",
+                    addr.as_deref().unwrap_or("-"),
                     disconnected.as_deref().unwrap_or("-"),
                     via.as_str()
                 ),
-                json: json!({"id": id, "name": &**name, "addr": addr.to_string(),
+                json: json!({"id": id, "name": &**name, "addr": addr,
                              "connected": connected, "disconnected": disconnected,
                              "via": via.as_str()}),
             }

@@ -1,24 +1,22 @@
-//! A connection's action calls: run one after another by a coroutine of the
-//! connection's own, started when the first call arrives and ended when none is left,
-//! so a pipelined batch of calls costs one coroutine, not one each. An action that
-//! waits holds up this connection's later calls only (their answers would wait for
-//! its answer anyway, in request order), never another connection's.
+//! A connection's work that may wait (action calls, logins that wait for password
+//! hashing): run one after another by a coroutine of the connection's own, started
+//! when the first arrives and ended when none is left, so a pipelined batch costs one
+//! coroutine, not one each. Work that waits holds up this connection's later such
+//! work only (their answers would wait for its answer anyway, in request order), never
+//! another connection's.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::framework::{Ctx, Framework};
 use crate::manager::outbox::Outbox;
-use crate::protocol::Payload;
+use crate::protocol::Reply;
 
-/// One call waiting to run.
+/// One piece of work waiting to run, and the token its answer goes back with.
 pub(super) struct Call {
     pub token: u64,
-    pub ctx: Ctx,
-    pub action: String,
-    pub data: Payload,
+    pub work: Box<dyn FnOnce() -> Reply + Send>,
 }
 
 #[derive(Default)]
@@ -37,7 +35,7 @@ pub(super) struct Calls {
 impl Calls {
     /// Queues `call`, starting the runner if none is running. Each answer goes to
     /// `outbox` as `OutItem::Answer` with the call's token.
-    pub fn run(&mut self, call: Call, framework: &Arc<Framework>, outbox: &Arc<Outbox>) {
+    pub fn run(&mut self, call: Call, outbox: &Arc<Outbox>) {
         let queue = self.queue.get_or_insert_with(Arc::default);
         let mut q = queue.lock();
         q.calls.push_back(call);
@@ -46,7 +44,7 @@ impl Calls {
         }
         q.running = true;
         drop(q);
-        let (queue, framework, outbox) = (queue.clone(), framework.clone(), outbox.clone());
+        let (queue, outbox) = (queue.clone(), outbox.clone());
         may::go!(move || loop {
             let next = {
                 let mut q = queue.lock();
@@ -57,7 +55,7 @@ impl Calls {
                 next
             };
             let Some(c) = next else { break };
-            let reply = framework.call(c.ctx, &c.action, c.data);
+            let reply = (c.work)();
             outbox.answer(c.token, reply);
         });
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
+use crate::auth::Auth;
 use crate::commands::Op;
 use crate::framework::Framework;
 use crate::manager::stats::Stats;
@@ -45,6 +46,8 @@ pub struct ConnContext {
     pub next_id: AtomicU64,
     /// What the embedding program registered (actions, tasks, the gate).
     pub framework: Arc<Framework>,
+    /// Accounts, sessions and rights.
+    pub auth: Arc<Auth>,
 }
 
 impl ConnContext {
@@ -54,6 +57,7 @@ impl ConnContext {
         ops: Sender<Op>,
         stats: Arc<Stats>,
         framework: Arc<Framework>,
+        auth: Arc<Auth>,
     ) -> ConnContext {
         ConnContext {
             settings,
@@ -63,6 +67,7 @@ impl ConnContext {
             stopping: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             framework,
+            auth,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! sleep in `wait_io` when nothing more can be done. The channel manager wakes it
 //! through its [`Outbox`].
 
+mod accounts;
 mod calls;
 mod context;
 pub mod lines;

@@ -2,14 +2,18 @@
 //! and outbox items into encoded lines, keeping replies in request order.
 
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::accounts::AccountEnv;
 use super::calls::{Call, Calls};
 use super::stream::{Step, Streaming, STREAM_ITEMS_FROM};
 use super::ConnContext;
 use crate::commands;
+use crate::auth::Identity;
+use crate::commands::accounts::AccountCommand;
 use crate::commands::app::AppCommand;
 use crate::commands::session::SessionCommand;
 use crate::commands::tables::select::RowStream;
@@ -132,8 +136,17 @@ pub struct Session {
     calls: usize,
     /// The token of its next action's answer.
     next_token: u64,
-    /// Its actions waiting to run.
+    /// Its actions and account work waiting to run.
     call_queue: Calls,
+    /// Who the client is, as last read from its outbox, and that read's version.
+    identity: Arc<Identity>,
+    identity_seen: u64,
+    /// The token of an account request (`LOGIN`…) not yet answered: nothing more is
+    /// read meanwhile, so what follows a `LOGIN` is checked against who the client
+    /// became.
+    account_waiting: Option<u64>,
+    /// Failed logins on this connection.
+    login_failures: Arc<AtomicU32>,
 }
 
 impl Session {
@@ -198,6 +211,10 @@ impl Session {
             calls: 0,
             next_token: 0,
             call_queue: Calls::default(),
+            identity: Arc::new(Identity::guest()),
+            identity_seen: 0,
+            account_waiting: None,
+            login_failures: Arc::default(),
             ctx,
         })
     }
@@ -221,6 +238,7 @@ impl Session {
             && self.streams_waiting == 0
             && self.in_flight < MAX_IN_FLIGHT
             && self.calls < MAX_CALLS
+            && self.account_waiting.is_none()
             && self.out.len() < out_budget
     }
 
@@ -345,11 +363,16 @@ impl Session {
                 "unauthorized",
                 "this server admits clients that pass its gate: send AUTH <json object> with your headers first (PING, HELP, AUTH and QUIT work before)".into(),
             )),
+            Ok(c) => {
+                let me = self.identity();
+                commands::rights::check(&self.ctx.auth, &me, &c).map(|()| c)
+            }
             other => other,
         };
         match command {
             Err(e) => self.local_reply(req.format, req.id, Reply::Error(e)),
             Ok(Command::App(c)) => self.app(*c, req.format, req.id),
+            Ok(Command::Account(c)) => self.account(*c, req.format, req.id),
             Ok(Command::Session(SessionCommand::Format(choice))) => {
                 match choice {
                     Some(FormatChoice::Fixed(f)) => {
@@ -432,14 +455,6 @@ impl Session {
                     let reply = crate::framework::Framework::no_such_action(&action);
                     return self.local_reply(format, id, reply);
                 }
-                // What this client asked of the manager before goes first, so the
-                // action sees its effects.
-                self.send_batch();
-                let token = self.next_token;
-                self.next_token += 1;
-                self.calls += 1;
-                self.pending
-                    .push_back(Pending::Answer { token, format, id });
                 let ctx = Ctx::for_client(
                     Hub {
                         ops: self.ctx.ops.clone(),
@@ -449,15 +464,56 @@ impl Session {
                     self.transport,
                     self.headers.clone(),
                 );
-                let call = Call {
-                    token,
-                    ctx,
-                    action,
-                    data,
-                };
-                self.call_queue.run(call, &framework, &self.outbox);
+                self.run_later(format, id, Box::new(move || framework.call(ctx, &action, data)));
             }
         }
+    }
+
+    /// Carries out `LOGIN`, `RESUME`, `LOGOUT`, `PASSWD` and the admin commands in the
+    /// call runner: they wait for password hashing and for the manager. Nothing more
+    /// is read until the answer is in.
+    fn account(&mut self, c: AccountCommand, format: Format, id: Option<Value>) {
+        let env = AccountEnv {
+            auth: self.ctx.auth.clone(),
+            hub: Hub {
+                ops: self.ctx.ops.clone(),
+                store: self.ctx.store.clone(),
+            },
+            id: self.id,
+            addr: self.addr,
+            outbox: self.outbox.clone(),
+            failures: self.login_failures.clone(),
+        };
+        let token = self.run_later(format, id, Box::new(move || env.run(c)));
+        self.account_waiting = Some(token);
+    }
+
+    /// Runs `work` in the connection's call runner; its reply takes its turn among the
+    /// replies. What this client asked of the manager before goes first, so the work
+    /// sees its effects.
+    fn run_later(
+        &mut self,
+        format: Format,
+        id: Option<Value>,
+        work: Box<dyn FnOnce() -> Reply + Send>,
+    ) -> u64 {
+        self.send_batch();
+        let token = self.next_token;
+        self.next_token += 1;
+        self.calls += 1;
+        self.pending.push_back(Pending::Answer { token, format, id });
+        self.call_queue.run(Call { token, work }, &self.outbox);
+        token
+    }
+
+    /// Who the client is now (read again from the outbox when it changed).
+    fn identity(&mut self) -> Arc<Identity> {
+        let version = self.outbox.identity_version();
+        if version != self.identity_seen {
+            self.identity = self.outbox.identity();
+            self.identity_seen = version;
+        }
+        self.identity.clone()
     }
 
     /// Sends the commands parsed since the last call to the manager, as one op. Call it
@@ -698,6 +754,9 @@ impl Session {
             return;
         };
         self.calls -= 1;
+        if self.account_waiting == Some(token) {
+            self.account_waiting = None;
+        }
         let Some(Pending::Answer { format, id, .. }) = self.pending.remove(at) else {
             return;
         };

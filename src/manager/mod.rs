@@ -16,6 +16,7 @@ use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use crate::auth::{Auth, Identity, Right};
 use crate::collections::{Map, Set};
 use crate::protocol::push::ByeReason;
 use crate::protocol::{Push, Reply};
@@ -109,6 +110,12 @@ pub const SERVER_ID: ConnId = 0;
 /// The name the server's own messages come from; no client can take it.
 pub const SERVER_NAME: &str = "server";
 
+/// Whether pattern `p`, subscribed by a client who is `identity`, delivers `channel`:
+/// the pattern matches it and the client's role may subscribe to it.
+pub fn pattern_reaches(auth: &Auth, identity: &Identity, p: &str, channel: &str) -> bool {
+    crate::protocol::subject::matches(p, channel) && auth.allows(identity, Right::Sub, channel)
+}
+
 /// What the manager tells others of a connected client.
 #[derive(Clone, Debug)]
 pub struct ClientInfo {
@@ -186,6 +193,9 @@ pub struct Manager {
     pub counts: Counts,
     /// Set by a command whose change was journaled: its reply waits for this record.
     pub durable: Option<u64>,
+    /// Who may do what: names of users are theirs, and pattern subscriptions deliver
+    /// only what a client's role may read.
+    pub auth: Arc<Auth>,
 }
 
 /// Messages the manager has handled since start.
@@ -201,7 +211,12 @@ pub struct Counts {
 
 impl Manager {
     /// Starts with the channels the store saved (from the data folder).
-    pub fn new(stats: Arc<Stats>, store: Arc<TableStore>, settings: ManagerSettings) -> Self {
+    pub fn new(
+        stats: Arc<Stats>,
+        store: Arc<TableStore>,
+        settings: ManagerSettings,
+        auth: Arc<Auth>,
+    ) -> Self {
         let channels = store
             .channel_names()
             .into_iter()
@@ -226,6 +241,7 @@ impl Manager {
             started: Instant::now(),
             counts: Counts::default(),
             durable: None,
+            auth,
         }
     }
 
@@ -386,6 +402,12 @@ impl Manager {
         let Some(c) = self.clients.remove(&id) else {
             return;
         };
+        if let Some(session) = &c.outbox.identity().session {
+            // What a RESUME of this session subscribes to again.
+            let subs = c.channels.keys().chain(c.patterns.keys());
+            let subs = subs.map(|s| s.to_string()).collect();
+            self.auth.sessions.set_subs(session, subs);
+        }
         if self.names.get(&c.name) == Some(&id) {
             self.names.remove(&c.name);
         }
@@ -422,8 +444,9 @@ impl Manager {
                 self.patterns.remove(p);
             }
         }
+        let identity = outbox.identity();
         for chan in self.channels.values_mut() {
-            if crate::protocol::subject::matches(p, &chan.name) {
+            if pattern_reaches(&self.auth, &identity, p, &chan.name) {
                 chan.release(outbox, filter);
             }
         }

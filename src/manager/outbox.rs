@@ -12,6 +12,7 @@ use std::sync::{Arc, Weak};
 use may::io::WaitIoWaker;
 use parking_lot::Mutex;
 
+use crate::auth::Identity;
 use crate::protocol::push::ByeReason;
 use crate::protocol::{Push, Reply};
 
@@ -60,6 +61,11 @@ pub struct Outbox {
     cut: AtomicU8,
     /// When the client last sent anything ([`now_ms`]), for the idle check.
     last_input: AtomicU64,
+    /// Who the client is (a user or a guest) and its role: set by the manager when it
+    /// logs in or out, read by its connection (and the manager) for every check.
+    identity: Mutex<Arc<Identity>>,
+    /// Grows at every change of `identity`, so the connection knows to read it again.
+    identity_version: AtomicU64,
     /// Since when a line has been incomplete ([`now_ms`]; 0: none), for the line timeout.
     partial_since: AtomicU64,
     /// Bytes of the incomplete line buffered, for the server's input budget.
@@ -91,6 +97,8 @@ impl Outbox {
             closed: AtomicBool::new(false),
             cut: AtomicU8::new(0),
             last_input: AtomicU64::new(now_ms()),
+            identity: Mutex::new(Arc::new(Identity::guest())),
+            identity_version: AtomicU64::new(0),
             partial_since: AtomicU64::new(0),
             partial_bytes: AtomicUsize::new(0),
             wake_pending: AtomicBool::new(false),
@@ -124,6 +132,22 @@ impl Outbox {
             0 => None,
             n => ByeReason::ALL.get(n as usize - 1).copied(),
         }
+    }
+
+    /// Who the client is now.
+    pub fn identity(&self) -> Arc<Identity> {
+        self.identity.lock().clone()
+    }
+
+    /// Grows at every change of identity.
+    pub fn identity_version(&self) -> u64 {
+        self.identity_version.load(Ordering::Acquire)
+    }
+
+    /// Makes the client `identity` (it logged in, resumed or logged out).
+    pub fn set_identity(&self, identity: Identity) {
+        *self.identity.lock() = Arc::new(identity);
+        self.identity_version.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The client sent something now.

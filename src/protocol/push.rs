@@ -101,6 +101,8 @@ pub enum ByeReason {
     LineTimeout,
     /// The server's input budget was spent, and it held one of the largest partial lines.
     InputBudget,
+    /// Too many failed logins on this connection.
+    Unauthorized,
 }
 
 impl ByeReason {
@@ -111,16 +113,18 @@ impl ByeReason {
             ByeReason::StaleConnection => "stale_connection",
             ByeReason::LineTimeout => "line_timeout",
             ByeReason::InputBudget => "input_budget",
+            ByeReason::Unauthorized => "unauthorized",
         }
     }
 
     /// Every reason, for code that stores one as a number.
-    pub const ALL: [ByeReason; 5] = [
+    pub const ALL: [ByeReason; 6] = [
         ByeReason::Shutdown,
         ByeReason::SlowConsumer,
         ByeReason::StaleConnection,
         ByeReason::LineTimeout,
         ByeReason::InputBudget,
+        ByeReason::Unauthorized,
     ];
 }
 

@@ -1,0 +1,98 @@
+//! What each command needs: the right, and the channel, table, action or client it
+//! needs it on. Checked by the connection before a command runs, so a refusal is that
+//! request's own reply (`-ERR forbidden <right> <object>`) and nothing else changes.
+
+use super::accounts::AccountCommand;
+use super::app::AppCommand;
+use super::channels::ChannelCommand;
+use super::live::LiveCommand;
+use super::session::SessionCommand;
+use super::tables::TableCommand;
+use super::Command;
+use crate::auth::{Auth, AuthMode, Identity, Right};
+use crate::protocol::subject::{self, Target};
+use crate::protocol::ErrorReply;
+
+/// What may be sent before logging in under `--auth required`.
+fn open_to_anyone(c: &Command) -> bool {
+    match c {
+        Command::Session(s) => matches!(
+            s,
+            SessionCommand::Ping(_)
+                | SessionCommand::Pong
+                | SessionCommand::Help(_)
+                | SessionCommand::Quit
+        ),
+        Command::App(a) => matches!(**a, AppCommand::Auth(_)),
+        Command::Account(a) => matches!(
+            **a,
+            AccountCommand::Login { .. } | AccountCommand::Resume { .. }
+        ),
+        _ => false,
+    }
+}
+
+/// The right `c` needs and on what, if any.
+fn needs(c: &Command) -> Option<(Right, &str)> {
+    match c {
+        Command::Session(_) => None,
+        Command::Channel(c) => match c {
+            ChannelCommand::Create(ch) | ChannelCommand::Drop(ch) => Some((Right::Pub, ch)),
+            ChannelCommand::Pub { channel, .. } => Some((Right::Pub, channel)),
+            ChannelCommand::Send { to, .. } => Some((Right::Pub, to)),
+            // A pattern is checked channel by channel as it delivers.
+            ChannelCommand::Sub { target, .. } => match subject::classify(target) {
+                Ok(Target::Channel) => Some((Right::Sub, target)),
+                _ => None,
+            },
+            ChannelCommand::Unsub(_) | ChannelCommand::Channels => None,
+        },
+        Command::Live(LiveCommand::Watch { table, .. }) => Some((Right::Read, table)),
+        Command::Live(LiveCommand::Unwatch { .. }) => None,
+        Command::Table(t) => match &**t {
+            TableCommand::Define { table, .. }
+            | TableCommand::Undefine { table }
+            | TableCommand::Insert { table, .. }
+            | TableCommand::Update { table, .. }
+            | TableCommand::Delete { table, .. } => Some((Right::Write, table)),
+            TableCommand::Get { table, .. }
+            | TableCommand::Select { table, .. }
+            | TableCommand::Count { table, .. }
+            | TableCommand::Schema { table } => Some((Right::Read, table)),
+            TableCommand::Tables => None,
+            // Saving touches every table: it needs write on all of them.
+            TableCommand::Save => Some((Right::Write, ">")),
+        },
+        Command::App(a) => match &**a {
+            AppCommand::Call { action, .. } => Some((Right::Call, action)),
+            _ => None,
+        },
+        Command::Account(a) if a.is_admin() => Some((Right::Admin, "users")),
+        Command::Account(_) => None,
+    }
+}
+
+/// Whether `identity` may send `c`: `unauthorized` for an anonymous client under
+/// `--auth required` (with what to do), `forbidden <right> <object>` for a right its
+/// role lacks.
+pub fn check(auth: &Auth, identity: &Identity, c: &Command) -> Result<(), ErrorReply> {
+    if auth.mode == AuthMode::Off {
+        return Ok(());
+    }
+    if auth.mode == AuthMode::Required && identity.user.is_none() && !open_to_anyone(c) {
+        return Err(ErrorReply::new(
+            "unauthorized",
+            "this server requires logging in: LOGIN <user> <password>, or RESUME <token> (PING, HELP and QUIT work before)".into(),
+        ));
+    }
+    let Some((right, object)) = needs(c) else {
+        return Ok(());
+    };
+    if auth.allows(identity, right, object) {
+        return Ok(());
+    }
+    Err(ErrorReply::new(
+        "forbidden",
+        format!("{} {}", right.as_str(), crate::protocol::args::clip(object)),
+    ))
+}
