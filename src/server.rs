@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use may::net::TcpListener;
 
-use crate::commands::table_api::Tables;
 use crate::auth::{Auth, AuthSettings};
+use crate::commands::table_api::Tables;
 use crate::conn::{self, ConnContext, ConnSettings};
 use crate::framework::{Framework, Hub};
 use crate::manager::liveness::Liveness;
@@ -157,7 +157,11 @@ impl Server {
             Some(dir) => Some(Persist::open(dir, &store, &config)?),
             None => None,
         };
-        let admin_password = std::env::var("LEVIATHAN_ADMIN_PASSWORD").ok();
+        let admin_password = config
+            .auth
+            .admin_password
+            .clone()
+            .or_else(|| std::env::var("LEVIATHAN_ADMIN_PASSWORD").ok());
         let auth = Auth::open(
             &config.auth,
             config.data_dir.as_deref(),

@@ -16,7 +16,7 @@ fn start(dir: &std::path::Path) -> ServerProcess {
         "--key",
         "sesame",
     ];
-    ServerProcess::start_program(&common::example("chat"), dir, &args, None, "info")
+    ServerProcess::start_program(&common::example("chat"), dir, &args, None, "info", &[])
         .expect("the chat example starts (a plain `cargo test` builds it)")
 }
 

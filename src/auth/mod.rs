@@ -31,6 +31,9 @@ pub struct AuthSettings {
     /// How long a session lasts.
     pub session_ttl: Duration,
     pub hash_cost: HashCost,
+    /// Creates or resets the user `admin` at start; `None` reads
+    /// `LEVIATHAN_ADMIN_PASSWORD` from the environment.
+    pub admin_password: Option<String>,
 }
 
 /// Who a connection is: a user (with its session) or anonymous, and its role.

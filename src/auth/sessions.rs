@@ -135,12 +135,13 @@ impl Sessions {
                 .collect(),
         };
         self.disk.spawn(move || {
-            let written = serde_json::to_vec_pretty(&file)
-                .map_err(io_error)
-                .and_then(|mut text| {
-                    text.push(b'\n');
-                    crate::store::persist::write_private(&path, &text)
-                });
+            let written =
+                serde_json::to_vec_pretty(&file)
+                    .map_err(io_error)
+                    .and_then(|mut text| {
+                        text.push(b'\n');
+                        crate::store::persist::write_private(&path, &text)
+                    });
             if let Err(e) = written {
                 log::warn!("cannot save {}: {e}", path.display());
             }

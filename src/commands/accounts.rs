@@ -7,17 +7,30 @@ use super::{ok, Command, CommandSpec};
 /// The accounts family.
 #[derive(Clone, PartialEq)]
 pub enum AccountCommand {
-    Login { user: String, password: String },
+    Login {
+        user: String,
+        password: String,
+    },
     Logout,
-    Passwd { old: String, new: String },
-    Resume { token: String },
+    Passwd {
+        old: String,
+        new: String,
+    },
+    Resume {
+        token: String,
+    },
     UserAdd {
         user: String,
         password: String,
         role: Option<String>,
     },
-    UserDel { user: String },
-    UserRole { user: String, role: String },
+    UserDel {
+        user: String,
+    },
+    UserRole {
+        user: String,
+        role: String,
+    },
     Users,
 }
 

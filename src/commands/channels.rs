@@ -10,9 +10,9 @@ use super::{ok, Command};
 use crate::manager::channel::{Channel, Filter};
 use crate::manager::outbox::ConnId;
 use crate::manager::outbox::Outbox;
+use crate::manager::pattern_reaches;
 use crate::manager::Manager;
 use crate::protocol::args::clip;
-use crate::manager::pattern_reaches;
 use crate::protocol::subject::{self, Target};
 use crate::protocol::{ErrorReply, Format, Item, Message, MessageKind, Payload, Push, Reply};
 use crate::store::expr::Expr;
@@ -422,8 +422,11 @@ pub(crate) fn rewire_patterns(m: &mut Manager, id: ConnId, change: impl FnOnce(&
         return;
     };
     let outbox = c.outbox.clone();
-    let patterns: Vec<(Arc<str>, Option<Filter>)> =
-        c.patterns.iter().map(|(p, f)| (p.clone(), f.clone())).collect();
+    let patterns: Vec<(Arc<str>, Option<Filter>)> = c
+        .patterns
+        .iter()
+        .map(|(p, f)| (p.clone(), f.clone()))
+        .collect();
     let before = outbox.identity();
     for chan in m.channels.values_mut() {
         for (p, f) in &patterns {

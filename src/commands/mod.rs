@@ -43,12 +43,13 @@ pub struct CommandSpec {
 }
 
 /// Every command family's specs, in `HELP` order.
-fn families() -> [&'static [CommandSpec]; 5] {
+fn families() -> [&'static [CommandSpec]; 6] {
     [
         session::SPECS,
         channels::SPECS,
         tables::SPECS,
         live::SPECS,
+        accounts::SPECS,
         app::SPECS,
     ]
 }
@@ -213,10 +214,12 @@ impl crate::manager::Handler for Routed {
             Command::Session(c) => session::apply(m, id, c),
             Command::Channel(c) => channels::apply(m, id, c),
             Command::Live(c) => live::apply(m, id, c),
-            Command::Table(_) | Command::App(_) | Command::Account(_) => Reply::Error(ErrorReply::new(
-                "internal",
-                "a connection's own command was routed to the channel manager".into(),
-            )),
+            Command::Table(_) | Command::App(_) | Command::Account(_) => {
+                Reply::Error(ErrorReply::new(
+                    "internal",
+                    "a connection's own command was routed to the channel manager".into(),
+                ))
+            }
         }
     }
 }

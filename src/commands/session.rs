@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 use super::CommandSpec;
 use super::{ok, Command};
-use crate::manager::outbox::ConnId;
 use crate::auth::{AuthMode, Identity, Right};
+use crate::manager::outbox::ConnId;
 use crate::manager::Manager;
 use crate::protocol::args::{clip, Args};
 use crate::protocol::{ErrorReply, Format, FormatChoice, Item, Reply};
@@ -265,7 +265,9 @@ fn set_name(m: &mut Manager, id: ConnId, name: String) -> Reply {
         if *user != *name {
             return ErrorReply::new(
                 "bad_args",
-                format!("you are logged in as {user}, and a logged-in client's name is its user name"),
+                format!(
+                    "you are logged in as {user}, and a logged-in client's name is its user name"
+                ),
             )
             .into();
         }

@@ -35,8 +35,16 @@ pub(super) struct AccountEnv {
 }
 
 impl AccountEnv {
-    /// Carries out `c`; the reply is the request's answer.
-    pub fn run(self, c: AccountCommand) -> Reply {
+    /// Carries out `c`; the reply is the request's answer, and after too many failed
+    /// logins the connection closes (`BYE unauthorized`) once it is written.
+    pub fn run(self, c: AccountCommand) -> (Reply, Option<ByeReason>) {
+        let reply = self.reply(c);
+        let close = (self.failures.load(Ordering::Relaxed) >= MAX_FAILURES)
+            .then_some(ByeReason::Unauthorized);
+        (reply, close)
+    }
+
+    fn reply(&self, c: AccountCommand) -> Reply {
         if self.auth.mode == AuthMode::Off {
             return error(
                 "unavailable",
@@ -78,7 +86,11 @@ impl AccountEnv {
             role: Arc::from(account.role.as_str()),
             session: Some(hash),
         })?;
-        log::info!("connection {} from {}: logged in as {user}", self.id, self.addr);
+        log::info!(
+            "connection {} from {}: logged in as {user}",
+            self.id,
+            self.addr
+        );
         Ok(Reply::Record {
             key: "login",
             fields: vec![
@@ -114,7 +126,12 @@ impl AccountEnv {
                 restored += 1;
             }
         }
-        log::info!("connection {} from {}: resumed a session of {}", self.id, self.addr, session.user);
+        log::info!(
+            "connection {} from {}: resumed a session of {}",
+            self.id,
+            self.addr,
+            session.user
+        );
         Ok(Reply::Record {
             key: "session",
             fields: vec![
@@ -138,7 +155,10 @@ impl AccountEnv {
     fn passwd(&self, old: &str, new: &str) -> Result<Reply, ErrorReply> {
         let me = self.outbox.identity();
         let Some(user) = me.user.clone() else {
-            return Err(ErrorReply::new("bad_args", "log in first: PASSWD changes your own password".into()));
+            return Err(ErrorReply::new(
+                "bad_args",
+                "log in first: PASSWD changes your own password".into(),
+            ));
         };
         check_password(new)?;
         let account = self.auth.users.get(&user);
@@ -162,7 +182,10 @@ impl AccountEnv {
         check_password(password)?;
         self.known_role(role)?;
         if self.auth.users.exists(user) {
-            return Err(ErrorReply::new("user_exists", format!("there is a user '{user}' already")));
+            return Err(ErrorReply::new(
+                "user_exists",
+                format!("there is a user '{user}' already"),
+            ));
         }
         let hash = self.auth.hasher.hash(password).map_err(unavailable)?;
         let account = Account {
@@ -170,7 +193,10 @@ impl AccountEnv {
             role: role.to_string(),
         };
         self.auth.users.put(user, account).map_err(unavailable)?;
-        log::info!("user {user} added with role {role} by connection {}", self.id);
+        log::info!(
+            "user {user} added with role {role} by connection {}",
+            self.id
+        );
         Ok(Reply::Done(None))
     }
 
@@ -185,7 +211,11 @@ impl AccountEnv {
 
     fn user_role(&self, user: &str, role: &str) -> Result<Reply, ErrorReply> {
         self.known_role(role)?;
-        let account = self.auth.users.get(user).ok_or_else(|| no_such_user(user))?;
+        let account = self
+            .auth
+            .users
+            .get(user)
+            .ok_or_else(|| no_such_user(user))?;
         let account = Account {
             role: role.to_string(),
             ..account
@@ -228,8 +258,8 @@ impl AccountEnv {
         }
     }
 
-    /// Counts a failure (logged with the address, never the password); past
-    /// [`MAX_FAILURES`] the connection is closed with `BYE unauthorized`.
+    /// Counts a failure (logged with the address, never the password); at
+    /// [`MAX_FAILURES`] the connection is closed after this answer.
     fn failed(&self, what: &str) -> ErrorReply {
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         log::warn!(
@@ -237,20 +267,17 @@ impl AccountEnv {
             self.id,
             self.addr
         );
-        if n >= MAX_FAILURES && self.outbox.cut(ByeReason::Unauthorized) {
-            self.outbox.wake();
-        }
-        ErrorReply::new(
-            "unauthorized",
-            "wrong user name, password or token".into(),
-        )
+        ErrorReply::new("unauthorized", "wrong user name, password or token".into())
     }
 
     fn known_role(&self, role: &str) -> Result<(), ErrorReply> {
         if self.auth.has_role(role) {
             Ok(())
         } else {
-            Err(ErrorReply::new("bad_args", format!("no role named '{}'", crate::protocol::args::clip(role))))
+            Err(ErrorReply::new(
+                "bad_args",
+                format!("no role named '{}'", crate::protocol::args::clip(role)),
+            ))
         }
     }
 }
@@ -266,7 +293,10 @@ fn check_password(p: &str) -> Result<(), ErrorReply> {
 }
 
 fn no_such_user(user: &str) -> ErrorReply {
-    ErrorReply::new("no_such_user", format!("no user named '{}'", crate::protocol::args::clip(user)))
+    ErrorReply::new(
+        "no_such_user",
+        format!("no user named '{}'", crate::protocol::args::clip(user)),
+    )
 }
 
 fn unavailable(why: String) -> ErrorReply {

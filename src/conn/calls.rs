@@ -11,12 +11,17 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::manager::outbox::Outbox;
+use crate::protocol::push::ByeReason;
 use crate::protocol::Reply;
+
+/// What a piece of work answers, and whether the connection must then close (after
+/// the answer, with `BYE <reason>`).
+pub(super) type Work = Box<dyn FnOnce() -> (Reply, Option<ByeReason>) + Send>;
 
 /// One piece of work waiting to run, and the token its answer goes back with.
 pub(super) struct Call {
     pub token: u64,
-    pub work: Box<dyn FnOnce() -> Reply + Send>,
+    pub work: Work,
 }
 
 #[derive(Default)]
@@ -55,8 +60,13 @@ impl Calls {
                 next
             };
             let Some(c) = next else { break };
-            let reply = (c.work)();
+            let (reply, close) = (c.work)();
             outbox.answer(c.token, reply);
+            if let Some(reason) = close {
+                if outbox.close(reason) {
+                    outbox.wake();
+                }
+            }
         });
     }
 }

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::accounts::AccountEnv;
-use super::calls::{Call, Calls};
+use super::calls::{Call, Calls, Work};
 use super::stream::{Step, Streaming, STREAM_ITEMS_FROM};
 use super::ConnContext;
-use crate::commands;
 use crate::auth::Identity;
+use crate::commands;
 use crate::commands::accounts::AccountCommand;
 use crate::commands::app::AppCommand;
 use crate::commands::session::SessionCommand;
@@ -464,7 +464,11 @@ impl Session {
                     self.transport,
                     self.headers.clone(),
                 );
-                self.run_later(format, id, Box::new(move || framework.call(ctx, &action, data)));
+                self.run_later(
+                    format,
+                    id,
+                    Box::new(move || (framework.call(ctx, &action, data), None)),
+                );
             }
         }
     }
@@ -491,17 +495,13 @@ impl Session {
     /// Runs `work` in the connection's call runner; its reply takes its turn among the
     /// replies. What this client asked of the manager before goes first, so the work
     /// sees its effects.
-    fn run_later(
-        &mut self,
-        format: Format,
-        id: Option<Value>,
-        work: Box<dyn FnOnce() -> Reply + Send>,
-    ) -> u64 {
+    fn run_later(&mut self, format: Format, id: Option<Value>, work: Work) -> u64 {
         self.send_batch();
         let token = self.next_token;
         self.next_token += 1;
         self.calls += 1;
-        self.pending.push_back(Pending::Answer { token, format, id });
+        self.pending
+            .push_back(Pending::Answer { token, format, id });
         self.call_queue.run(Call { token, work }, &self.outbox);
         token
     }

@@ -252,7 +252,7 @@ impl ServerProcess {
         rust_log: &str,
     ) -> Result<ServerProcess, String> {
         let program = std::path::Path::new(env!("CARGO_BIN_EXE_servermain"));
-        Self::start_program(program, dir, args, uid, rust_log)
+        Self::start_program(program, dir, args, uid, rust_log, &[])
     }
 
     /// Starts `program 127.0.0.1 0 <args>` (servermain, or an example app that runs
@@ -263,6 +263,7 @@ impl ServerProcess {
         args: &[&str],
         uid: Option<u32>,
         rust_log: &str,
+        envs: &[(&str, &str)],
     ) -> Result<ServerProcess, String> {
         use std::io::BufRead;
         use std::os::unix::process::CommandExt;
@@ -271,6 +272,7 @@ impl ServerProcess {
             .args(args)
             .current_dir(dir)
             .env("RUST_LOG", rust_log)
+            .envs(envs.iter().copied())
             .stderr(std::process::Stdio::piped());
         if let Some(uid) = uid {
             cmd.uid(uid).gid(uid);
