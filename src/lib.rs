@@ -12,6 +12,7 @@
 //! 2. data, [`store`]: typed tables behind `parking_lot` locks, the `WHERE` language
 //!    ([`store::expr`]), CSV snapshots and the journal. It reports row changes through
 //!    a sink and durability through [`store::journal::Waiter`], both handed to it.
+//!    Above it, [`auth`]: roles and rights, accounts (argon2id hashes), sessions.
 //! 3. routing, [`manager`]: the channel-manager OS thread owning names, channels,
 //!    subscriptions and watches; [`manager::outbox`], where replies and pushes queue
 //!    for a connection; the shared counters. It applies commands through the
