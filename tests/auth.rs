@@ -325,3 +325,73 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_websocket_brings_its_session_token_and_a_bad_one_is_refused() {
+    let server = start(AuthMode::Required, None);
+    let addr = server.local_addr();
+    let mut admin = Client::connect(addr);
+    let token = login(&mut admin, "admin", ADMIN_PW);
+    let whoami = |req: tungstenite::handshake::client::Request| {
+        let (mut ws, _) = tungstenite::connect(req).expect("handshake");
+        ws.read().expect("greeting");
+        ws.send(tungstenite::Message::text("WHOAMI")).unwrap();
+        ws.read().unwrap().into_text().unwrap().to_string()
+    };
+    use tungstenite::client::IntoClientRequest;
+    let url = format!("ws://{addr}/?token={token}")
+        .into_client_request()
+        .unwrap();
+    assert!(whoami(url).contains("user=admin role=admin"));
+    let mut bearer = format!("ws://{addr}/").into_client_request().unwrap();
+    let auth = format!("Bearer {token}").parse().unwrap();
+    bearer.headers_mut().insert("authorization", auth);
+    assert!(whoami(bearer).contains("user=admin"));
+    let plain = format!("ws://{addr}/").into_client_request().unwrap();
+    let anonymous = whoami(plain);
+    assert!(anonymous.starts_with("-ERR unauthorized"), "{anonymous}");
+    match tungstenite::connect(format!("ws://{addr}/?token=0123abcd")) {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("an invalid token must get 401: {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn names_never_reach_outside_the_data_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = Config {
+        data_dir: Some(data.clone()),
+        ..Config::default()
+    };
+    let mut server = Server::start(listener, config).unwrap();
+    let mut c = Client::connect(server.local_addr());
+    let long = "a".repeat(10_000);
+    let bad = [
+        "../x",
+        "..",
+        "/tmp/evil",
+        "a/b",
+        "x\u{0}y",
+        "%2e%2e",
+        long.as_str(),
+    ];
+    for name in bad {
+        let r = c.json(json!({"op":"define","table":name,"columns":["v:int"]}));
+        assert_eq!(r["error"]["code"], "bad_args", "DEFINE {name:.20}: {r}");
+        let r = c.json(json!({"op":"create","channel":name}));
+        assert_eq!(r["error"]["code"], "bad_args", "CREATE {name:.20}: {r}");
+        let r = c.json(json!({"op":"user","action":"add","user":name,"password":"long-enough"}));
+        assert_ne!(r["ok"], true, "USER ADD {name:.20}: {r}");
+    }
+    assert_eq!(c.ok("SAVE").split(' ').next(), Some("+OK"));
+    server.shutdown();
+    // Nothing was written outside the data folder.
+    let outside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(outside, [std::ffi::OsString::from("data")]);
+    assert!(!std::path::Path::new("/tmp/evil.csv").exists());
+}

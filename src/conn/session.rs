@@ -477,7 +477,23 @@ impl Session {
     /// call runner: they wait for password hashing and for the manager. Nothing more
     /// is read until the answer is in.
     fn account(&mut self, c: AccountCommand, format: Format, id: Option<Value>) {
-        let env = AccountEnv {
+        let env = self.account_env();
+        let token = self.run_later(format, id, Box::new(move || env.run(c)));
+        self.account_waiting = Some(token);
+    }
+
+    /// Takes up the session `token` opens before anything is read (a WebSocket that
+    /// connected with one); waits here, in this connection's coroutine.
+    pub fn resume_now(&mut self, token: String) {
+        let env = self.account_env();
+        let (reply, _) = env.run(AccountCommand::Resume { token });
+        if let Reply::Error(e) = reply {
+            log::info!("connection {} from {}: {e}", self.id, self.addr);
+        }
+    }
+
+    fn account_env(&self) -> AccountEnv {
+        AccountEnv {
             auth: self.ctx.auth.clone(),
             hub: Hub {
                 ops: self.ctx.ops.clone(),
@@ -487,9 +503,7 @@ impl Session {
             addr: self.addr,
             outbox: self.outbox.clone(),
             failures: self.login_failures.clone(),
-        };
-        let token = self.run_later(format, id, Box::new(move || env.run(c)));
-        self.account_waiting = Some(token);
+        }
     }
 
     /// Runs `work` in the connection's call runner; its reply takes its turn among the

@@ -86,6 +86,17 @@ pub(crate) fn serve_http(
         Err(why) => return http_error(s.stream, 400, "Bad Request", &why),
     };
     let headers = upgrade_headers(&s.prefix);
+    // A session token in the URL (browsers cannot set headers) or as a bearer token
+    // resumes that session at once; one that opens nothing is refused before the
+    // upgrade.
+    let token = session_token(&headers);
+    if let Some(t) = &token {
+        if ctx.auth.sessions.find(t).is_none() {
+            log::warn!("{addr}: WebSocket upgrade with an invalid or expired session token");
+            let why = "the session token is invalid or expired: LOGIN again";
+            return http_error(s.stream, 401, "Unauthorized", why);
+        }
+    }
     let max = ctx.settings.max_line;
     // tungstenite's own write buffer counts against the outbox limit like everything
     // else queued for this client: past it, a client that does not read is cut.
@@ -120,7 +131,20 @@ pub(crate) fn serve_http(
         }
     };
     ws.get_mut().unfinished = 0;
-    run_ws(ws, addr, ctx, fixed, headers);
+    run_ws(ws, addr, ctx, fixed, headers, token);
+}
+
+/// The session token a WebSocket upgrade brings: `?token=` or `Authorization: Bearer`.
+fn session_token(headers: &Headers) -> Option<String> {
+    let query = headers.get("token").and_then(|t| t.as_str());
+    let bearer = headers
+        .get("authorization")
+        .and_then(|a| a.as_str())
+        .and_then(|a| {
+            a.strip_prefix("Bearer ")
+                .or_else(|| a.strip_prefix("bearer "))
+        });
+    query.or(bearer).map(|t| t.trim().to_string())
 }
 
 /// A WebSocket client's headers for the framework's gate: the upgrade request's HTTP
@@ -247,6 +271,7 @@ fn run_ws(
     ctx: Arc<ConnContext>,
     fixed: Option<Format>,
     headers: Headers,
+    token: Option<String>,
 ) {
     let id = new_id(&ctx);
     let limit = ctx.settings.outbox_limit;
@@ -258,6 +283,9 @@ fn run_ws(
         return;
     };
     session.admit_headers(headers);
+    if let Some(token) = token {
+        session.resume_now(token);
+    }
     let mut dirty = false;
     let mut busy = crate::coop::Slice::new();
     loop {
