@@ -109,7 +109,7 @@ struct Args {
     #[arg(long, default_value = "optional")]
     auth: leviathan::auth::AuthMode,
     /// Roles in TOML ([roles.NAME] with pub, sub, call, serve, req, read, write, admin
-    /// lists of patterns), over the built-in admin, user and guest
+    /// lists of patterns), over the built-in admin, user and guest; read again on SIGHUP
     #[arg(long)]
     acl: Option<std::path::PathBuf>,
     /// Seconds a session (a LOGIN's token) lasts
@@ -119,16 +119,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let acl = match &args.acl {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(text) => Some(text),
-            Err(e) => {
-                eprintln!("cannot read the ACL file {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-        },
-        None => None,
-    };
+
     let config = Config {
         max_line: args.max_line,
         max_connections: args.max_connections,
@@ -157,7 +148,7 @@ fn main() -> ExitCode {
         },
         auth: AuthSettings {
             mode: args.auth,
-            acl,
+            acl_file: args.acl.clone(),
             session_ttl: Duration::from_secs(args.session_ttl.max(1)),
             ..AuthSettings::default()
         },

@@ -47,6 +47,7 @@ use crate::server::{Config, Server, ServerHandle};
 pub struct App {
     config: Config,
     framework: Framework,
+    roles: Vec<crate::auth::Role>,
 }
 
 impl Default for App {
@@ -61,6 +62,7 @@ impl App {
         App {
             config: Config::default(),
             framework: Framework::default(),
+            roles: Vec::new(),
         }
     }
 
@@ -154,6 +156,19 @@ impl App {
         self
     }
 
+    /// Adds a role (or changes a built-in one: `admin`, `user`, `guest`): for each right,
+    /// the patterns it grants. An ACL file's roles (`--acl`) go over these.
+    ///
+    /// ```
+    /// use leviathan::auth::{Right, Role};
+    /// let app = leviathan::App::new()
+    ///     .role(Role::new("reader", &[(Right::Sub, &["news.>"]), (Right::Read, &["articles"])]));
+    /// ```
+    pub fn role(mut self, role: crate::auth::Role) -> App {
+        self.roles.push(role);
+        self
+    }
+
     /// Adds a header check. With any check (or a gate), a client must pass the gate
     /// (`AUTH <json object>`, or its WebSocket upgrade's headers and query parameters)
     /// before anything but `PING`, `HELP`, `AUTH` and `QUIT`.
@@ -177,11 +192,13 @@ impl App {
 
     /// Starts serving `listener` (bind port 0 in tests) and returns the handle that
     /// stops it. Fails when a startup task fails.
-    pub fn start(self, listener: TcpListener) -> std::io::Result<ServerHandle> {
+    pub fn start(mut self, listener: TcpListener) -> std::io::Result<ServerHandle> {
+        self.config.auth.roles.extend(self.roles);
         Server::start_with(listener, self.config, self.framework)
     }
 
-    /// Runs the server on `host:port` until Ctrl-C or SIGTERM, as `servermain` does:
+    /// Runs the server on `host:port` until Ctrl-C or SIGTERM (SIGHUP reloads the ACL
+    /// file), as `servermain` does:
     /// logs (`RUST_LOG`, default `info`), reports the system's limits, stops cleanly
     /// on a signal. Returns how the process should exit.
     pub fn run(self, host: &str, port: u16) -> ExitCode {
@@ -195,27 +212,27 @@ impl App {
             }
         };
         report_limits(&self.config);
-        let mut server = match self.start(listener) {
+        let server = match self.start(listener) {
             Ok(s) => s,
             Err(e) => {
                 log::error!("cannot start: {e}");
                 return ExitCode::FAILURE;
             }
         };
+        let server = Arc::new(parking_lot::Mutex::new(server));
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
-        if let Err(e) = ctrlc::set_handler(move || {
-            let _ = stop_tx.try_send(());
-        }) {
-            log::error!("cannot install the Ctrl-C/SIGTERM handler: {e}");
+        if let Err(e) = handle_signals(&server, stop_tx) {
+            log::error!("cannot install the signal handlers: {e}");
             return ExitCode::FAILURE;
         }
         log::info!(
             "leviathan {} listening on {} (text, JSON and WebSocket)",
             env!("CARGO_PKG_VERSION"),
-            server.local_addr()
+            server.lock().local_addr()
         );
         let _ = stop_rx.recv();
         log::info!("shutting down: telling clients, flushing");
+        let mut server = server.lock();
         server.shutdown();
         let s = server.stats();
         log::info!(
@@ -226,6 +243,39 @@ impl App {
         );
         ExitCode::SUCCESS
     }
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM stop the server; SIGHUP reads the ACL file again
+/// (connections stay). One thread takes them all from signal-hook, whose handler only
+/// writes to a pipe, as a signal handler must.
+fn handle_signals(
+    server: &Arc<parking_lot::Mutex<ServerHandle>>,
+    stop: crossbeam_channel::Sender<()>,
+) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let server = Arc::downgrade(server);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal != SIGHUP {
+                    let _ = stop.try_send(());
+                    continue;
+                }
+                let Some(server) = server.upgrade() else {
+                    break;
+                };
+                let reloaded = server.lock().reload_acl();
+                match reloaded {
+                    Ok(()) => {
+                        log::info!("SIGHUP: the ACL file was read again; its roles are in force")
+                    }
+                    Err(e) => log::warn!("SIGHUP: the roles stay as they were: {e}"),
+                }
+            }
+        })?;
+    Ok(())
 }
 
 /// `RUST_LOG` as given (default `info`), with may's own logging kept at `warn` unless

@@ -169,6 +169,8 @@ impl Server {
         )
         .map_err(io::Error::other)?;
         let auth = Arc::new(auth);
+        let auth_handle = auth.clone();
+        let acl_file = config.auth.acl_file.clone();
         let stats = Arc::new(Stats::default());
         let (ops, ops_rx) = crossbeam_channel::unbounded();
         let settings = ManagerSettings {
@@ -241,6 +243,8 @@ impl Server {
             manager: Some(manager),
             framework,
             hub,
+            auth: auth_handle,
+            acl_file,
         })
     }
 }
@@ -257,6 +261,8 @@ pub struct ServerHandle {
     manager: Option<std::thread::JoinHandle<()>>,
     framework: Arc<Framework>,
     hub: Hub,
+    auth: Arc<Auth>,
+    acl_file: Option<std::path::PathBuf>,
 }
 
 impl ServerHandle {
@@ -269,6 +275,20 @@ impl ServerHandle {
     /// watched path as the wire commands.
     pub fn tables(&self) -> Tables {
         Tables::new(self.store.clone())
+    }
+
+    /// Reads the ACL file (`--acl`) again and puts its roles in force for every client:
+    /// later commands are checked against them, and subscriptions follow them (pattern
+    /// subscriptions deliver what the new roles may read; subscriptions to channels a
+    /// role may no longer read end). A file that does not parse changes nothing.
+    pub fn reload_acl(&self) -> Result<(), String> {
+        let Some(path) = &self.acl_file else {
+            return Err("no ACL file was given (--acl)".into());
+        };
+        let roles = self.auth.roles_from(Some(&crate::auth::read_acl(path)?))?;
+        let old = self.auth.reload_roles(roles);
+        let _ = self.ctx.ops.send(ChannelOp::RolesChanged(old));
+        Ok(())
     }
 
     /// Live counters.

@@ -395,3 +395,48 @@ fn names_never_reach_outside_the_data_folder() {
     assert_eq!(outside, [std::ffi::OsString::from("data")]);
     assert!(!std::path::Path::new("/tmp/evil.csv").exists());
 }
+
+#[test]
+fn a_reloaded_acl_changes_the_rights_of_connected_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl.toml");
+    std::fs::write(&acl, "[roles.reader]\nsub = [\"news.>\"]\n").unwrap();
+    let env = [("LEVIATHAN_ADMIN_PASSWORD", ADMIN_PW)];
+    let program = std::path::Path::new(env!("CARGO_BIN_EXE_servermain"));
+    let acl_arg = acl.to_str().unwrap();
+    let args = ["--auth", "required", "--in-memory", "--acl", acl_arg];
+    let server =
+        ServerProcess::start_program(program, dir.path(), &args, None, "info", &env).unwrap();
+    let mut admin = Client::connect(server.addr);
+    login(&mut admin, "admin", ADMIN_PW);
+    admin.ok("USER ADD rita rita-password reader");
+    admin.ok("CREATE news.a");
+    admin.ok("CREATE sport.b");
+    let mut rita = Client::connect(server.addr);
+    login(&mut rita, "rita", "rita-password");
+    rita.ok("SUB >");
+    assert_eq!(rita.ok("SUB sport.b"), "-ERR forbidden sub sport.b");
+    // The file changes: sport, not news.
+    std::fs::write(&acl, "[roles.reader]\nsub = [\"sport.>\"]\n").unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rita.ok("SUB sport.b") != "+OK" {
+        assert!(Instant::now() < deadline, "the reload did not take");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(rita.ok("SUB news.a"), "-ERR forbidden sub news.a");
+    rita.ok("UNSUB sport.b");
+    admin.ok("PUB news.a old");
+    admin.ok("PUB sport.b new");
+    assert_eq!(
+        rita.push(),
+        "MSG sport.b admin new",
+        "the pattern follows the new role"
+    );
+    // A file that does not parse changes nothing.
+    std::fs::write(&acl, "[roles.reader\n").unwrap();
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rita.ok("SUB sport.b"), "+OK");
+}

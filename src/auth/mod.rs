@@ -28,9 +28,15 @@ pub struct AuthSettings {
     pub mode: AuthMode,
     /// Roles beyond (or over) the built-ins, in TOML.
     pub acl: Option<String>,
+    /// A file to read them from instead (`--acl FILE`), read again on
+    /// [`crate::ServerHandle::reload_acl`] (`SIGHUP`).
+    pub acl_file: Option<std::path::PathBuf>,
     /// How long a session lasts.
     pub session_ttl: Duration,
     pub hash_cost: HashCost,
+    /// Roles the embedding program defines ([`crate::App::role`]), over the built-ins;
+    /// an ACL file's roles go over these.
+    pub roles: Vec<Role>,
     /// Creates or resets the user `admin` at start; `None` reads
     /// `LEVIATHAN_ADMIN_PASSWORD` from the environment.
     pub admin_password: Option<String>,
@@ -65,6 +71,8 @@ struct Failures {
 /// Accounts, sessions, roles and the mode, shared by every layer that checks.
 pub struct Auth {
     pub mode: AuthMode,
+    /// The embedding program's roles, kept for reloads.
+    program_roles: Vec<Role>,
     roles: RwLock<Arc<Roles>>,
     /// Grows at every ACL reload, so those who cache a role know to look again.
     version: AtomicU64,
@@ -82,10 +90,11 @@ impl Auth {
         dir: Option<&Path>,
         admin_password: Option<&str>,
     ) -> Result<Auth, String> {
-        let roles = match &settings.acl {
-            Some(text) => Roles::from_toml(settings.mode, text)?,
-            None => Roles::builtin(settings.mode),
+        let acl = match (&settings.acl_file, &settings.acl) {
+            (Some(path), _) => Some(read_acl(path)?),
+            (None, text) => text.clone(),
         };
+        let roles = roles_of(settings.mode, &settings.roles, acl.as_deref())?;
         let ttl = if settings.session_ttl.is_zero() {
             Duration::from_secs(24 * 3600)
         } else {
@@ -94,6 +103,7 @@ impl Auth {
         let disk = disk::Disk::start();
         let auth = Auth {
             mode: settings.mode,
+            program_roles: settings.roles.clone(),
             roles: RwLock::new(Arc::new(roles)),
             version: AtomicU64::new(1),
             users: Users::load(dir, disk.clone())?,
@@ -146,10 +156,16 @@ impl Auth {
     }
 
     /// Replaces the roles (an ACL file read again); connections see it at their next
-    /// command.
-    pub fn reload_roles(&self, roles: Roles) {
-        *self.roles.write() = Arc::new(roles);
+    /// command. Returns the roles that were in force.
+    pub fn reload_roles(&self, roles: Roles) -> Arc<Roles> {
+        let old = std::mem::replace(&mut *self.roles.write(), Arc::new(roles));
         self.version.fetch_add(1, Ordering::AcqRel);
+        old
+    }
+
+    /// The mode's built-in roles with those of `acl` (TOML) over them.
+    pub fn roles_from(&self, acl: Option<&str>) -> Result<Roles, String> {
+        roles_of(self.mode, &self.program_roles, acl)
     }
 
     /// Whether `identity` may do `right` on `object`. Under `--auth off`, anything.
@@ -186,6 +202,26 @@ impl Auth {
             }
         }
     }
+}
+
+/// The built-ins for `mode`, the program's roles over them, an ACL's over those.
+fn roles_of(mode: AuthMode, program: &[Role], acl: Option<&str>) -> Result<Roles, String> {
+    let mut roles = Roles::builtin(mode);
+    for r in program {
+        roles.insert(r.clone());
+    }
+    if let Some(text) = acl {
+        for r in Roles::from_toml(mode, text)?.all() {
+            roles.insert(r);
+        }
+    }
+    Ok(roles)
+}
+
+/// An ACL file's text.
+pub fn read_acl(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the ACL file {}: {e}", path.display()))
 }
 
 /// The wait after `n` failures: 250 ms doubling, at most 8 s.

@@ -198,9 +198,19 @@ impl Roles {
         Ok(roles)
     }
 
+    /// Adds `role`, or replaces the one of its name.
+    pub fn insert(&mut self, role: Role) {
+        self.by_name.insert(role.name.clone(), Arc::new(role));
+    }
+
     /// The role named `name`.
     pub fn get(&self, name: &str) -> Option<Arc<Role>> {
         self.by_name.get(name).cloned()
+    }
+
+    /// Every role.
+    pub fn all(&self) -> Vec<Role> {
+        self.by_name.values().map(|r| (**r).clone()).collect()
     }
 
     /// Role names, sorted.

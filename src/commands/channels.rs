@@ -413,35 +413,3 @@ fn stall(m: &Manager, id: ConnId, receiver: &Arc<Outbox>) {
         c.outbox.request_stall(receiver);
     }
 }
-
-/// Runs `change` (a new identity for client `id`) between taking its pattern
-/// subscriptions off the channels they reached and putting them back on the channels
-/// they reach now, so what a pattern delivers always follows the client's role.
-pub(crate) fn rewire_patterns(m: &mut Manager, id: ConnId, change: impl FnOnce(&Outbox)) {
-    let Some(c) = m.clients.get(&id) else {
-        return;
-    };
-    let outbox = c.outbox.clone();
-    let patterns: Vec<(Arc<str>, Option<Filter>)> = c
-        .patterns
-        .iter()
-        .map(|(p, f)| (p.clone(), f.clone()))
-        .collect();
-    let before = outbox.identity();
-    for chan in m.channels.values_mut() {
-        for (p, f) in &patterns {
-            if pattern_reaches(&m.auth, &before, p, &chan.name) {
-                chan.release(&outbox, f.as_ref());
-            }
-        }
-    }
-    change(&outbox);
-    let after = outbox.identity();
-    for chan in m.channels.values_mut() {
-        for (p, f) in &patterns {
-            if pattern_reaches(&m.auth, &after, p, &chan.name) {
-                chan.add_ref(&outbox, f.as_ref());
-            }
-        }
-    }
-}

@@ -381,7 +381,12 @@ fn bind(m: &mut Manager, id: ConnId, identity: Identity) -> Reply {
         Some(user) => user.clone(),
         None => default_name(id).into(),
     };
-    super::channels::rewire_patterns(m, id, |_| outbox.set_identity(identity));
+    let (before, after) = (
+        m.auth.role(&outbox.identity().role),
+        m.auth.role(&identity.role),
+    );
+    outbox.set_identity(identity.clone());
+    m.rewire(id, &before, &after);
     if let Some(holder) = m.names.get(&name).copied().filter(|h| *h != id) {
         let same_user = m
             .clients

@@ -16,7 +16,7 @@ use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::auth::{Auth, Identity, Right};
+use crate::auth::{Auth, AuthMode, Identity, Right, Role, Roles};
 use crate::collections::{Map, Set};
 use crate::protocol::push::ByeReason;
 use crate::protocol::{Push, Reply};
@@ -74,6 +74,8 @@ pub enum ChannelOp<C> {
     Disconnect { id: ConnId },
     /// A watched table changed (sent by the writer, in the table's order).
     TableChange(ChangeNote),
+    /// The roles were reloaded; these were in force before.
+    RolesChanged(Arc<Roles>),
     /// Tell every client `BYE shutdown` and stop.
     Shutdown,
 }
@@ -114,6 +116,12 @@ pub const SERVER_NAME: &str = "server";
 /// the pattern matches it and the client's role may subscribe to it.
 pub fn pattern_reaches(auth: &Auth, identity: &Identity, p: &str, channel: &str) -> bool {
     crate::protocol::subject::matches(p, channel) && auth.allows(identity, Right::Sub, channel)
+}
+
+/// Whether a subscription of a client in `role` may deliver `channel` (always, under
+/// `--auth off`).
+fn reaches(auth: &Auth, role: &Role, channel: &str) -> bool {
+    auth.mode == AuthMode::Off || role.allows(Right::Sub, channel)
 }
 
 /// What the manager tells others of a connected client.
@@ -352,6 +360,7 @@ impl Manager {
                 }));
             }
             ChannelOp::Disconnect { id } => self.disconnect(id),
+            ChannelOp::RolesChanged(old) => self.roles_changed(&old),
             ChannelOp::TableChange(note) => self.table_changed(note),
             ChannelOp::Shutdown => return true,
         }
@@ -432,6 +441,68 @@ impl Manager {
         });
         while self.history.len() > self.history_limit {
             self.history.pop_front();
+        }
+    }
+
+    /// Client `id`'s role changed from `before` to `after` (it logged in or out, or the
+    /// roles were reloaded): its pattern subscriptions are taken off the channels they
+    /// reached and put on those they reach now, and its subscriptions to channels the
+    /// new role may not read end.
+    pub fn rewire(&mut self, id: ConnId, before: &Role, after: &Role) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let outbox = c.outbox.clone();
+        let auth = self.auth.clone();
+        let lost: Vec<Arc<str>> = c
+            .channels
+            .keys()
+            .filter(|ch| !reaches(&auth, after, ch))
+            .cloned()
+            .collect();
+        for ch in lost {
+            if let Some(filter) = c.channels.remove(&ch) {
+                if let Some(chan) = self.channels.get_mut(&ch) {
+                    chan.release(&outbox, filter.as_ref());
+                }
+            }
+        }
+        for chan in self.channels.values_mut() {
+            for (p, f) in &c.patterns {
+                if !crate::protocol::subject::matches(p, &chan.name) {
+                    continue;
+                }
+                let (was, is) = (
+                    reaches(&auth, before, &chan.name),
+                    reaches(&auth, after, &chan.name),
+                );
+                if was && !is {
+                    chan.release(&outbox, f.as_ref());
+                } else if is && !was {
+                    chan.add_ref(&outbox, f.as_ref());
+                }
+            }
+        }
+    }
+
+    /// The roles were reloaded (`old` were in force before): every client is rewired.
+    pub fn roles_changed(&mut self, old: &Roles) {
+        let ids: Vec<ConnId> = self.clients.keys().copied().collect();
+        for id in ids {
+            let Some(role) = self
+                .clients
+                .get(&id)
+                .map(|c| c.outbox.identity().role.clone())
+            else {
+                continue;
+            };
+            let before = old
+                .get(&role)
+                .unwrap_or_else(|| Arc::new(Role::new(&role, &[])));
+            let after = self.auth.role(&role);
+            if before != after {
+                self.rewire(id, &before, &after);
+            }
         }
     }
 
