@@ -9,7 +9,7 @@ use super::live::LiveCommand;
 use super::session::SessionCommand;
 use super::tables::TableCommand;
 use super::Command;
-use crate::auth::{Auth, AuthMode, Identity, Right};
+use crate::auth::{AuthMode, Identity, Right, Role};
 use crate::protocol::subject::{self, Target};
 use crate::protocol::ErrorReply;
 
@@ -72,14 +72,19 @@ fn needs(c: &Command) -> Option<(Right, &str)> {
     }
 }
 
-/// Whether `identity` may send `c`: `unauthorized` for an anonymous client under
-/// `--auth required` (with what to do), `forbidden <right> <object>` for a right its
-/// role lacks.
-pub fn check(auth: &Auth, identity: &Identity, c: &Command) -> Result<(), ErrorReply> {
-    if auth.mode == AuthMode::Off {
+/// Whether a client that is `identity`, in `role` (its role as it is now), may send
+/// `c`: `unauthorized` for an anonymous client under `--auth required` (with what to
+/// do), `forbidden <right> <object>` for a right its role lacks.
+pub fn check(
+    mode: AuthMode,
+    identity: &Identity,
+    role: &Role,
+    c: &Command,
+) -> Result<(), ErrorReply> {
+    if mode == AuthMode::Off {
         return Ok(());
     }
-    if auth.mode == AuthMode::Required && identity.user.is_none() && !open_to_anyone(c) {
+    if mode == AuthMode::Required && identity.user.is_none() && !open_to_anyone(c) {
         return Err(ErrorReply::new(
             "unauthorized",
             "this server requires logging in: LOGIN <user> <password>, or RESUME <token> (PING, HELP and QUIT work before)".into(),
@@ -88,7 +93,7 @@ pub fn check(auth: &Auth, identity: &Identity, c: &Command) -> Result<(), ErrorR
     let Some((right, object)) = needs(c) else {
         return Ok(());
     };
-    if auth.allows(identity, right, object) {
+    if role.allows(right, object) {
         return Ok(());
     }
     Err(ErrorReply::new(

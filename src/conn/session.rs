@@ -11,7 +11,7 @@ use super::accounts::AccountEnv;
 use super::calls::{Call, Calls, Work};
 use super::stream::{Step, Streaming, STREAM_ITEMS_FROM};
 use super::ConnContext;
-use crate::auth::Identity;
+use crate::auth::{Identity, Role};
 use crate::commands;
 use crate::commands::accounts::AccountCommand;
 use crate::commands::app::AppCommand;
@@ -140,7 +140,10 @@ pub struct Session {
     call_queue: Calls,
     /// Who the client is, as last read from its outbox, and that read's version.
     identity: Arc<Identity>,
-    identity_seen: u64,
+    /// Its role as it was when last read.
+    role: Arc<Role>,
+    /// The outbox's identity version and the roles' version when last read.
+    identity_seen: (u64, u64),
     /// The token of an account request (`LOGIN`…) not yet answered: nothing more is
     /// read meanwhile, so what follows a `LOGIN` is checked against who the client
     /// became.
@@ -212,7 +215,8 @@ impl Session {
             next_token: 0,
             call_queue: Calls::default(),
             identity: Arc::new(Identity::guest()),
-            identity_seen: 0,
+            role: Arc::new(Role::default()),
+            identity_seen: (u64::MAX, 0),
             account_waiting: None,
             login_failures: Arc::default(),
             ctx,
@@ -364,8 +368,9 @@ impl Session {
                 "this server admits clients that pass its gate: send AUTH <json object> with your headers first (PING, HELP, AUTH and QUIT work before)".into(),
             )),
             Ok(c) => {
-                let me = self.identity();
-                commands::rights::check(&self.ctx.auth, &me, &c).map(|()| c)
+                self.refresh_identity();
+                let mode = self.ctx.auth.mode;
+                commands::rights::check(mode, &self.identity, &self.role, &c).map(|()| c)
             }
             other => other,
         };
@@ -520,14 +525,15 @@ impl Session {
         token
     }
 
-    /// Who the client is now (read again from the outbox when it changed).
-    fn identity(&mut self) -> Arc<Identity> {
-        let version = self.outbox.identity_version();
-        if version != self.identity_seen {
+    /// Reads who the client is, and its role, again when either changed (a login, a
+    /// reload of the roles); two atomic loads otherwise.
+    fn refresh_identity(&mut self) {
+        let seen = (self.outbox.identity_version(), self.ctx.auth.version());
+        if seen != self.identity_seen {
             self.identity = self.outbox.identity();
-            self.identity_seen = version;
+            self.role = self.ctx.auth.role(&self.identity.role);
+            self.identity_seen = seen;
         }
-        self.identity.clone()
     }
 
     /// Sends the commands parsed since the last call to the manager, as one op. Call it
