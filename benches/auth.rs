@@ -4,6 +4,7 @@
 //!   move);
 //! - `PUB` throughput with every request checked against a role (`--auth optional`),
 //!   against `--auth off`, on servers started the same way in the same run.
+//!
 //! Each server is the real `servermain` in its own process. Every loop is bounded in
 //! count and time; nothing asserts on time.
 
