@@ -156,6 +156,9 @@ fn with_where(mut req: Value, filter: Option<&str>) -> Value {
 #[derive(Default)]
 struct Restore {
     name: Option<String>,
+    /// The token of the session logged in to: resumed first after a reconnect (it
+    /// brings the user and its name back).
+    session: Option<String>,
     /// Channel or pattern → its WHERE filter.
     subs: BTreeMap<String, Option<String>>,
     /// Table → its WHERE filter.
@@ -163,11 +166,20 @@ struct Restore {
 }
 
 impl Restore {
-    /// Notes a request the server accepted.
-    fn accepted(&mut self, req: &Value) {
+    /// Notes a request the server accepted, and its reply.
+    fn accepted(&mut self, req: &Value, reply: &Value) {
         let s = |k: &str| req[k].as_str().map(str::to_string);
         match req["op"].as_str().map(str::to_ascii_lowercase).as_deref() {
             Some("name") => self.name = s("name"),
+            Some("login") => {
+                self.session = reply["login"]["session"].as_str().map(str::to_string);
+                self.name = None;
+            }
+            Some("resume") => {
+                self.session = s("token");
+                self.name = None;
+            }
+            Some("logout") => self.session = None,
             Some("sub") => {
                 if let Some(c) = s("channel") {
                     self.subs.insert(c, s("where"));
@@ -195,6 +207,9 @@ impl Restore {
     /// The requests that bring it back, each with how to name it to a person.
     fn requests(&self) -> Vec<(String, Value)> {
         let mut reqs = Vec::new();
+        if let Some(t) = &self.session {
+            reqs.push(("RESUME".to_string(), json!({"op": "resume", "token": t})));
+        }
         if let Some(n) = &self.name {
             reqs.push((format!("NAME {n}"), json!({"op": "name", "name": n})));
         }
@@ -413,8 +428,8 @@ impl Client {
         }
         match rx.recv_timeout(self.inner.opts.timeout) {
             Ok(r) => {
-                if r.is_ok() {
-                    self.inner.restore.lock().accepted(&req);
+                if let Ok(reply) = &r {
+                    self.inner.restore.lock().accepted(&req, reply);
                 }
                 r
             }
@@ -496,6 +511,26 @@ impl Client {
     }
 
     /// Closes the connection and stops reconnecting.
+    /// Logs in; after a reconnect the client resumes the session by itself (user, name
+    /// and subscriptions). Returns the reply's `login` object (`user`, `role`,
+    /// `session`).
+    pub fn login(&self, user: &str, password: &str) -> Result<Value, ClientError> {
+        let r = self.call("login", json!({"user": user, "password": password}))?;
+        Ok(r["login"].clone())
+    }
+
+    /// Takes up a session from its token (from [`Client::login`], perhaps on another
+    /// connection or before a restart).
+    pub fn resume(&self, token: &str) -> Result<Value, ClientError> {
+        let r = self.call("resume", json!({"token": token}))?;
+        Ok(r["session"].clone())
+    }
+
+    /// Logs out, ending the session everywhere.
+    pub fn logout(&self) -> Result<(), ClientError> {
+        self.call("logout", json!({})).map(|_| ())
+    }
+
     pub fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
         if let Some(w) = self.inner.writer.lock().take() {

@@ -81,6 +81,9 @@ pub struct Console {
 #[derive(Debug, Default)]
 struct State {
     name: Option<String>,
+    /// The line that takes up the session after a reconnect (`RESUME <token>`, from a
+    /// `LOGIN`'s or `RESUME`'s reply); it restores the name with it.
+    session: Option<String>,
     /// Channel or pattern → the SUB line.
     subs: std::collections::BTreeMap<String, String>,
     /// Table → the WATCH line.
@@ -88,8 +91,8 @@ struct State {
 }
 
 impl State {
-    /// Notes a line the server accepted (text or JSON).
-    fn accepted(&mut self, line: &str) {
+    /// Notes a line the server accepted (text or JSON), with the reply's status line.
+    fn accepted(&mut self, line: &str, status: &str) {
         let (verb, arg) = match serde_json::from_str::<serde_json::Value>(line) {
             Ok(v) => {
                 let op = v["op"].as_str().unwrap_or_default().to_ascii_uppercase();
@@ -108,6 +111,22 @@ impl State {
         };
         match verb.as_str() {
             "NAME" => self.name = Some(line.to_string()),
+            "LOGIN" | "RESUME" => {
+                let token = if verb == "RESUME" {
+                    Some(arg.clone()).filter(|t| !t.is_empty()).or_else(|| {
+                        serde_json::from_str::<serde_json::Value>(line)
+                            .ok()
+                            .and_then(|v| v["token"].as_str().map(str::to_string))
+                    })
+                } else {
+                    session_token(status)
+                };
+                if let Some(t) = token {
+                    self.session = Some(format!("RESUME {t}"));
+                    self.name = None;
+                }
+            }
+            "LOGOUT" => self.session = None,
             "SUB" => {
                 self.subs.insert(arg, line.to_string());
             }
@@ -125,11 +144,23 @@ impl State {
     }
 
     fn lines(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.name.iter().cloned().collect();
+        let mut v: Vec<String> = self.session.iter().cloned().collect();
+        v.extend(self.name.iter().cloned());
         v.extend(self.subs.values().cloned());
         v.extend(self.watches.values().cloned());
         v
     }
+}
+
+/// The session token in a `LOGIN` reply, text (`+OK user=… session=<token>`) or JSON.
+fn session_token(status: &str) -> Option<String> {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(status) {
+        return v["login"]["session"].as_str().map(str::to_string);
+    }
+    status
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("session="))
+        .map(str::to_string)
 }
 
 /// How long a command waits for its reply.
@@ -192,7 +223,7 @@ impl Console {
             Ok(FromReader::Reply(r)) => {
                 let ok = r.ok();
                 if ok {
-                    self.state.lock().accepted(line);
+                    self.state.lock().accepted(line, &r.status);
                 }
                 for l in format_reply(&r, self.style) {
                     self.out.print(l);
@@ -507,5 +538,30 @@ mod tests {
         assert!(format_push("MSG a b c", colored).starts_with("\x1b[36m"));
         let raw = Style { raw: true, ..s };
         assert_eq!(format_push("MSG a b c", raw), "MSG a b c");
+    }
+}
+
+#[cfg(test)]
+mod session_tests {
+    use super::*;
+
+    #[test]
+    fn a_login_is_taken_up_again_with_its_token_not_the_password() {
+        let mut s = State::default();
+        s.accepted("NAME visitor", "+OK name=visitor");
+        s.accepted("SUB news", "+OK");
+        s.accepted(
+            "LOGIN ann secret-pw",
+            "+OK user=ann role=user session=abc123",
+        );
+        assert_eq!(s.lines(), ["RESUME abc123", "SUB news"]);
+        assert!(!s.lines().concat().contains("secret-pw"));
+        s.accepted(
+            r#"{"op":"login","user":"bob","password":"pw-bob-123"}"#,
+            r#"{"ok":true,"login":{"user":"bob","role":"user","session":"def456"}}"#,
+        );
+        assert_eq!(s.lines()[0], "RESUME def456");
+        s.accepted("LOGOUT", "+OK");
+        assert_eq!(s.lines(), ["SUB news"]);
     }
 }

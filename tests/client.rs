@@ -263,3 +263,48 @@ fn a_reconnection_says_what_it_could_not_restore() {
     assert_eq!(me["client"]["name"], "node-b", "the name was restored");
     c.close();
 }
+
+#[test]
+fn a_logged_in_client_resumes_its_session_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || leviathan::Config {
+        data_dir: Some(dir.path().join("data")),
+        auth: leviathan::auth::AuthSettings {
+            mode: leviathan::auth::AuthMode::Required,
+            session_ttl: Duration::from_secs(600),
+            admin_password: Some("admin-secret-1".into()),
+            ..Default::default()
+        },
+        ..leviathan::Config::default()
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut first = leviathan::Server::start(listener, config()).unwrap();
+    let addr = first.local_addr();
+    let c = reconnecting_client(addr);
+    let login = c.login("admin", "admin-secret-1").unwrap();
+    assert_eq!(login["user"], "admin");
+    c.create("jobs").unwrap();
+    c.subscribe("jobs").unwrap();
+    first.shutdown();
+    while !matches!(next_event(&c), Event::Disconnected) {}
+    let listener = std::net::TcpListener::bind(addr).expect("the port is free again");
+    let second = leviathan::Server::start(listener, config()).unwrap();
+    assert_eq!(
+        next_event(&c),
+        Event::Reconnected {
+            not_restored: vec![]
+        }
+    );
+    let me = c.call("whoami", serde_json::json!({})).unwrap();
+    assert_eq!(me["client"]["user"], "admin", "{me}");
+    assert_eq!(me["client"]["name"], "admin");
+    let p = Client::connect(&second.local_addr().to_string()).unwrap();
+    p.login("admin", "admin-secret-1").unwrap();
+    assert_eq!(
+        p.publish("jobs", "go").unwrap(),
+        1,
+        "the subscription is back"
+    );
+    c.logout().unwrap();
+    c.close();
+}
