@@ -254,6 +254,17 @@ fn a_session_resumes_on_another_connection_until_logout() {
     assert!(late
         .ok(&format!("RESUME {token}"))
         .starts_with("-ERR unauthorized"));
+    // LOGOUT ends the session everywhere: the third connection is out too.
+    assert!(third.ok("WHOAMI").starts_with("-ERR unauthorized"));
+    // A role change reaches connected clients; a deleted user is logged out.
+    let mut ann = Client::connect(server.local_addr());
+    login(&mut ann, "ann", "ann-password");
+    assert!(ann.ok("USERS").starts_with("-ERR forbidden"));
+    admin.ok("USER ROLE ann admin");
+    let (users, _) = ann.request("USERS");
+    assert_eq!(users.last().unwrap(), "+OK 2", "now an admin");
+    admin.ok("USER DEL ann");
+    assert!(ann.ok("WHOAMI").starts_with("-ERR unauthorized"));
 }
 
 #[test]

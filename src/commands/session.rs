@@ -39,6 +39,12 @@ pub enum SessionCommand {
     /// Makes the client someone (after `LOGIN`, `RESUME` or `LOGOUT`); sent by the
     /// connection itself, never parsed from a client's line.
     Bind(Box<Identity>),
+    /// Every connection logged in as `user` gets `role`, or is logged out (`None`):
+    /// after `LOGOUT` (everywhere), `USER DEL` and `USER ROLE`. Never parsed either.
+    Rebind {
+        user: String,
+        role: Option<String>,
+    },
 }
 
 impl SessionCommand {
@@ -246,6 +252,10 @@ pub fn apply(m: &mut Manager, id: ConnId, cmd: SessionCommand) -> Reply {
         SessionCommand::Clients => clients(m, shows_addresses(m, id)),
         SessionCommand::History => history(m, shows_addresses(m, id)),
         SessionCommand::Bind(identity) => bind(m, id, *identity),
+        SessionCommand::Rebind { user, role } => {
+            rebind(m, &user, role.as_deref());
+            Reply::Done(None)
+        }
         // PING, PONG, FORMAT, HELP and QUIT are the connection's own.
         _ => Reply::Error(ErrorReply::new(
             "internal",
@@ -358,6 +368,29 @@ fn whoami(m: &Manager, id: ConnId) -> Reply {
             ("user", json!(c.outbox.identity().user.as_deref())),
             ("role", json!(&*c.outbox.identity().role)),
         ],
+    }
+}
+
+/// Gives every connection logged in as `user` the role `role`, or logs it out.
+fn rebind(m: &mut Manager, user: &str, role: Option<&str>) {
+    let ids: Vec<ConnId> = m
+        .clients
+        .iter()
+        .filter(|(_, c)| c.outbox.identity().user.as_deref() == Some(user))
+        .map(|(id, _)| *id)
+        .collect();
+    for id in ids {
+        let Some(c) = m.clients.get(&id) else {
+            continue;
+        };
+        let identity = match role {
+            Some(role) => Identity {
+                role: Arc::from(role),
+                ..(*c.outbox.identity()).clone()
+            },
+            None => Identity::guest(),
+        };
+        bind(m, id, identity);
     }
 }
 

@@ -148,7 +148,7 @@ impl AccountEnv {
             return Err(ErrorReply::new("bad_args", "you are not logged in".into()));
         };
         self.auth.sessions.end_user(&user);
-        self.bind(Identity::guest())?;
+        self.rebind(&user, None)?;
         Ok(Reply::Done(None))
     }
 
@@ -205,6 +205,7 @@ impl AccountEnv {
             return Err(no_such_user(user));
         }
         self.auth.sessions.end_user(user);
+        self.rebind(user, None)?;
         log::info!("user {user} removed by connection {}", self.id);
         Ok(Reply::Done(None))
     }
@@ -221,6 +222,7 @@ impl AccountEnv {
             ..account
         };
         self.auth.users.put(user, account).map_err(unavailable)?;
+        self.rebind(user, Some(role))?;
         Ok(Reply::Done(None))
     }
 
@@ -245,6 +247,17 @@ impl AccountEnv {
     fn bind(&self, identity: Identity) -> Result<(), ErrorReply> {
         let bind = Command::Session(SessionCommand::Bind(Box::new(identity)));
         self.hub.apply(self.id, bind).map(|_| ())
+    }
+
+    /// Every connection logged in as `user` gets `role`, or is logged out.
+    fn rebind(&self, user: &str, role: Option<&str>) -> Result<(), ErrorReply> {
+        let rebind = SessionCommand::Rebind {
+            user: user.to_string(),
+            role: role.map(str::to_string),
+        };
+        self.hub
+            .apply(self.id, Command::Session(rebind))
+            .map(|_| ())
     }
 
     /// Waits as long as the failures so far call for: this connection's and the user
