@@ -63,7 +63,7 @@ fn test_app() -> App {
             "the caller as the action sees it",
             |ctx: &mut Ctx, _: Value| {
                 Ok(Answer::new(
-                    json!({"id": ctx.id(), "name": ctx.name(), "transport": ctx.transport()}),
+                    json!({"id": ctx.id(), "name": ctx.name(), "transport": ctx.transport(), "user": ctx.user(), "role": ctx.role()}),
                 ))
             },
         )
@@ -99,6 +99,10 @@ fn actions_answer_in_text_and_json_with_their_errors() {
     let who: Value = serde_json::from_str(who.strip_prefix("+OK ").unwrap()).unwrap();
     assert_eq!(who["name"], c.name.as_str());
     assert_eq!(who["transport"], "tcp");
+    assert_eq!(
+        (&who["user"], &who["role"]),
+        (&Value::Null, &json!("guest"))
+    );
 }
 
 #[test]

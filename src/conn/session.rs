@@ -468,6 +468,7 @@ impl Session {
                     self.id,
                     self.transport,
                     self.headers.clone(),
+                    self.identity.clone(),
                 );
                 self.run_later(
                     format,

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::{Map, Value as Json};
 
 use super::ActionError;
+use crate::auth::Identity;
 use crate::commands::channels::ChannelCommand;
 use crate::commands::table_api::{wait_durable, Tables};
 use crate::commands::{Command, Op};
@@ -68,6 +69,8 @@ impl Hub {
 pub struct Ctx {
     hub: Hub,
     id: ConnId,
+    /// Who called, as it was when the call was read.
+    identity: Arc<Identity>,
     transport: Option<Transport>,
     headers: Arc<Map<String, Json>>,
     /// The caller's name, asked of the manager when first needed.
@@ -80,10 +83,12 @@ impl Ctx {
         id: ConnId,
         transport: Transport,
         headers: Arc<Map<String, Json>>,
+        identity: Arc<Identity>,
     ) -> Ctx {
         Ctx {
             hub,
             id,
+            identity,
             transport: Some(transport),
             headers,
             name: std::cell::OnceCell::new(),
@@ -95,6 +100,11 @@ impl Ctx {
         Ctx {
             hub,
             id: SERVER_ID,
+            identity: Arc::new(Identity {
+                user: None,
+                role: Arc::from("admin"),
+                session: None,
+            }),
             transport: None,
             headers: Arc::default(),
             name: std::cell::OnceCell::from(Arc::from(SERVER_NAME)),
@@ -114,6 +124,16 @@ impl Ctx {
                 .map_or_else(|| Arc::from(""), |c| c.name)
         });
         name.to_string()
+    }
+
+    /// The user the caller is logged in as, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.identity.user.as_deref()
+    }
+
+    /// The caller's role (`guest` when not logged in; a task acts as `admin`).
+    pub fn role(&self) -> &str {
+        &self.identity.role
     }
 
     /// The channels the caller is subscribed to by exact name, as it is now (none in a
