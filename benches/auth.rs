@@ -72,9 +72,13 @@ impl Conn {
         c
     }
 
+    /// The next line; empty once the connection ends or stays silent for 30 s (the
+    /// loops reading it are bounded by time, and go on to their end).
     fn line(&mut self) -> &str {
         self.buf.clear();
-        self.r.read_line(&mut self.buf).unwrap();
+        if self.r.read_line(&mut self.buf).is_err() {
+            self.buf.clear();
+        }
         self.buf.trim_end()
     }
 
@@ -83,7 +87,7 @@ impl Conn {
         self.w.write_all(format!("{line}\n").as_bytes()).unwrap();
         loop {
             let l = self.line().to_string();
-            if l.starts_with('+') || l.starts_with('-') {
+            if l.is_empty() || l.starts_with('+') || l.starts_with('-') {
                 return l;
             }
         }
@@ -161,8 +165,7 @@ fn publish_rate(args: &[&str], secs: u64) -> f64 {
         let stop = stop.clone();
         thread::spawn(move || {
             let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                reader.line();
+            while !stop.load(Ordering::Relaxed) && !reader.line().is_empty() {
                 n += 1;
             }
             n
