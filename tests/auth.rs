@@ -411,7 +411,11 @@ fn names_never_reach_outside_the_data_folder() {
 fn a_reloaded_acl_changes_the_rights_of_connected_clients() {
     let dir = tempfile::tempdir().unwrap();
     let acl = dir.path().join("acl.toml");
-    std::fs::write(&acl, "[roles.reader]\nsub = [\"news.>\"]\n").unwrap();
+    std::fs::write(
+        &acl,
+        "[roles.reader]\nsub = [\"news.>\"]\nread = [\"notes\"]\n",
+    )
+    .unwrap();
     let env = [("LEVIATHAN_ADMIN_PASSWORD", ADMIN_PW)];
     let program = std::path::Path::new(env!("CARGO_BIN_EXE_servermain"));
     let acl_arg = acl.to_str().unwrap();
@@ -427,6 +431,8 @@ fn a_reloaded_acl_changes_the_rights_of_connected_clients() {
     login(&mut rita, "rita", "rita-password");
     rita.ok("SUB >");
     assert_eq!(rita.ok("SUB sport.b"), "-ERR forbidden sub sport.b");
+    admin.ok("DEFINE notes text:str");
+    assert_eq!(rita.ok("WATCH notes"), "+OK");
     // The file changes: sport, not news.
     std::fs::write(&acl, "[roles.reader]\nsub = [\"sport.>\"]\n").unwrap();
     // SAFETY: signalling our own child.
@@ -438,6 +444,7 @@ fn a_reloaded_acl_changes_the_rights_of_connected_clients() {
     }
     assert_eq!(rita.ok("SUB news.a"), "-ERR forbidden sub news.a");
     rita.ok("UNSUB sport.b");
+    admin.ok("INSERT notes text=hidden");
     admin.ok("PUB news.a old");
     admin.ok("PUB sport.b new");
     assert_eq!(

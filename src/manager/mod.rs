@@ -446,8 +446,8 @@ impl Manager {
 
     /// Client `id`'s role changed from `before` to `after` (it logged in or out, or the
     /// roles were reloaded): its pattern subscriptions are taken off the channels they
-    /// reached and put on those they reach now, and its subscriptions to channels the
-    /// new role may not read end.
+    /// reached and put on those they reach now, and its subscriptions to channels and
+    /// watches of tables the new role may not read end.
     pub fn rewire(&mut self, id: ConnId, before: &Role, after: &Role) {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
@@ -467,6 +467,12 @@ impl Manager {
                 }
             }
         }
+        let unwatched: Vec<String> = c
+            .watching
+            .iter()
+            .filter(|t| auth.mode != AuthMode::Off && !after.allows(Right::Read, t))
+            .cloned()
+            .collect();
         for chan in self.channels.values_mut() {
             for (p, f) in &c.patterns {
                 if !crate::protocol::subject::matches(p, &chan.name) {
@@ -482,6 +488,9 @@ impl Manager {
                     chan.add_ref(&outbox, f.as_ref());
                 }
             }
+        }
+        for table in unwatched {
+            self.unwatch(id, &table);
         }
     }
 
