@@ -41,3 +41,15 @@ impl Disk {
         let _ = self.jobs.send(Box::new(write));
     }
 }
+
+/// The JSON file at `path` (absent: the default, as before the first save).
+pub fn read_json<T: serde::de::DeserializeOwned + Default>(
+    path: Option<&std::path::Path>,
+) -> Result<T, String> {
+    let Some(p) = path.filter(|p| p.exists()) else {
+        return Ok(T::default());
+    };
+    let text =
+        std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{} is damaged: {e}", p.display()))
+}

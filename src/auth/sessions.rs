@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::disk::Disk;
+use super::disk::{read_json, Disk};
 
 /// What a session keeps.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -57,16 +57,7 @@ impl Sessions {
     /// memory only.
     pub fn load(dir: Option<&Path>, ttl: Duration, disk: Disk) -> Result<Sessions, String> {
         let path = dir.map(|d| d.join("sessions.json"));
-        let mut by_hash = match &path {
-            Some(p) if p.exists() => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-                let file: File = serde_json::from_str(&text)
-                    .map_err(|e| format!("{} is damaged: {e}", p.display()))?;
-                file.sessions
-            }
-            _ => HashMap::new(),
-        };
+        let mut by_hash = read_json::<File>(path.as_deref())?.sessions;
         let t = now();
         by_hash.retain(|_, s| s.expires > t);
         Ok(Sessions {

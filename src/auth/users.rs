@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::disk::Disk;
+use super::disk::{read_json, Disk};
 
 /// One account.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -34,16 +34,7 @@ impl Users {
     /// memory only.
     pub fn load(dir: Option<&Path>, disk: Disk) -> Result<Users, String> {
         let path = dir.map(|d| d.join("users.json"));
-        let accounts = match &path {
-            Some(p) if p.exists() => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-                let file: File = serde_json::from_str(&text)
-                    .map_err(|e| format!("{} is damaged: {e}", p.display()))?;
-                file.users
-            }
-            _ => BTreeMap::new(),
-        };
+        let accounts = read_json::<File>(path.as_deref())?.users;
         Ok(Users {
             path,
             accounts: Mutex::new(accounts),

@@ -6,30 +6,20 @@ use super::accounts::AccountCommand;
 use super::app::AppCommand;
 use super::channels::ChannelCommand;
 use super::live::LiveCommand;
-use super::session::SessionCommand;
 use super::tables::TableCommand;
 use super::Command;
 use crate::auth::{AuthMode, Identity, Right, Role};
 use crate::protocol::subject::{self, Target};
 use crate::protocol::ErrorReply;
 
-/// What may be sent before logging in under `--auth required`.
+/// What may be sent before logging in under `--auth required`: what passes a closed
+/// gate, and `LOGIN` and `RESUME`.
 fn open_to_anyone(c: &Command) -> bool {
-    match c {
-        Command::Session(s) => matches!(
-            s,
-            SessionCommand::Ping(_)
-                | SessionCommand::Pong
-                | SessionCommand::Help(_)
-                | SessionCommand::Quit
-        ),
-        Command::App(a) => matches!(**a, AppCommand::Auth(_)),
-        Command::Account(a) => matches!(
+    c.passes_closed_gate()
+        || matches!(c, Command::Account(a) if matches!(
             **a,
             AccountCommand::Login { .. } | AccountCommand::Resume { .. }
-        ),
-        _ => false,
-    }
+        ))
 }
 
 /// The right `c` needs and on what, if any.
