@@ -50,16 +50,19 @@ impl Answer {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ActionError {
     /// A stable snake_case word (`not_in_room`).
-    pub code: &'static str,
+    pub code: std::borrow::Cow<'static, str>,
     /// What went wrong, for people.
     pub message: String,
 }
 
 impl ActionError {
     /// An error with this code and message.
-    pub fn new(code: &'static str, message: impl Into<String>) -> ActionError {
+    pub fn new(
+        code: impl Into<std::borrow::Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> ActionError {
         ActionError {
-            code,
+            code: code.into(),
             message: message.into(),
         }
     }
@@ -79,7 +82,7 @@ impl From<ErrorReply> for ActionError {
     fn from(e: ErrorReply) -> ActionError {
         ActionError {
             code: e.code,
-            message: e.message,
+            message: e.message.into(),
         }
     }
 }

@@ -1,21 +1,29 @@
 //! Replies: built once as values by whoever applies a command, encoded for the
 //! requester's format at the connection's edge.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use super::digits::push_u64;
 use super::{write_json_str, write_json_value, Format};
 
-/// An error reply: a stable snake_case `code` and a message for people.
+/// An error reply: a stable snake_case `code` and a message for people. The code is
+/// usually the server's own word; a service's `FAIL` passes its provider's through.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ErrorReply {
-    pub code: &'static str,
-    pub message: String,
+    pub code: Cow<'static, str>,
+    /// A boxed str, not a String: replies travel through every outbox, and this keeps
+    /// them small.
+    pub message: Box<str>,
 }
 
 impl ErrorReply {
-    pub fn new(code: &'static str, message: String) -> Self {
-        ErrorReply { code, message }
+    pub fn new(code: impl Into<Cow<'static, str>>, message: String) -> Self {
+        ErrorReply {
+            code: code.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -312,7 +320,7 @@ impl Reply {
                 }
                 out.push(b'\n');
             }
-            Reply::Error(e) => line(out, &["-ERR ", e.code, " ", &one_line(&e.message)]),
+            Reply::Error(e) => line(out, &["-ERR ", &e.code, " ", &one_line(&e.message)]),
         }
     }
 
@@ -374,7 +382,7 @@ impl Reply {
             }
             Reply::Error(e) => {
                 out.extend_from_slice(b",\"error\":{\"code\":");
-                write_json_str(out, e.code);
+                write_json_str(out, &e.code);
                 out.extend_from_slice(b",\"message\":");
                 write_json_str(out, &e.message);
                 out.push(b'}');
