@@ -112,6 +112,12 @@ struct Args {
     /// lists of patterns), over the built-in admin, user and guest; read again on SIGHUP
     #[arg(long)]
     acl: Option<std::path::PathBuf>,
+    /// Seconds a service request (REQ) waits for its answer (JSON timeout_ms overrides)
+    #[arg(long, default_value_t = Config::default().request_timeout.as_secs_f64())]
+    request_timeout: f64,
+    /// Service requests one connection may have waiting for answers
+    #[arg(long, default_value_t = Config::default().max_pending_requests)]
+    max_pending_requests: usize,
     /// Seconds a session (a LOGIN's token) lasts
     #[arg(long, default_value_t = 24 * 3600)]
     session_ttl: u64,
@@ -152,6 +158,8 @@ fn main() -> ExitCode {
             session_ttl: Duration::from_secs(args.session_ttl.max(1)),
             ..AuthSettings::default()
         },
+        request_timeout: Duration::from_secs_f64(args.request_timeout.clamp(0.001, 86_400.0)),
+        max_pending_requests: args.max_pending_requests.max(1),
         ..Config::default()
     };
     App::new().config(config).run(&args.host, args.port)

@@ -78,6 +78,11 @@ pub struct Config {
     pub store_limits: StoreLimits,
     /// `--auth` mode, roles from an ACL file, session lifetime, password-hash cost.
     pub auth: AuthSettings,
+    /// How long a service request waits for its answer (JSON `timeout_ms` overrides).
+    pub request_timeout: Duration,
+    /// Service requests one connection may have waiting; past it, it stops reading
+    /// until answers come back.
+    pub max_pending_requests: usize,
 }
 
 impl Default for Config {
@@ -112,6 +117,8 @@ impl Default for Config {
                 session_ttl: Duration::from_secs(24 * 3600),
                 ..AuthSettings::default()
             },
+            request_timeout: Duration::from_secs(5),
+            max_pending_requests: 256,
         }
     }
 }
@@ -183,6 +190,7 @@ impl Server {
             max_channels: config.max_channels,
             max_channels_per_client: config.max_channels_per_client,
             max_subscriptions: config.max_subscriptions,
+            request_timeout: config.request_timeout,
         };
         let manager = Manager::new(stats.clone(), store.clone(), settings, auth.clone());
         {
@@ -202,6 +210,7 @@ impl Server {
             greet_delay: config.greet_delay,
             tcp_keepalive: config.tcp_keepalive,
             input_budget: config.input_budget,
+            max_pending_requests: config.max_pending_requests,
             parse: ParseLimits {
                 max_json_depth: config.max_json_depth,
             },

@@ -7,6 +7,7 @@ use super::accounts::AccountCommand;
 use super::app::AppCommand;
 use super::channels::ChannelCommand;
 use super::live::LiveCommand;
+use super::services::ServiceCommand;
 use super::session::SessionCommand;
 use super::tables::TableCommand;
 use super::{did_you_mean, spec};
@@ -27,6 +28,8 @@ pub enum Command {
     App(Box<AppCommand>),
     /// Accounts and sessions (`LOGIN`, `USER ADD`, …). Boxed like tables.
     Account(Box<AccountCommand>),
+    /// Services between clients (`SERVE`, `REQ`, `REPLY`, …). Boxed like tables.
+    Service(Box<ServiceCommand>),
 }
 
 impl Command {
@@ -36,7 +39,11 @@ impl Command {
         match self {
             Command::Session(c) => c.is_listing(),
             Command::Channel(c) => matches!(c, ChannelCommand::Channels),
-            Command::Live(_) | Command::Table(_) | Command::App(_) | Command::Account(_) => false,
+            Command::Live(_)
+            | Command::Table(_)
+            | Command::App(_)
+            | Command::Account(_)
+            | Command::Service(_) => false,
         }
     }
 
@@ -46,7 +53,7 @@ impl Command {
         match self {
             Command::Session(c) => c.is_local(),
             Command::Table(_) | Command::App(_) | Command::Account(_) => true,
-            Command::Channel(_) | Command::Live(_) => false,
+            Command::Channel(_) | Command::Live(_) | Command::Service(_) => false,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod channels;
 pub mod command;
 pub mod live;
 pub mod rights;
+pub mod services;
 pub mod session;
 pub mod table_api;
 pub mod tables;
@@ -43,12 +44,13 @@ pub struct CommandSpec {
 }
 
 /// Every command family's specs, in `HELP` order.
-fn families() -> [&'static [CommandSpec]; 6] {
+fn families() -> [&'static [CommandSpec]; 7] {
     [
         session::SPECS,
         channels::SPECS,
         tables::SPECS,
         live::SPECS,
+        services::SPECS,
         accounts::SPECS,
         app::SPECS,
     ]
@@ -209,18 +211,24 @@ pub struct Routed;
 impl crate::manager::Handler for Routed {
     type Command = Command;
 
-    fn apply(&self, m: &mut crate::manager::Manager, id: ConnId, command: Command) -> Reply {
-        match command {
+    fn apply(
+        &self,
+        m: &mut crate::manager::Manager,
+        id: ConnId,
+        command: Command,
+    ) -> Option<Reply> {
+        Some(match command {
             Command::Session(c) => session::apply(m, id, c),
             Command::Channel(c) => channels::apply(m, id, c),
             Command::Live(c) => live::apply(m, id, c),
+            Command::Service(c) => return services::apply(m, id, *c),
             Command::Table(_) | Command::App(_) | Command::Account(_) => {
                 Reply::Error(ErrorReply::new(
                     "internal",
                     "a connection's own command was routed to the channel manager".into(),
                 ))
             }
-        }
+        })
     }
 }
 

@@ -6,6 +6,7 @@ use super::accounts::AccountCommand;
 use super::app::AppCommand;
 use super::channels::ChannelCommand;
 use super::live::LiveCommand;
+use super::services::ServiceCommand;
 use super::tables::TableCommand;
 use super::Command;
 use crate::auth::{AuthMode, Identity, Right, Role};
@@ -56,6 +57,16 @@ fn needs(c: &Command) -> Option<(Right, &str)> {
         Command::App(a) => match &**a {
             AppCommand::Call { action, .. } => Some((Right::Call, action)),
             _ => None,
+        },
+        Command::Service(s) => match &**s {
+            ServiceCommand::Serve(name) | ServiceCommand::Unserve(name) => {
+                Some((Right::Serve, name))
+            }
+            ServiceCommand::Req { service, .. } => Some((Right::Req, service)),
+            // Answering what one was given needs nothing more.
+            ServiceCommand::Reply { .. }
+            | ServiceCommand::Fail { .. }
+            | ServiceCommand::Services => None,
         },
         Command::Account(a) if a.is_admin() => Some((Right::Admin, "users")),
         Command::Account(_) => None,

@@ -29,6 +29,8 @@ pub struct ConnSettings {
     pub tcp_keepalive: Option<Duration>,
     /// Bytes of incomplete lines all connections together may hold.
     pub input_budget: usize,
+    /// Service requests one connection may have waiting.
+    pub max_pending_requests: usize,
     /// What the request parser refuses before doing expensive work.
     pub parse: ParseLimits,
 }

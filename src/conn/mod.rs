@@ -233,6 +233,12 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
             finish(&mut stream, &mut session, written);
             return;
         }
+        if eof && reader.is_empty() {
+            // Nobody will read a service's answer on a connection that ended: its
+            // requests are given up (so the manager cancels them), and what it is
+            // still owed goes out.
+            session.give_up_requests();
+        }
         if eof && durable && !session.awaiting_replies() && reader.is_empty() {
             // Half-closed: the client sends nothing more. Its last replies get a bounded
             // time to go out, then the connection (and its slot) is released.

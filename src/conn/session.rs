@@ -15,6 +15,7 @@ use crate::auth::{Identity, Role};
 use crate::commands;
 use crate::commands::accounts::AccountCommand;
 use crate::commands::app::AppCommand;
+use crate::commands::services::ServiceCommand;
 use crate::commands::session::SessionCommand;
 use crate::commands::tables::select::RowStream;
 use crate::commands::tables::TableCommand;
@@ -150,7 +151,15 @@ pub struct Session {
     account_waiting: Option<u64>,
     /// Failed logins on this connection.
     login_failures: Arc<AtomicU32>,
+    /// Service requests waiting for their answers.
+    requests: usize,
+    /// JSON requests with an id, answered as soon as ready: token and id.
+    detached: Vec<(u64, Option<Value>)>,
 }
+
+/// Marks the tokens of service requests (their answers come from the manager, not from
+/// the call runner).
+const REQUEST: u64 = 1 << 63;
 
 impl Session {
     /// Registers the connection with the channel manager and queues the greeting.
@@ -219,6 +228,8 @@ impl Session {
             identity_seen: (u64::MAX, 0),
             account_waiting: None,
             login_failures: Arc::default(),
+            requests: 0,
+            detached: Vec::new(),
             ctx,
         })
     }
@@ -354,6 +365,19 @@ impl Session {
         !self.pending.is_empty()
     }
 
+    /// Drops the places kept for service answers (the client stopped sending, and is
+    /// taken to be gone), and writes what was waiting behind them.
+    pub fn give_up_requests(&mut self) {
+        if self.requests == 0 {
+            return;
+        }
+        self.pending
+            .retain(|p| !matches!(p, Pending::Answer { token, .. } if token & REQUEST != 0));
+        self.detached.clear();
+        self.requests = 0;
+        self.flush_ready();
+    }
+
     /// Handles one request line (without its `\n`).
     pub fn handle_line(&mut self, line: &[u8]) {
         let Some(req) = commands::parse_request(line, &self.ctx.settings.parse) else {
@@ -378,6 +402,9 @@ impl Session {
             Err(e) => self.local_reply(req.format, req.id, Reply::Error(e)),
             Ok(Command::App(c)) => self.app(*c, req.format, req.id),
             Ok(Command::Account(c)) => self.account(*c, req.format, req.id),
+            Ok(Command::Service(c)) if matches!(*c, ServiceCommand::Req { .. }) => {
+                self.service_request(*c, req.format, req.id)
+            }
             Ok(Command::Session(SessionCommand::Format(choice))) => {
                 match choice {
                     Some(FormatChoice::Fixed(f)) => {
@@ -477,6 +504,33 @@ impl Session {
                 );
             }
         }
+    }
+
+    /// Sends a service request to the manager with a token its answer comes back
+    /// with: in its place among the replies, or, for a JSON request with an id, as soon
+    /// as it is ready (so a slow service holds back none of this client's other replies).
+    fn service_request(&mut self, mut c: ServiceCommand, format: Format, id: Option<Value>) {
+        let most = self.ctx.settings.max_pending_requests;
+        if self.requests >= most {
+            let e = ErrorReply::new(
+                "limit_reached",
+                format!("this connection has {most} requests waiting for answers (--max-pending-requests)"),
+            );
+            return self.local_reply(format, id, Reply::Error(e));
+        }
+        let token = REQUEST | self.next_token;
+        self.next_token += 1;
+        if let ServiceCommand::Req { token: t, .. } = &mut c {
+            *t = token;
+        }
+        self.requests += 1;
+        if format == Format::Json && id.is_some() {
+            self.detached.push((token, id));
+        } else {
+            self.pending
+                .push_back(Pending::Answer { token, format, id });
+        }
+        self.batch.push(Command::Service(Box::new(c)));
     }
 
     /// Carries out `LOGIN`, `RESUME`, `LOGOUT`, `PASSWD` and the admin commands in the
@@ -767,6 +821,15 @@ impl Session {
     /// Puts the answer to request `token` in its place: written now if every reply
     /// before it is out, else kept until they are.
     fn answer(&mut self, token: u64, reply: Reply) {
+        if token & REQUEST != 0 {
+            self.requests = self.requests.saturating_sub(1);
+            // A JSON request with an id is answered as soon as its answer is ready.
+            if let Some(i) = self.detached.iter().position(|(t, _)| *t == token) {
+                let (_, id) = self.detached.swap_remove(i);
+                reply.encode(Format::Json, id.as_ref(), &mut self.out);
+                return;
+            }
+        }
         let at = self
             .pending
             .iter()
@@ -774,7 +837,9 @@ impl Session {
         let Some(at) = at else {
             return;
         };
-        self.calls -= 1;
+        if token & REQUEST == 0 {
+            self.calls -= 1;
+        }
         if self.account_waiting == Some(token) {
             self.account_waiting = None;
         }

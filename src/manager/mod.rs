@@ -5,6 +5,7 @@
 pub mod channel;
 pub mod liveness;
 pub mod outbox;
+pub mod services;
 pub mod stage;
 pub mod stats;
 mod watch;
@@ -89,7 +90,8 @@ pub trait Handler {
     /// Applies connection `id`'s command to the manager's state and returns the reply,
     /// which the manager queues in request order. A command whose change was journaled
     /// sets [`Manager::durable`], and its reply waits for that record.
-    fn apply(&self, manager: &mut Manager, id: ConnId, command: Self::Command) -> Reply;
+    /// `None` when the answer comes later through the outbox (a service request).
+    fn apply(&self, manager: &mut Manager, id: ConnId, command: Self::Command) -> Option<Reply>;
 }
 
 /// The manager's own settings (the assembly layer fills them in from its `Config`).
@@ -104,6 +106,8 @@ pub struct ManagerSettings {
     pub max_channels_per_client: usize,
     /// Subscriptions (channels, patterns) and watches one connection may hold.
     pub max_subscriptions: usize,
+    /// How long a service request waits for its answer unless it says otherwise.
+    pub request_timeout: std::time::Duration,
 }
 
 /// The id under which the server itself acts (an interval task publishing, say); its
@@ -204,6 +208,8 @@ pub struct Manager {
     /// Who may do what: names of users are theirs, and pattern subscriptions deliver
     /// only what a client's role may read.
     pub auth: Arc<Auth>,
+    /// Who serves what, and the requests in flight.
+    pub services: services::Services,
 }
 
 /// Messages the manager has handled since start.
@@ -250,6 +256,7 @@ impl Manager {
             counts: Counts::default(),
             durable: None,
             auth,
+            services: services::Services::new(settings.request_timeout),
         }
     }
 
@@ -259,7 +266,12 @@ impl Manager {
         let tick = self.liveness.tick();
         let mut next_check = tick.map(|t| Instant::now() + t);
         loop {
-            let first = match next_check {
+            // Woken for the liveness check, or for the next request to time out.
+            let wake = match (next_check, self.services.next_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let first = match wake {
                 Some(at) => match ops.recv_deadline(at) {
                     Ok(op) => Some(op),
                     Err(RecvTimeoutError::Timeout) => None,
@@ -284,6 +296,13 @@ impl Manager {
                     self.check_liveness();
                     next_check = Some(Instant::now() + t);
                 }
+            }
+            if self
+                .services
+                .next_deadline()
+                .is_some_and(|d| d <= Instant::now())
+            {
+                self.expire_requests();
             }
             self.stager.flush(&self.stats);
             if stop {
@@ -331,10 +350,12 @@ impl Manager {
                     let reply = if self.clients.contains_key(&id) {
                         handler.apply(self, id, command)
                     } else {
-                        Reply::Done(None)
+                        Some(Reply::Done(None))
                     };
                     let durable = self.durable.take();
-                    self.reply(id, reply, durable);
+                    if let Some(reply) = reply {
+                        self.reply(id, reply, durable);
+                    }
                 }
             }
             ChannelOp::Direct {
@@ -346,9 +367,9 @@ impl Manager {
                 let reply = if id == SERVER_ID || self.clients.contains_key(&id) {
                     handler.apply(self, id, command)
                 } else {
-                    Reply::Done(None)
+                    None
                 };
-                answer(reply, self.durable.take());
+                answer(reply.unwrap_or(Reply::Done(None)), self.durable.take());
             }
             ChannelOp::Inspect { id, done: answer } => {
                 answer(self.clients.get(&id).map(|c| ClientInfo {
@@ -431,6 +452,7 @@ impl Manager {
         for t in &c.watching {
             self.unwatch(id, t);
         }
+        self.services_disconnect(id);
         self.history.push_back(PastClient {
             id,
             name: c.name,

@@ -142,6 +142,18 @@ pub enum Push {
     /// `PING`: the client has been silent; any request (`PONG` is meant for this) shows
     /// it is still there.
     Ping,
+    /// `REQ <req-id> <service> <from> [payload]`: a request for a service this client
+    /// offers, to answer with `REPLY` or `FAIL`.
+    Request(Arc<ServiceRequest>),
+}
+
+/// A request as its provider receives it.
+#[derive(Debug)]
+pub struct ServiceRequest {
+    pub req: u64,
+    pub service: Arc<str>,
+    pub from: Arc<str>,
+    pub data: Payload,
 }
 
 /// A row change as watchers receive it, shared by all of them.
@@ -180,6 +192,30 @@ impl Push {
             }
             (Push::Ping, Format::Text) => out.extend_from_slice(b"PING\n"),
             (Push::Ping, Format::Json) => out.extend_from_slice(b"{\"event\":\"ping\"}\n"),
+            (Push::Request(r), Format::Text) => {
+                out.extend_from_slice(b"REQ ");
+                super::digits::push_u64(out, r.req);
+                out.push(b' ');
+                out.extend_from_slice(r.service.as_bytes());
+                out.push(b' ');
+                out.extend_from_slice(r.from.as_bytes());
+                if !matches!(r.data, Payload::Json(serde_json::Value::Null)) {
+                    out.push(b' ');
+                    r.data.write_text(out);
+                }
+                out.push(b'\n');
+            }
+            (Push::Request(r), Format::Json) => {
+                out.extend_from_slice(b"{\"event\":\"req\",\"req\":\"");
+                super::digits::push_u64(out, r.req);
+                out.extend_from_slice(b"\",\"service\":");
+                write_json_str(out, &r.service);
+                out.extend_from_slice(b",\"from\":");
+                write_json_str(out, &r.from);
+                out.extend_from_slice(b",\"data\":");
+                r.data.write_json(out);
+                out.extend_from_slice(b"}\n");
+            }
             (Push::Row(e), Format::Text) => {
                 out.extend_from_slice(b"ROW ");
                 out.extend_from_slice(e.table.as_bytes());
@@ -213,6 +249,7 @@ impl Push {
             Push::Dropped(c) => c.len() + 40,
             Push::Bye(_) | Push::Ping => 40,
             Push::Row(e) => e.table.len() + e.row.as_ref().map_or(0, |r| r.text.len()) + 24,
+            Push::Request(r) => r.service.len() + r.from.len() + r.data.approx_len() + 48,
         }
     }
 }

@@ -1,0 +1,219 @@
+//! Services between clients over real sockets: SERVE, REQ, REPLY, FAIL, UNSERVE,
+//! SERVICES in text and JSON; balancing; errors that come at once.
+
+mod common;
+use std::time::{Duration, Instant};
+
+use common::{start_with, Client};
+use leviathan::Config;
+use serde_json::json;
+
+fn server() -> leviathan::ServerHandle {
+    start_with(Config {
+        request_timeout: Duration::from_millis(500),
+        max_pending_requests: 8,
+        ..Config::default()
+    })
+}
+
+/// The request id and payload of a `REQ` push.
+fn req_push(p: &str, service: &str, from: &str) -> (String, String) {
+    let rest = p
+        .strip_prefix("REQ ")
+        .unwrap_or_else(|| panic!("not a REQ: {p}"));
+    let mut f = rest.splitn(4, ' ');
+    let id = f.next().unwrap().to_string();
+    assert_eq!(f.next(), Some(service), "{p}");
+    assert_eq!(f.next(), Some(from), "{p}");
+    (id, f.next().unwrap_or("").to_string())
+}
+
+#[test]
+fn a_request_reaches_a_provider_and_its_answer_comes_back() {
+    let s = server();
+    let mut provider = Client::connect(s.local_addr());
+    let mut asker = Client::connect(s.local_addr());
+    provider.ok("NAME weather-1");
+    asker.ok("NAME ann");
+    assert_eq!(provider.ok("SERVE weather"), "+OK");
+    asker.send(r#"REQ weather {"city":"Oslo"}"#);
+    let (id, data) = req_push(&provider.push(), "weather", "ann");
+    assert_eq!(data, r#"{"city":"Oslo"}"#);
+    assert_eq!(provider.ok(&format!("REPLY {id} sunny")), "+OK");
+    assert_eq!(asker.line(), "+OK sunny");
+    // FAIL passes the provider's code through.
+    asker.send("REQ weather Atlantis");
+    let (id, _) = req_push(&provider.push(), "weather", "ann");
+    provider.ok(&format!("FAIL {id} no_city there is no such city"));
+    assert_eq!(asker.line(), "-ERR no_city there is no such city");
+    // Answering twice, or a request that does not exist.
+    assert!(provider
+        .ok(&format!("REPLY {id} late"))
+        .starts_with("-ERR no_such_request "));
+    assert!(provider
+        .ok("FAIL 99 x")
+        .starts_with("-ERR no_such_request "));
+    let (items, _) = asker.request("SERVICES");
+    assert_eq!(
+        items,
+        ["* weather providers=1 pending=0 served=1 failed=1", "+OK 1"]
+    );
+    // JSON forms.
+    let mut j = Client::connect(s.local_addr());
+    j.send(&json!({"op":"req","service":"weather","data":{"city":"Rome"},"id":7}).to_string());
+    provider.ok("PING");
+    let (id, data) = req_push(&provider.push(), "weather", &j.name);
+    assert_eq!(data, r#"{"city":"Rome"}"#);
+    let r = provider.json(json!({"op":"reply","req": id,"data":{"temp":21}}));
+    assert_eq!(r["ok"], true);
+    let line: serde_json::Value = serde_json::from_str(&j.line()).unwrap();
+    assert_eq!(line, json!({"ok":true,"id":7,"data":{"temp":21}}));
+    assert_eq!(provider.ok("UNSERVE weather"), "+OK");
+    assert!(provider
+        .ok("UNSERVE weather")
+        .starts_with("-ERR not_serving "));
+}
+
+#[test]
+fn errors_come_at_once() {
+    let s = server();
+    let mut asker = Client::connect(s.local_addr());
+    let e = asker.ok("REQ nobody hello");
+    assert!(e.starts_with("-ERR no_responders "), "{e}");
+    // The provider leaves while a request waits: service_gone, at once.
+    let mut provider = Client::connect(s.local_addr());
+    provider.ok("SERVE echo");
+    asker.send("REQ echo hi");
+    let _ = provider.push();
+    let t = Instant::now();
+    drop(provider);
+    assert!(asker.line().starts_with("-ERR service_gone "));
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    // Nobody answers: timeout (500 ms here).
+    let mut slow = Client::connect(s.local_addr());
+    slow.ok("SERVE slow");
+    let t = Instant::now();
+    let e = asker.ok("REQ slow x");
+    assert!(e.starts_with("-ERR timeout "), "{e}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(450),
+        "{:?}",
+        t.elapsed()
+    );
+    let r = asker.json(json!({"op":"req","service":"slow","timeout_ms":50}));
+    assert_eq!(r["error"]["code"], "timeout");
+    // Unserving fails what waits.
+    asker.send("REQ slow y");
+    slow.ok("PING");
+    slow.ok("UNSERVE slow");
+    assert!(asker.line().starts_with("-ERR service_gone "));
+}
+
+#[test]
+fn a_requester_that_leaves_cancels_its_requests() {
+    let s = server();
+    let mut provider = Client::connect(s.local_addr());
+    provider.ok("SERVE job");
+    let mut asker = Client::connect(s.local_addr());
+    asker.send("REQ job 1");
+    let p = provider.push();
+    let id = p.split(' ').nth(1).unwrap().to_string();
+    drop(asker);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(provider
+        .ok(&format!("REPLY {id} done"))
+        .starts_with("-ERR no_such_request "));
+}
+
+#[test]
+fn requests_are_spread_over_providers_fairly() {
+    let s = start_with(Config {
+        max_pending_requests: 64,
+        ..Config::default()
+    });
+    let addr = s.local_addr();
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut p = Client::connect(addr);
+                p.ok("SERVE work");
+                let mut served = 0;
+                while let Some(l) = p.line_or_eof() {
+                    if let Some(rest) = l.strip_prefix("REQ ") {
+                        let id = rest.split(' ').next().unwrap().to_string();
+                        p.send(&format!("REPLY {id} ok"));
+                        served += 1;
+                    } else if l == "BYE shutdown" {
+                        break;
+                    }
+                }
+                served
+            })
+        })
+        .collect();
+    let mut asker = Client::connect(addr);
+    // Until all three serve.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !asker.request("SERVICES").0[0].contains("providers=3") {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for _ in 0..30 {
+        let batch: String = (0..10).map(|_| "REQ work x\n").collect();
+        asker.send_raw(batch.as_bytes());
+        for _ in 0..10 {
+            assert_eq!(asker.line(), "+OK ok");
+        }
+    }
+    let mut s = s;
+    s.shutdown();
+    let served: Vec<i32> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    assert_eq!(served.iter().sum::<i32>(), 300, "{served:?}");
+    for n in &served {
+        assert!(
+            (80..=120).contains(n),
+            "each gets its share within 20%: {served:?}"
+        );
+    }
+}
+
+#[test]
+fn a_slow_request_holds_back_no_json_reply_with_an_id_and_text_keeps_order() {
+    let s = server();
+    let mut provider = Client::connect(s.local_addr());
+    provider.ok("SERVE slow");
+    let mut j = Client::connect(s.local_addr());
+    j.send(&json!({"op":"req","service":"slow","data":1,"id":"a"}).to_string());
+    j.send(&json!({"op":"ping","id":"b"}).to_string());
+    let first: serde_json::Value = serde_json::from_str(&j.line()).unwrap();
+    assert_eq!(
+        first["id"], "b",
+        "the ping is answered before the request: {first}"
+    );
+    let id = provider.push().split(' ').nth(1).unwrap().to_string();
+    provider.ok(&format!("REPLY {id} late"));
+    let second: serde_json::Value = serde_json::from_str(&j.line()).unwrap();
+    assert_eq!(second, json!({"ok":true,"id":"a","data":"late"}));
+    // A text client's replies stay in request order.
+    let mut t = Client::connect(s.local_addr());
+    t.send("REQ slow 2\nPING after");
+    let id = provider.push().split(' ').nth(1).unwrap().to_string();
+    provider.ok(&format!("REPLY {id} first"));
+    assert_eq!(t.line(), "+OK first");
+    assert_eq!(t.line(), "+PONG after");
+    // Bounded: past --max-pending-requests, a clear error.
+    let batch: String = (0..9).map(|_| "REQ slow x\n").collect();
+    t.send_raw(batch.as_bytes());
+    let mut lines = Vec::new();
+    for _ in 0..9 {
+        lines.push(t.line());
+    }
+    assert!(
+        lines.iter().any(|l| l.starts_with("-ERR limit_reached ")),
+        "{lines:?}"
+    );
+}
