@@ -114,6 +114,15 @@ pub enum Event {
     Bye { reason: String },
     /// The connection dropped; the client is reconnecting (if enabled).
     Disconnected,
+    /// A request for a service this client offers without a handler
+    /// ([`Client::serve`] answers by itself): answer it with `REPLY` or `FAIL`
+    /// (`{"op":"reply","req":…}`).
+    Request {
+        req: String,
+        service: String,
+        from: String,
+        data: Value,
+    },
     /// The client is connected again. Its name, subscriptions and watches were sent
     /// again; `not_restored` says which the server refused, and why (a channel that no
     /// longer exists, a name taken meanwhile), so nothing is lost silently.
@@ -163,6 +172,8 @@ struct Restore {
     subs: BTreeMap<String, Option<String>>,
     /// Table → its WHERE filter.
     watches: BTreeMap<String, Option<String>>,
+    /// Services offered.
+    serves: std::collections::BTreeSet<String>,
 }
 
 impl Restore {
@@ -180,6 +191,16 @@ impl Restore {
                 self.name = None;
             }
             Some("logout") => self.session = None,
+            Some("serve") => {
+                if let Some(svc) = s("service") {
+                    self.serves.insert(svc);
+                }
+            }
+            Some("unserve") => {
+                if let Some(svc) = s("service") {
+                    self.serves.remove(&svc);
+                }
+            }
             Some("sub") => {
                 if let Some(c) = s("channel") {
                     self.subs.insert(c, s("where"));
@@ -221,11 +242,39 @@ impl Restore {
             let r = with_where(json!({"op": "watch", "table": table}), filter.as_deref());
             reqs.push((format!("WATCH {table}"), r));
         }
+        for service in &self.serves {
+            reqs.push((
+                format!("SERVE {service}"),
+                json!({"op": "serve", "service": service}),
+            ));
+        }
         reqs
     }
 }
 
+/// What a service handler answers instead of a value: the error code and message its
+/// requester gets (`FAIL <req-id> <code> <message>`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceError {
+    /// A snake_case word.
+    pub code: String,
+    pub message: String,
+}
+
+impl ServiceError {
+    pub fn new(code: &str, message: impl Into<String>) -> ServiceError {
+        ServiceError {
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+type ServiceHandler = Arc<dyn Fn(Value) -> Result<Value, ServiceError> + Send + Sync>;
+
 struct Inner {
+    /// The services this client offers, by name.
+    handlers: Mutex<HashMap<String, ServiceHandler>>,
     addr: String,
     opts: Options,
     writer: Mutex<Option<Writer>>,
@@ -380,6 +429,7 @@ impl Client {
         let (w, r) = open(addr, opts.timeout)?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let inner = Arc::new(Inner {
+            handlers: Mutex::new(HashMap::new()),
             addr: addr.to_string(),
             opts,
             writer: Mutex::new(Some(w)),
@@ -415,7 +465,11 @@ impl Client {
 
     /// Sends a request (`{"op": ..., fields...}`) and waits for its reply object.
     /// A reply with `"ok": false` becomes [`ClientError::Server`].
-    pub fn request(&self, mut req: Value) -> Result<Value, ClientError> {
+    pub fn request(&self, req: Value) -> Result<Value, ClientError> {
+        self.request_within(req, self.inner.opts.timeout)
+    }
+
+    fn request_within(&self, mut req: Value, wait: Duration) -> Result<Value, ClientError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         if let Some(obj) = req.as_object_mut() {
             obj.insert("id".into(), Value::from(id));
@@ -426,7 +480,7 @@ impl Client {
             self.inner.pending.lock().remove(&id);
             return Err(e);
         }
-        match rx.recv_timeout(self.inner.opts.timeout) {
+        match rx.recv_timeout(wait) {
             Ok(r) => {
                 if let Ok(reply) = &r {
                     self.inner.restore.lock().accepted(&req, reply);
@@ -511,6 +565,53 @@ impl Client {
     }
 
     /// Closes the connection and stops reconnecting.
+    /// Offers `service`: each request for it runs `handler` on a thread of its own
+    /// (never the reader's), and its `Ok` answers the requester (`REPLY`) or its `Err`
+    /// fails the request with that code and message (`FAIL`). After a reconnect the
+    /// client offers it again by itself, so providers and requesters restart in any
+    /// order.
+    pub fn serve(
+        &self,
+        service: &str,
+        handler: impl Fn(Value) -> Result<Value, ServiceError> + Send + Sync + 'static,
+    ) -> Result<(), ClientError> {
+        self.inner
+            .handlers
+            .lock()
+            .insert(service.to_string(), Arc::new(handler));
+        let r = self.call("serve", json!({ "service": service }));
+        if r.is_err() {
+            self.inner.handlers.lock().remove(service);
+        }
+        r.map(|_| ())
+    }
+
+    /// Stops offering `service`.
+    pub fn unserve(&self, service: &str) -> Result<(), ClientError> {
+        self.inner.handlers.lock().remove(service);
+        self.call("unserve", json!({ "service": service }))
+            .map(|_| ())
+    }
+
+    /// Asks one provider of `service` and waits up to `timeout` for its answer. A
+    /// provider's `FAIL`, nobody serving it (`no_responders`), its provider leaving
+    /// (`service_gone`) and `timeout` are [`ClientError::Server`] with that code.
+    pub fn request_service<T: Serialize + ?Sized>(
+        &self,
+        service: &str,
+        data: &T,
+        timeout: Duration,
+    ) -> Result<Value, ClientError> {
+        let data = serde_json::to_value(data).map_err(|e| ClientError::Server {
+            code: "bad_args".into(),
+            message: e.to_string(),
+        })?;
+        let req = json!({"op": "req", "service": service, "data": data,
+                         "timeout_ms": timeout.as_millis() as u64});
+        let r = self.request_within(req, timeout + self.inner.opts.timeout)?;
+        Ok(r["data"].clone())
+    }
+
     /// Logs in; after a reconnect the client resumes the session by itself (user, name
     /// and subscriptions). Returns the reply's `login` object (`user`, `role`,
     /// `session`).
@@ -574,7 +675,7 @@ impl Inner {
     }
 
     /// Reads lines until the connection ends.
-    fn serve(&self, reader: &mut ReadSide) {
+    fn serve(self: &Arc<Self>, reader: &mut ReadSide) {
         let mut line = String::new();
         loop {
             if !reader.next_line(&mut line) {
@@ -587,6 +688,9 @@ impl Inner {
                 if ev == "ping" {
                     // The server checks that this client is still there.
                     let _ = self.write(&serde_json::json!({"op": "pong"}));
+                    continue;
+                }
+                if ev == "req" && self.answer_request(&v) {
                     continue;
                 }
                 if let Some(e) = event(ev, &v) {
@@ -610,6 +714,34 @@ impl Inner {
             };
             let _ = tx.send(result);
         }
+    }
+
+    /// Runs the handler of the service a `req` push names on a thread of its own, and
+    /// answers with its result. False when no handler serves it (the push then goes to
+    /// the events, as [`Event::Request`]).
+    fn answer_request(self: &Arc<Self>, v: &Value) -> bool {
+        let service = v["service"].as_str().unwrap_or_default();
+        let Some(handler) = self.handlers.lock().get(service).cloned() else {
+            return false;
+        };
+        let req = v["req"].clone();
+        let data = v["data"].clone();
+        let inner = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("leviathan-service".into())
+            .spawn(move || {
+                let answer = match handler(data) {
+                    Ok(data) => json!({"op": "reply", "req": req, "data": data}),
+                    Err(e) => {
+                        json!({"op": "fail", "req": req, "code": e.code, "message": e.message})
+                    }
+                };
+                let _ = inner.write(&answer);
+            });
+        if spawned.is_err() {
+            log::warn!("cannot start a thread for a service request");
+        }
+        true
     }
 
     /// Sends the name, subscriptions and watches again. Their replies come to this
@@ -691,6 +823,12 @@ fn event(kind: &str, v: &Value) -> Option<Event> {
         },
         "bye" => Event::Bye {
             reason: s("reason"),
+        },
+        "req" => Event::Request {
+            req: s("req"),
+            service: s("service"),
+            from: s("from"),
+            data: v["data"].clone(),
         },
         _ => return None,
     })

@@ -217,3 +217,52 @@ fn a_slow_request_holds_back_no_json_reply_with_an_id_and_text_keeps_order() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn the_client_library_serves_and_requests_across_a_server_restart() {
+    use leviathan::client::{Client as Lib, ClientError, Options, ServiceError};
+    let mut first = server();
+    let addr = first.local_addr();
+    let opts = || Options {
+        timeout: Duration::from_secs(5),
+        ..Options::default()
+    };
+    let provider = Lib::connect_with(&addr.to_string(), opts()).unwrap();
+    provider
+        .serve("upper", |v| match v.as_str() {
+            Some(s) => Ok(json!(s.to_uppercase())),
+            None => Err(ServiceError::new("not_text", "send a string")),
+        })
+        .unwrap();
+    let requester = Lib::connect_with(&addr.to_string(), opts()).unwrap();
+    let wait = Duration::from_secs(2);
+    assert_eq!(
+        requester.request_service("upper", "abc", wait).unwrap(),
+        "ABC"
+    );
+    match requester.request_service("upper", &5, wait) {
+        Err(ClientError::Server { code, .. }) => assert_eq!(code, "not_text"),
+        other => panic!("{other:?}"),
+    }
+    match requester.request_service("lower", "x", wait) {
+        Err(ClientError::Server { code, .. }) => assert_eq!(code, "no_responders"),
+        other => panic!("{other:?}"),
+    }
+    // The server restarts under both: the provider offers its service again by itself.
+    first.shutdown();
+    let listener = std::net::TcpListener::bind(addr).expect("the port is free again");
+    let _second = leviathan::Server::start(listener, Config::default()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match requester.request_service("upper", "again", wait) {
+            Ok(v) => {
+                assert_eq!(v, "AGAIN");
+                break;
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "not back: {e:?}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
