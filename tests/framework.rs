@@ -396,3 +396,57 @@ fn models_are_typed_tables_on_the_same_store_as_the_wire() {
         .unwrap_err();
     assert_eq!(e.code, "bad_value");
 }
+
+#[test]
+fn actions_ask_services_and_chosen_clients_without_blocking() {
+    #[derive(Deserialize)]
+    struct Probe {
+        client: String,
+    }
+    let app = App::new()
+        .action(
+            "ask",
+            "asks the weather service",
+            |ctx: &mut Ctx, city: Value| {
+                let answer = ctx.request("weather", city, Duration::from_secs(2))?;
+                Ok(Answer::new(answer))
+            },
+        )
+        .action(
+            "probe",
+            "asks one client's status",
+            |ctx: &mut Ctx, p: Probe| {
+                let answer =
+                    ctx.request_client(&p.client, "status", "how are you", Duration::from_secs(2))?;
+                Ok(Answer::new(answer))
+            },
+        );
+    let server = start(app);
+    let addr = server.local_addr();
+    let mut provider = Client::connect(addr);
+    provider.ok("SERVE weather");
+    let mut ann = Client::connect(addr);
+    ann.ok("NAME ann");
+    ann.send(r#"CALL ask "Oslo""#);
+    let p = provider.push();
+    assert!(
+        p.starts_with("REQ ") && p.ends_with(" weather ann Oslo"),
+        "{p}"
+    );
+    let id = p.split(' ').nth(1).unwrap();
+    provider.ok(&format!("REPLY {id} sunny"));
+    assert_eq!(ann.line(), "+OK sunny");
+    // A reverse request: the server asks one chosen client.
+    let mut bob = Client::connect(addr);
+    bob.ok("NAME bob");
+    bob.ok("SERVE status");
+    provider.ok("SERVE status");
+    ann.send(r#"CALL probe {"client":"bob"}"#);
+    let p = bob.push();
+    assert!(p.ends_with(" status ann how are you"), "{p}");
+    let id = p.split(' ').nth(1).unwrap();
+    bob.ok(&format!("FAIL {id} busy not now"));
+    assert_eq!(ann.line(), "-ERR busy not now");
+    let e = ann.ok(r#"CALL probe {"client":"nobody"}"#);
+    assert!(e.starts_with("-ERR no_responders "), "{e}");
+}

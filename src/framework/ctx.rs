@@ -49,6 +49,39 @@ impl Hub {
         }
     }
 
+    /// Sends a service request on behalf of connection `from` and waits for its answer
+    /// (the request's own timeout bounds the wait).
+    pub fn request(
+        &self,
+        from: ConnId,
+        service: &str,
+        to: Option<&str>,
+        data: Payload,
+        timeout: Option<Duration>,
+    ) -> Result<Json, ErrorReply> {
+        let (tx, rx) = may::sync::mpsc::channel();
+        let op = ChannelOp::Request {
+            from,
+            service: service.to_string(),
+            to: to.map(str::to_string),
+            data,
+            timeout,
+            done: Box::new(move |reply| {
+                let _ = tx.send(reply);
+            }),
+        };
+        let gone = || ErrorReply::new("unavailable", "the server is stopping".to_string());
+        self.ops.send(op).map_err(|_| gone())?;
+        match rx.recv().map_err(|_| gone())? {
+            Reply::Value(_, data) => Ok(match *data {
+                Payload::Json(v) => v,
+                Payload::Text(t) => Json::String(t),
+            }),
+            Reply::Error(e) => Err(e),
+            _ => Ok(Json::Null),
+        }
+    }
+
     /// What the manager knows of connection `id`.
     pub fn inspect(&self, id: ConnId) -> Option<ClientInfo> {
         let (tx, rx) = may::sync::mpsc::channel();
@@ -209,6 +242,37 @@ impl Ctx {
         self.caller_only("unsubscribe")?;
         self.channel(ChannelCommand::Unsub(target.into()))
             .map(|_| ())
+    }
+
+    /// Asks one provider of `service` (as `REQ` does, on the caller's behalf) and waits
+    /// for its answer, up to `timeout`; the coroutine waits, not its worker. A
+    /// provider's `FAIL`, `no_responders`, `service_gone` and `timeout` come back as
+    /// errors with those codes.
+    pub fn request(
+        &self,
+        service: &str,
+        data: impl Serialize,
+        timeout: Duration,
+    ) -> Result<Json, ActionError> {
+        let data = Payload::Json(to_json(data)?);
+        Ok(self
+            .hub
+            .request(self.id, service, None, data, Some(timeout))?)
+    }
+
+    /// Asks the client named `client` for its `service` (a reverse request: the server
+    /// asks a client), and waits for its answer, up to `timeout`.
+    pub fn request_client(
+        &self,
+        client: &str,
+        service: &str,
+        data: impl Serialize,
+        timeout: Duration,
+    ) -> Result<Json, ActionError> {
+        let data = Payload::Json(to_json(data)?);
+        Ok(self
+            .hub
+            .request(self.id, service, Some(client), data, Some(timeout))?)
     }
 
     /// Waits without holding up anyone else.

@@ -66,6 +66,17 @@ pub enum ChannelOp<C> {
         command: C,
         done: Box<dyn FnOnce(Reply, Option<u64>) + Send>,
     },
+    /// A service request from an action or task on behalf of connection `from`: to one
+    /// provider of `service`, or to the client named `to` (a reverse request); `done`
+    /// gets the answer.
+    Request {
+        from: ConnId,
+        service: String,
+        to: Option<String>,
+        data: crate::protocol::Payload,
+        timeout: Option<std::time::Duration>,
+        done: Box<dyn FnOnce(Reply) + Send>,
+    },
     /// Tell `done` what the manager knows of connection `id` (`None` once it is gone).
     Inspect {
         id: ConnId,
@@ -379,6 +390,17 @@ impl Manager {
                     transport: c.transport,
                     channels: c.channels.keys().cloned().collect(),
                 }));
+            }
+            ChannelOp::Request {
+                from,
+                service,
+                to,
+                data,
+                timeout,
+                done,
+            } => {
+                let requester = services::Requester::Callback { id: from, done };
+                self.send_request(from, &service, to.as_deref(), data, timeout, requester);
             }
             ChannelOp::Disconnect { id } => self.disconnect(id),
             ChannelOp::RolesChanged(old) => self.roles_changed(&old),

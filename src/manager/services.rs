@@ -24,15 +24,46 @@ pub struct Service {
     turn: usize,
     served: u64,
     failed: u64,
+    /// Microseconds from request to answer, summed over the answered ones.
+    latency_us: u64,
+}
+
+/// Where a request's answer goes.
+pub enum Requester {
+    /// A client's `REQ`: its outbox, with the token that finds the answer's place.
+    Client { outbox: Arc<Outbox>, token: u64 },
+    /// An action or task waiting in its coroutine (`Ctx::request`), on behalf of
+    /// connection `id` (the server's own for a task).
+    Callback {
+        id: ConnId,
+        done: Box<dyn FnOnce(Reply) + Send>,
+    },
+}
+
+impl Requester {
+    fn id(&self) -> ConnId {
+        match self {
+            Requester::Client { outbox, .. } => outbox.id,
+            Requester::Callback { id, .. } => *id,
+        }
+    }
+
+    fn answer(self, reply: Reply) {
+        match self {
+            Requester::Client { outbox, token } => outbox.answer(token, reply),
+            Requester::Callback { done, .. } => done(reply),
+        }
+    }
 }
 
 /// A request waiting for its provider's answer.
 struct Pending {
     service: Arc<str>,
-    requester: Arc<Outbox>,
-    token: u64,
+    requester: Requester,
     provider: ConnId,
     deadline: Instant,
+    /// When it was sent, for the service's latency.
+    sent: Instant,
 }
 
 /// Every service and request in flight; owned by the manager.
@@ -114,18 +145,37 @@ impl Manager {
         timeout: Option<Duration>,
         token: u64,
     ) {
-        let Some(requester) = self.clients.get(&id).map(|c| c.outbox.clone()) else {
+        let Some(outbox) = self.clients.get(&id).map(|c| c.outbox.clone()) else {
             return;
         };
-        let Some((name, provider)) = self.pick_provider(service) else {
+        let requester = Requester::Client { outbox, token };
+        self.send_request(id, service, None, data, timeout, requester);
+    }
+
+    /// Sends a request for `service` from `from` (a client, or the server itself) to
+    /// one provider, or to the client named `to` when it serves it (a reverse
+    /// request); `requester` gets the answer.
+    pub fn send_request(
+        &mut self,
+        from: ConnId,
+        service: &str,
+        to: Option<&str>,
+        data: Payload,
+        timeout: Option<Duration>,
+        requester: Requester,
+    ) {
+        let chosen = match to {
+            None => self.pick_provider(service),
+            Some(name) => self.named_provider(service, name),
+        };
+        let Some((name, provider)) = chosen else {
+            let clip = crate::protocol::args::clip;
+            let who = to.map_or(String::new(), |n| format!(" at {}", clip(n)));
             let e = ErrorReply::new(
                 "no_responders",
-                format!(
-                    "nobody serves '{}' now",
-                    crate::protocol::args::clip(service)
-                ),
+                format!("nobody serves '{}'{who} now", clip(service)),
             );
-            requester.answer(token, Reply::Error(e));
+            requester.answer(Reply::Error(e));
             return;
         };
         let Some(outbox) = self.clients.get(&provider).map(|c| c.outbox.clone()) else {
@@ -134,21 +184,22 @@ impl Manager {
         self.services.next_req += 1;
         let req = self.services.next_req;
         let timeout = timeout.unwrap_or(self.services.timeout);
+        let now = Instant::now();
         self.services.pending.insert(
             req,
             Pending {
                 service: name.clone(),
                 requester,
-                token,
                 provider,
-                deadline: Instant::now() + timeout,
+                deadline: now + timeout,
+                sent: now,
             },
         );
         *self.services.load.entry(provider).or_default() += 1;
         let push = ServiceRequest {
             req,
             service: name,
-            from: self.name_of(id),
+            from: self.name_of(from),
             data,
         };
         self.push(&outbox, Push::Request(Arc::new(push)));
@@ -167,6 +218,13 @@ impl Manager {
             s.turn = (best + 1) % n;
         }
         Some((name, provider))
+    }
+
+    /// The client named `name`, if it serves `service`.
+    fn named_provider(&self, service: &str, name: &str) -> Option<(Arc<str>, ConnId)> {
+        let id = *self.names.get(name)?;
+        let (svc, s) = self.services.by_name.get_key_value(service)?;
+        s.providers.contains(&id).then(|| (svc.clone(), id))
     }
 
     /// `REPLY` or `FAIL` from provider `id` for request `req`.
@@ -193,9 +251,9 @@ impl Manager {
                 Ok(_) => s.served += 1,
                 Err(_) => s.failed += 1,
             }
+            s.latency_us += p.sent.elapsed().as_micros() as u64;
         }
-        p.requester
-            .answer(p.token, answer.unwrap_or_else(Reply::Error));
+        p.requester.answer(answer.unwrap_or_else(Reply::Error));
         Ok(Reply::Done(None))
     }
 
@@ -213,15 +271,22 @@ impl Manager {
                     .values()
                     .filter(|p| p.service == *name)
                     .count();
+                let answered = s.served + s.failed;
+                let latency_ms = if answered == 0 {
+                    0.0
+                } else {
+                    (s.latency_us as f64 / answered as f64 / 100.0).round() / 10.0
+                };
                 Item {
                     text: format!(
-                        "{name} providers={} pending={pending} served={} failed={}",
+                        "{name} providers={} pending={pending} served={} failed={} latency_ms={latency_ms}",
                         s.providers.len(),
                         s.served,
                         s.failed
                     ),
                     json: json!({"service": &**name, "providers": s.providers.len(),
-                                 "pending": pending, "served": s.served, "failed": s.failed}),
+                                 "pending": pending, "served": s.served, "failed": s.failed,
+                                 "latency_ms": latency_ms}),
                 }
             })
             .collect();
@@ -261,7 +326,7 @@ impl Manager {
                 if let Some(s) = self.services.by_name.get_mut(&p.service) {
                     s.failed += 1;
                 }
-                p.requester.answer(p.token, gone(&p.service, why));
+                p.requester.answer(gone(&p.service, why));
             }
         }
     }
@@ -274,7 +339,7 @@ impl Manager {
             .services
             .pending
             .iter()
-            .filter(|(_, p)| p.requester.id == id)
+            .filter(|(_, p)| p.requester.id() == id)
             .map(|(r, _)| *r)
             .collect();
         for req in cancelled {
@@ -300,7 +365,7 @@ impl Manager {
                 }
                 let e =
                     ErrorReply::new("timeout", format!("'{}' did not answer in time", p.service));
-                p.requester.answer(p.token, Reply::Error(e));
+                p.requester.answer(Reply::Error(e));
             }
         }
     }
