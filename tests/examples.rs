@@ -35,3 +35,61 @@ fn embedded_example_runs_and_shows_the_conversation() {
     );
     assert_eq!(lines[9], "server stopped");
 }
+
+/// The services example: a requester keeps asking while its provider is killed and
+/// started again; it sees answers, then `no_responders`, then answers from the new one.
+#[test]
+fn services_example_keeps_working_while_the_provider_restarts() {
+    use std::io::BufRead;
+    let server = common::start();
+    let addr = server.local_addr().to_string();
+    let provider = || {
+        Command::new(example("services"))
+            .args(["provider", &addr, "--seconds", "60"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the example is built by a plain `cargo test`")
+    };
+    let wait_serving = |p: &mut std::process::Child| {
+        let out = p.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+        assert!(line.starts_with("provider "), "{line}");
+    };
+    let mut first = provider();
+    wait_serving(&mut first);
+    let requester = Command::new(example("services"))
+        .args(["requester", &addr, "--count", "8"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    let mut second = provider();
+    wait_serving(&mut second);
+    let out = requester.wait_with_output().unwrap();
+    second.kill().unwrap();
+    let _ = second.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 8, "{text}");
+    let first_pid = first.id().to_string();
+    let second_pid = second.id().to_string();
+    let by = |pid: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(&format!("\"provider\":{pid}")))
+    };
+    let (a, b) = (by(&first_pid), by(&second_pid));
+    assert!(
+        a.is_some() && b.is_some(),
+        "answers from both providers: {text}"
+    );
+    assert!(a < b, "{text}");
+    assert!(
+        lines.iter().any(|l| l.ends_with("error no_responders")),
+        "{text}"
+    );
+}
