@@ -5,6 +5,8 @@
 //! `cargo bench --bench pubsub -- quick` runs a shorter version of each; naming
 //! scenarios (`1to1 fanout channels latency memory`) runs only those.
 //! Every loop is bounded in count and time; nothing asserts on time.
+//! `LEVIATHAN_SERVERMAIN=/path/to/servermain` measures another build (say, the previous
+//! commit's) with the same load generator.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -25,10 +27,14 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_servermain"))
+        // LEVIATHAN_SERVERMAIN runs another build (a previous one, for a same-run
+        // comparison).
+        let program = std::env::var("LEVIATHAN_SERVERMAIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_servermain").to_string());
+        let mut child = Command::new(program)
             .args(["127.0.0.1", "0", "--in-memory"])
             .args(extra)
-            .env("RUST_LOG", "warn,servermain=info")
+            .env("RUST_LOG", "warn,servermain=info,leviathan::app=info")
             .stderr(Stdio::piped())
             .spawn()
             .expect("start servermain");
