@@ -23,7 +23,10 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_servermain"))
             .args(["127.0.0.1", "0", "--snapshot-secs", "0"])
             .current_dir(dir)
-            .env("RUST_LOG", "warn,servermain=info,leviathan::app=info,leviathan::server=info")
+            .env(
+                "RUST_LOG",
+                "warn,servermain=info,leviathan::app=info,leviathan::server=info",
+            )
             .stderr(Stdio::piped())
             .spawn()
             .expect("start servermain");

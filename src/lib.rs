@@ -68,5 +68,8 @@ mod size_guard {
         assert!(size_of::<crate::protocol::Reply>() <= 64);
         assert!(size_of::<crate::protocol::Push>() <= 32);
         assert!(size_of::<crate::commands::Command>() <= 128);
+        // Every batch of requests crosses the manager's queue as one: rare ops box
+        // what is large, so the slot every op takes stays small.
+        assert!(size_of::<crate::commands::Op>() <= 64);
     }
 }

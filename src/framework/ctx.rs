@@ -13,7 +13,7 @@ use crate::commands::channels::ChannelCommand;
 use crate::commands::table_api::{wait_durable, Tables};
 use crate::commands::{Command, Op};
 use crate::manager::outbox::ConnId;
-use crate::manager::{ChannelOp, ClientInfo, Transport, SERVER_ID, SERVER_NAME};
+use crate::manager::{ChannelOp, ClientInfo, ServiceAsk, Transport, SERVER_ID, SERVER_NAME};
 use crate::protocol::{ErrorReply, Payload, Reply};
 use crate::store::TableStore;
 
@@ -32,7 +32,7 @@ impl Hub {
         let (tx, rx) = may::sync::mpsc::channel();
         let op = ChannelOp::Direct {
             id,
-            command,
+            command: Box::new(command),
             done: Box::new(move |reply, durable| {
                 let _ = tx.send((reply, durable));
             }),
@@ -60,7 +60,7 @@ impl Hub {
         timeout: Option<Duration>,
     ) -> Result<Json, ErrorReply> {
         let (tx, rx) = may::sync::mpsc::channel();
-        let op = ChannelOp::Request {
+        let op = ChannelOp::Request(Box::new(ServiceAsk {
             from,
             service: service.to_string(),
             to: to.map(str::to_string),
@@ -69,7 +69,7 @@ impl Hub {
             done: Box::new(move |reply| {
                 let _ = tx.send(reply);
             }),
-        };
+        }));
         let gone = || ErrorReply::new("unavailable", "the server is stopping".to_string());
         self.ops.send(op).map_err(|_| gone())?;
         match rx.recv().map_err(|_| gone())? {

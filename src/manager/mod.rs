@@ -63,20 +63,13 @@ pub enum ChannelOp<C> {
     /// the outbox: how actions and tasks act on channels.
     Direct {
         id: ConnId,
-        command: C,
+        command: Box<C>,
         done: Box<dyn FnOnce(Reply, Option<u64>) + Send>,
     },
     /// A service request from an action or task on behalf of connection `from`: to one
     /// provider of `service`, or to the client named `to` (a reverse request); `done`
     /// gets the answer.
-    Request {
-        from: ConnId,
-        service: String,
-        to: Option<String>,
-        data: crate::protocol::Payload,
-        timeout: Option<std::time::Duration>,
-        done: Box<dyn FnOnce(Reply) + Send>,
-    },
+    Request(Box<ServiceAsk>),
     /// Tell `done` what the manager knows of connection `id` (`None` once it is gone).
     Inspect {
         id: ConnId,
@@ -137,6 +130,16 @@ pub fn pattern_reaches(auth: &Auth, identity: &Identity, p: &str, channel: &str)
 /// `--auth off`).
 fn reaches(auth: &Auth, role: &Role, channel: &str) -> bool {
     auth.mode == AuthMode::Off || role.allows(Right::Sub, channel)
+}
+
+/// A service request from an action or task ([`ChannelOp::Request`]).
+pub struct ServiceAsk {
+    pub from: ConnId,
+    pub service: String,
+    pub to: Option<String>,
+    pub data: crate::protocol::Payload,
+    pub timeout: Option<std::time::Duration>,
+    pub done: Box<dyn FnOnce(Reply) + Send>,
 }
 
 /// What the manager tells others of a connected client.
@@ -376,7 +379,7 @@ impl Manager {
             } => {
                 *done += 1;
                 let reply = if id == SERVER_ID || self.clients.contains_key(&id) {
-                    handler.apply(self, id, command)
+                    handler.apply(self, id, *command)
                 } else {
                     None
                 };
@@ -391,14 +394,15 @@ impl Manager {
                     channels: c.channels.keys().cloned().collect(),
                 }));
             }
-            ChannelOp::Request {
-                from,
-                service,
-                to,
-                data,
-                timeout,
-                done,
-            } => {
+            ChannelOp::Request(ask) => {
+                let ServiceAsk {
+                    from,
+                    service,
+                    to,
+                    data,
+                    timeout,
+                    done,
+                } = *ask;
                 let requester = services::Requester::Callback { id: from, done };
                 self.send_request(from, &service, to.as_deref(), data, timeout, requester);
             }
