@@ -45,14 +45,10 @@ impl Hasher {
                 .spawn(move || {
                     let argon = argon2(cost);
                     // Verified for unknown users, so that a wrong user name takes as
-                    // long as a wrong password: the hash of 32 random bytes nobody knows.
-                    let mut secret = [0u8; 32];
-                    let _ = getrandom::getrandom(&mut secret);
-                    let salt = SaltString::generate(&mut OsRng);
-                    let dummy = argon
-                        .hash_password(&secret, &salt)
-                        .map(|h| h.to_string())
-                        .unwrap_or_default();
+                    // long as a wrong password: the hash of 32 random bytes nobody
+                    // knows, made the first time it is needed (a hash costs tens of
+                    // MiB for a moment: no server pays it at start).
+                    let mut dummy = String::new();
                     for job in rx {
                         match job {
                             Job::Hash(password, done) => {
@@ -64,6 +60,15 @@ impl Hasher {
                                 let _ = done.send(hash);
                             }
                             Job::Verify(hash, password, done) => {
+                                if hash.is_empty() && dummy.is_empty() {
+                                    let mut secret = [0u8; 32];
+                                    let _ = getrandom::getrandom(&mut secret);
+                                    let salt = SaltString::generate(&mut OsRng);
+                                    dummy = argon
+                                        .hash_password(&secret, &salt)
+                                        .map(|h| h.to_string())
+                                        .unwrap_or_default();
+                                }
                                 let hash = if hash.is_empty() { &dummy } else { &hash };
                                 let ok = match PasswordHash::new(hash) {
                                     // Constant time in the password (argon2's verify).
