@@ -8,9 +8,10 @@
 //! Each server is the real `servermain` in its own process. Every loop is bounded in
 //! count and time; nothing asserts on time.
 
+mod common;
+use common::Servermain;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -18,38 +19,11 @@ use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "bench-password-1";
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_servermain"))
-            .args(["127.0.0.1", "0", "--in-memory"])
-            .args(args)
-            .env("LEVIATHAN_ADMIN_PASSWORD", PASSWORD)
-            .env("RUST_LOG", "warn,leviathan::app=info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start servermain");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("servermain log").expect("log line");
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
-        thread::spawn(move || lines.for_each(drop));
-        Server { child, addr }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// servermain in --in-memory mode, with the admin password the logins use.
+fn server(args: &[&str]) -> Servermain {
+    let mut all = vec!["--in-memory"];
+    all.extend_from_slice(args);
+    Servermain::start(&all, &[("LEVIATHAN_ADMIN_PASSWORD", PASSWORD)])
 }
 
 struct Conn {
@@ -100,7 +74,7 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
 }
 
 fn logins(secs: u64) {
-    let server = Server::start(&["--auth", "required"]);
+    let server = server(&["--auth", "required"]);
     let addr = server.addr;
     let stop = Arc::new(AtomicBool::new(false));
     let canary = {
@@ -154,7 +128,7 @@ fn logins(secs: u64) {
 /// Messages published per second by 4 pipelining publishers on one channel a reader
 /// subscribes to.
 fn publish_rate(args: &[&str], secs: u64) -> f64 {
-    let server = Server::start(args);
+    let server = server(args);
     let addr = server.addr;
     let mut admin = Conn::open(addr);
     admin.request("CREATE bench");

@@ -10,6 +10,8 @@
 //! NATS providers share a queue group, as leviathan's share a service. Every loop is
 //! bounded in count and time; nothing asserts on time.
 
+mod common;
+use common::Servermain;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -27,25 +29,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn leviathan() -> (Proc, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_servermain"))
-        .args(["127.0.0.1", "0", "--in-memory", "--auth", "off"])
-        .args(["--max-pending-requests", "1024"])
-        .env("RUST_LOG", "warn,leviathan::app=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start servermain");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("servermain log").expect("log line");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    thread::spawn(move || lines.for_each(drop));
-    (Proc(child), addr)
 }
 
 fn nats() -> Option<(Proc, SocketAddr)> {
@@ -315,7 +298,17 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(5);
-    let (lev, lev_addr) = leviathan();
+    let lev = Servermain::start(
+        &[
+            "--in-memory",
+            "--auth",
+            "off",
+            "--max-pending-requests",
+            "1024",
+        ],
+        &[],
+    );
+    let lev_addr = lev.addr;
     let nats = nats();
     if nats.is_none() {
         println!(

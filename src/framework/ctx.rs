@@ -254,10 +254,7 @@ impl Ctx {
         data: impl Serialize,
         timeout: Duration,
     ) -> Result<Json, ActionError> {
-        let data = Payload::Json(to_json(data)?);
-        Ok(self
-            .hub
-            .request(self.id, service, None, data, Some(timeout))?)
+        self.ask(None, service, data, timeout)
     }
 
     /// Asks the client named `client` for its `service` (a reverse request: the server
@@ -269,10 +266,20 @@ impl Ctx {
         data: impl Serialize,
         timeout: Duration,
     ) -> Result<Json, ActionError> {
+        self.ask(Some(client), service, data, timeout)
+    }
+
+    fn ask(
+        &self,
+        client: Option<&str>,
+        service: &str,
+        data: impl Serialize,
+        timeout: Duration,
+    ) -> Result<Json, ActionError> {
         let data = Payload::Json(to_json(data)?);
         Ok(self
             .hub
-            .request(self.id, service, Some(client), data, Some(timeout))?)
+            .request(self.id, service, client, data, Some(timeout))?)
     }
 
     /// Waits without holding up anyone else.

@@ -1,0 +1,42 @@
+//! What the load benchmarks share: the real `servermain` in a process of its own.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+/// A `servermain` child process, killed when dropped.
+pub struct Servermain {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Servermain {
+    /// Starts `servermain 127.0.0.1 0 <args>` with `envs`, and waits until it listens.
+    pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Servermain {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_servermain"))
+            .args(["127.0.0.1", "0"])
+            .args(args)
+            .envs(envs.iter().copied())
+            .env("RUST_LOG", "warn,leviathan::app=info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start servermain");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("servermain log").expect("log line");
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        Servermain { child, addr }
+    }
+}
+
+impl Drop for Servermain {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
