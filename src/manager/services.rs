@@ -74,6 +74,10 @@ pub struct Services {
     /// Requests pending per provider.
     load: Map<ConnId, u32>,
     next_req: u64,
+    /// No pending request times out before this: lowered as requests are sent, set
+    /// again whenever the requests are looked through for timeouts. Answers leave it
+    /// early, which only costs one look too many.
+    earliest: Option<Instant>,
     /// How long a request may wait for its answer unless it says otherwise.
     pub timeout: Duration,
 }
@@ -87,9 +91,10 @@ impl Services {
         }
     }
 
-    /// When the next request times out, if any waits.
+    /// When to look for requests that timed out (none before), without a scan: the
+    /// manager asks at every turn of its loop.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.pending.values().map(|p| p.deadline).min()
+        self.earliest
     }
 
     fn take(&mut self, req: u64) -> Option<Pending> {
@@ -185,13 +190,16 @@ impl Manager {
         let req = self.services.next_req;
         let timeout = timeout.unwrap_or(self.services.timeout);
         let now = Instant::now();
+        let deadline = now + timeout;
+        let s = &mut self.services;
+        s.earliest = Some(s.earliest.map_or(deadline, |e| e.min(deadline)));
         self.services.pending.insert(
             req,
             Pending {
                 service: name.clone(),
                 requester,
                 provider,
-                deadline: now + timeout,
+                deadline,
                 sent: now,
             },
         );
@@ -358,6 +366,13 @@ impl Manager {
             .filter(|(_, p)| p.deadline <= now)
             .map(|(r, _)| *r)
             .collect();
+        self.services.earliest = self
+            .services
+            .pending
+            .values()
+            .map(|p| p.deadline)
+            .filter(|d| *d > now)
+            .min();
         for req in expired {
             if let Some(p) = self.services.take(req) {
                 if let Some(s) = self.services.by_name.get_mut(&p.service) {
