@@ -123,20 +123,6 @@ impl Auth {
         Ok(auth)
     }
 
-    /// An auth that checks nothing (`--auth off`), in memory.
-    pub fn off() -> Auth {
-        let settings = AuthSettings {
-            mode: AuthMode::Off,
-            hash_cost: HashCost {
-                memory_kib: 1024,
-                passes: 1,
-            },
-            ..AuthSettings::default()
-        };
-        // Nothing to load: cannot fail.
-        Auth::open(&settings, None, None).unwrap_or_else(|_| unreachable!())
-    }
-
     /// The role `name` as it is now (an unknown role grants nothing).
     pub fn role(&self, name: &str) -> Arc<Role> {
         self.roles

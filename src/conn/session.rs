@@ -488,10 +488,7 @@ impl Session {
                     return self.local_reply(format, id, reply);
                 }
                 let ctx = Ctx::for_client(
-                    Hub {
-                        ops: self.ctx.ops.clone(),
-                        store: self.ctx.store.clone(),
-                    },
+                    self.hub(),
                     self.id,
                     self.transport,
                     self.headers.clone(),
@@ -552,13 +549,18 @@ impl Session {
         }
     }
 
+    /// How work run for this client reaches the manager and the tables.
+    fn hub(&self) -> Hub {
+        Hub {
+            ops: self.ctx.ops.clone(),
+            store: self.ctx.store.clone(),
+        }
+    }
+
     fn account_env(&self) -> AccountEnv {
         AccountEnv {
             auth: self.ctx.auth.clone(),
-            hub: Hub {
-                ops: self.ctx.ops.clone(),
-                store: self.ctx.store.clone(),
-            },
+            hub: self.hub(),
             id: self.id,
             addr: self.addr,
             outbox: self.outbox.clone(),
