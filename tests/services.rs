@@ -267,3 +267,143 @@ fn the_client_library_serves_and_requests_across_a_server_restart() {
         }
     }
 }
+
+#[test]
+fn every_error_has_its_json_form() {
+    let s = server();
+    let mut j = Client::connect(s.local_addr());
+    let r = j.json(json!({"op":"req","service":"nobody","id":1}));
+    assert_eq!(r["error"]["code"], "no_responders", "{r}");
+    assert_eq!(r["id"], 1);
+    let r = j.json(json!({"op":"reply","req":42,"data":"x"}));
+    assert_eq!(r["error"]["code"], "no_such_request", "{r}");
+    let r = j.json(json!({"op":"fail","req":42,"code":"nope","message":"x"}));
+    assert_eq!(r["error"]["code"], "no_such_request", "{r}");
+    let r = j.json(json!({"op":"unserve","service":"nothing"}));
+    assert_eq!(r["error"]["code"], "not_serving", "{r}");
+    // A provider that leaves: service_gone, in JSON too.
+    let mut provider = Client::connect(s.local_addr());
+    provider.ok("SERVE echo");
+    j.send(&json!({"op":"req","service":"echo","data":"hi","id":"g"}).to_string());
+    let _ = provider.push();
+    drop(provider);
+    let r: serde_json::Value = serde_json::from_str(&j.line()).unwrap();
+    assert_eq!(r["error"]["code"], "service_gone", "{r}");
+    assert_eq!(r["id"], "g");
+    // Past --max-pending-requests (8 here).
+    let mut slow = Client::connect(s.local_addr());
+    slow.ok("SERVE slow");
+    for i in 0..9 {
+        j.send(&json!({"op":"req","service":"slow","id":i}).to_string());
+    }
+    let r: serde_json::Value = serde_json::from_str(&j.line()).unwrap();
+    assert_eq!(r["error"]["code"], "limit_reached", "{r}");
+    assert_eq!(r["id"], 8);
+    let r = j.json(json!({"op":"services"}));
+    let services = r["services"].as_array().expect("a services list");
+    let slow_row = services.iter().find(|x| x["service"] == "slow").unwrap();
+    assert_eq!(slow_row["providers"], 1, "{r}");
+    assert_eq!(slow_row["pending"], 8, "{r}");
+}
+
+/// A provider that stops reading holds back nobody: the other provider's answers come
+/// while its requests wait (it gets fewer, holding the most pending), and once its
+/// outbox overflows it is cut as a slow consumer like any subscriber, failing what it
+/// held at once.
+#[test]
+fn a_provider_that_never_reads_stalls_no_other() {
+    let s = start_with(Config {
+        outbox_limit: 1 << 20,
+        max_pending_requests: 4096,
+        request_timeout: Duration::from_secs(20),
+        ..Config::default()
+    });
+    let addr = s.local_addr();
+    let mut stuck = Client::connect(addr);
+    stuck.ok("SERVE work");
+    let mut p = Client::connect(addr);
+    p.ok("SERVE work");
+    let good_socket = p.writer.try_clone().unwrap();
+    let good = std::thread::spawn(move || {
+        let mut served = 0;
+        while let Some(l) = p.line_or_eof() {
+            if let Some(rest) = l.strip_prefix("REQ ") {
+                let id = rest.split(' ').next().unwrap().to_string();
+                p.send(&format!("REPLY {id} ok"));
+                served += 1;
+            }
+        }
+        served
+    });
+    let mut asker = Client::connect(addr);
+    // 200 JSON requests at once (shared in turn while both hold as many), then 50 more
+    // while the stuck provider holds its share: every answer the good provider gives
+    // arrives before the first of the stuck provider's requests times out.
+    let batch = |ids: std::ops::Range<i32>| -> String {
+        ids.map(|i| {
+            json!({"op":"req","service":"work","data":"x","id":i,"timeout_ms":3000}).to_string()
+                + "\n"
+        })
+        .collect()
+    };
+    asker.send_raw(batch(0..200).as_bytes());
+    let (mut ok, mut timed_out) = (0, 0);
+    let mut answer = |asker: &mut Client| {
+        let r: serde_json::Value = serde_json::from_str(&asker.line()).unwrap();
+        if r["ok"] == true {
+            assert_eq!(timed_out, 0, "an answer came after a timeout: {r}");
+            ok += 1;
+        } else {
+            assert_eq!(r["error"]["code"], "timeout", "{r}");
+            timed_out += 1;
+        }
+    };
+    for _ in 0..100 {
+        answer(&mut asker);
+    }
+    asker.send_raw(batch(200..250).as_bytes());
+    for _ in 0..150 {
+        answer(&mut asker);
+    }
+    assert!(timed_out > 0, "the stuck provider got its share");
+    assert!(ok >= 150, "the good provider served the rest: {ok} of 250");
+    // The good provider leaves; 16 KiB requests pile up at the stuck one until it is
+    // cut (the requester is paused meanwhile, a bounded time, as a publisher is).
+    good_socket.shutdown(std::net::Shutdown::Both).unwrap();
+    assert_eq!(good.join().unwrap(), ok);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !asker.request("SERVICES").0[0].contains("providers=1") {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    const N: usize = 400;
+    let payload = "x".repeat(16 << 10);
+    let writer = asker.writer.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(writer);
+        for _ in 0..N {
+            w.write_all(format!("REQ work {payload}\n").as_bytes())
+                .unwrap();
+        }
+        w.flush().unwrap();
+    });
+    let (mut gone, mut none) = (0, 0);
+    for _ in 0..N {
+        let l = asker.line();
+        if l.starts_with("-ERR service_gone ") {
+            assert_eq!(none, 0, "service_gone after no_responders");
+            gone += 1;
+        } else if l.starts_with("-ERR no_responders ") {
+            none += 1;
+        } else {
+            panic!("unexpected answer after {gone} gone, {none} none: {l}");
+        }
+    }
+    sender.join().unwrap();
+    assert!(
+        gone > 0 && none > 0,
+        "{gone} gone, {none} without responders"
+    );
+    drop(stuck);
+}

@@ -210,7 +210,14 @@ impl Manager {
             from: self.name_of(from),
             data,
         };
-        self.push(&outbox, Push::Request(Arc::new(push)));
+        if self.push(&outbox, Push::Request(Arc::new(push))) {
+            // As with a publisher and a crowded subscriber: the requester pauses (a
+            // bounded time) for the provider to catch up, and a provider that does not
+            // is cut as a slow consumer, failing what it holds.
+            if let Some(c) = self.clients.get(&from) {
+                c.outbox.request_stall(&outbox);
+            }
+        }
     }
 
     /// The provider with the fewest pending requests, ties in turn.
