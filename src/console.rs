@@ -488,6 +488,19 @@ pub fn format_push(l: &str, style: Style) -> String {
             let (table, change) = rest.split_once(' ').unwrap_or((rest, ""));
             format!("[{table}] {change}")
         }
+        "REQ" => {
+            // REQ <req-id> <service> <from> [payload]
+            let mut p = rest.splitn(4, ' ');
+            let (req, service, from, data) = (
+                p.next().unwrap_or(""),
+                p.next().unwrap_or(""),
+                p.next().unwrap_or(""),
+                p.next().unwrap_or(""),
+            );
+            format!(
+                "request {req} for {service} from {from}: {data}  (answer: REPLY {req} <answer>, or FAIL {req} <code> <message>)"
+            )
+        }
         "DROPPED" => format!("[{rest}] channel dropped"),
         "BYE" => format!("server closed the connection: {rest}"),
         _ => l.to_string(),

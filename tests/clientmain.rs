@@ -110,6 +110,36 @@ fn wait_keeps_printing_pushes_after_the_script() {
 }
 
 #[test]
+fn in_a_terminal_a_request_shows_and_the_user_answers_it() {
+    let server = common::start();
+    let addr = server.local_addr();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clientmain"));
+    cmd.args([addr.ip().to_string(), addr.port().to_string()])
+        .env("NO_COLOR", "1")
+        .env("HOME", std::env::temp_dir());
+    let mut p = rexpect::session::spawn_command(cmd, Some(15_000)).expect("clientmain in a pty");
+    p.exp_string("leviathan> ").unwrap();
+    p.send_line("NAME oracle").unwrap();
+    p.exp_string("OK name=oracle").unwrap();
+    p.send_line("SERVE ask").unwrap();
+    p.exp_string("OK").unwrap();
+    p.exp_string("leviathan> ").unwrap();
+    let mut asker = Client::connect(addr);
+    asker.ok("NAME ann");
+    asker.send("REQ ask what is the answer?");
+    p.exp_string("request ").unwrap();
+    let (_, id) = p.exp_regex(r"[0-9]+").unwrap();
+    p.exp_string(" for ask from ann: what is the answer?")
+        .unwrap();
+    p.send_line(&format!("REPLY {id} 42")).unwrap();
+    assert_eq!(asker.line(), "+OK 42");
+    p.exp_string("OK").unwrap();
+    p.exp_string("leviathan> ").unwrap();
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+}
+
+#[test]
 fn in_a_terminal_a_published_message_shows_while_nothing_is_typed() {
     let server = common::start();
     let addr = server.local_addr();
