@@ -77,10 +77,13 @@ impl Client {
     /// The next line, without its line ending; panics after `WAIT` or at EOF.
     pub fn line(&mut self) -> String {
         let mut buf = Vec::new();
-        let n = self
-            .reader
-            .read_until(b'\n', &mut buf)
-            .expect("a line before the timeout");
+        let n = match self.reader.read_until(b'\n', &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                show_server_threads();
+                panic!("a line before the timeout: {e}");
+            }
+        };
         assert!(n > 0, "connection closed while waiting for a line");
         assert_eq!(buf.pop(), Some(b'\n'), "partial line {buf:?}");
         String::from_utf8(buf).expect("server sent UTF-8")
@@ -218,6 +221,47 @@ pub fn publish_until_cut(
     }
 }
 
+/// The server processes this test binary started that still run.
+static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Prints where each running server process's threads wait (with gdb, when installed),
+/// so that a reply that never came leaves more in a CI log than the timeout.
+pub fn show_server_threads() {
+    let pids = RUNNING.lock().map(|r| r.clone()).unwrap_or_default();
+    for pid in pids {
+        let out = std::process::Command::new("gdb")
+            .args([
+                "-p",
+                &pid.to_string(),
+                "-batch",
+                "-ex",
+                "thread apply all bt",
+            ])
+            .output();
+        match out {
+            Ok(o) => {
+                let text = String::from_utf8_lossy(&o.stdout);
+                // Each thread's name and its innermost frames, shortened.
+                let frames: Vec<String> = text
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("Thread ")
+                            || (l.starts_with('#')
+                                && l[1..].split(' ').next().and_then(|n| n.parse::<u32>().ok())
+                                    < Some(12))
+                    })
+                    .map(|l| l.chars().take(200).collect())
+                    .collect();
+                eprintln!(
+                    "--- server process {pid}, its threads when a reply was overdue ---\n{}",
+                    frames.join("\n")
+                );
+            }
+            Err(_) => eprintln!("(install gdb to see where server process {pid} waited)"),
+        }
+    }
+}
+
 /// The real `servermain` binary running in a child process.
 pub struct ServerProcess {
     pub child: std::process::Child,
@@ -278,6 +322,9 @@ impl ServerProcess {
             cmd.uid(uid).gid(uid);
         }
         let mut child = cmd.spawn().expect("servermain starts");
+        if let Ok(mut running) = RUNNING.lock() {
+            running.push(child.id());
+        }
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -340,6 +387,9 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
+        if let Ok(mut running) = RUNNING.lock() {
+            running.retain(|&p| p != self.child.id());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
