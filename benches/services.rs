@@ -298,16 +298,17 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(5);
-    let lev = Servermain::start(
-        &[
-            "--in-memory",
-            "--auth",
-            "off",
-            "--max-pending-requests",
-            "1024",
-        ],
-        &[],
-    );
+    // LEVIATHAN_ARGS adds server flags (`--workers 2`, say) to compare settings.
+    let extra = std::env::var("LEVIATHAN_ARGS").unwrap_or_default();
+    let mut args = vec![
+        "--in-memory",
+        "--auth",
+        "off",
+        "--max-pending-requests",
+        "1024",
+    ];
+    args.extend(extra.split_whitespace());
+    let lev = Servermain::start(&args, &[]);
     let lev_addr = lev.addr;
     let nats = nats();
     if nats.is_none() {
@@ -324,8 +325,10 @@ fn main() {
     let mut many = Vec::new();
     for (name, sys) in &systems {
         let (rate, mut lat) = run(sys.clone(), 1, 1, 1, secs);
-        let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
-        println!("{name:<10} 1 -> 1 sequential: {rate:>9.0} req/s, p50 {p50:?}, p99 {p99:?}");
+        let (p50, p90, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.9), pct(&mut lat, 0.99));
+        println!(
+            "{name:<10} 1 -> 1 sequential: {rate:>9.0} req/s, p50 {p50:?}, p90 {p90:?}, p99 {p99:?}"
+        );
         seq.push((rate, p99));
         let (rate, _) = run(sys.clone(), 4, 50, 16, secs);
         println!("{name:<10} 50 -> 4, 16 in flight: {rate:>9.0} req/s");
