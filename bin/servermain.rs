@@ -33,6 +33,10 @@ struct Args {
     /// Most connections served at once
     #[arg(long, default_value_t = Config::default().max_connections)]
     max_connections: usize,
+    /// Connections the kernel holds for the acceptor before it drops new attempts
+    /// (default: the system's maximum, net.core.somaxconn)
+    #[arg(long)]
+    listen_backlog: Option<u32>,
     /// Bytes queued for one client before it is disconnected as a slow consumer
     #[arg(long, default_value_t = Config::default().outbox_limit)]
     outbox_limit: usize,
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
     let config = Config {
         max_line: args.max_line,
         max_connections: args.max_connections,
+        listen_backlog: args.listen_backlog,
         outbox_limit: args.outbox_limit,
         greet_delay: Duration::from_millis(args.greet_delay_ms),
         workers: args.workers,

@@ -303,8 +303,11 @@ fn report_limits(config: &Config) {
         .ok()
         .and_then(|s| s.trim().parse::<usize>().ok());
     log::info!(
-        "limits: max connections {}, open files {}, vm.max_map_count {}",
+        "limits: max connections {}, listen backlog {}, open files {}, vm.max_map_count {}",
         config.max_connections,
+        config
+            .listen_backlog
+            .unwrap_or_else(crate::server::system_backlog),
         files.map_or("unknown".into(), |n| n.to_string()),
         maps.map_or("unknown".into(), |n| n.to_string())
     );

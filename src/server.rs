@@ -33,6 +33,10 @@ pub struct Config {
     pub max_line: usize,
     /// Most connections served at once; more are told `-ERR too_many_connections`.
     pub max_connections: usize,
+    /// Connections the kernel may hold ready for the acceptor (the `listen` backlog);
+    /// `None` takes the system's maximum (`net.core.somaxconn`). Past it, the kernel
+    /// drops new connection attempts and clients wait for their retries, seconds.
+    pub listen_backlog: Option<u32>,
     /// Bytes that may wait in one connection's outbox before it is disconnected as a
     /// slow consumer.
     pub outbox_limit: usize,
@@ -90,6 +94,7 @@ impl Default for Config {
         Config {
             max_line: 1 << 20,
             max_connections: 10_000,
+            listen_backlog: None,
             outbox_limit: 4 << 20,
             greet_delay: Duration::from_millis(200),
             workers: default_workers(),
@@ -154,6 +159,10 @@ impl Server {
             .set_workers(config.workers.max(1))
             .set_stack_size(config.stack_size / 8);
         let local_addr = listener.local_addr()?;
+        set_backlog(
+            &listener,
+            config.listen_backlog.unwrap_or_else(system_backlog),
+        )?;
         listener.set_nonblocking(true)?;
         // SAFETY: the fd comes from a listener we own and give up here, so the may
         // listener becomes its only owner.
@@ -480,6 +489,29 @@ fn snapshot_loop(
             recv(stop) -> _ => return,
         }
     }
+}
+
+/// The most the kernel allows a listener to hold waiting (`net.core.somaxconn`; 4096
+/// when it cannot be read, Linux's default since 5.4).
+pub fn system_backlog() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096)
+}
+
+/// Sets a listening socket's backlog. The standard library listens with 128, which a
+/// burst of connections (thousands of clients reconnecting after a restart) overflows:
+/// the kernel then drops their SYNs and each waits a second or more to retry. Calling
+/// `listen` again on a listening socket only changes its backlog.
+fn set_backlog(listener: &StdListener, backlog: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let backlog = backlog.clamp(1, i32::MAX as u32) as i32;
+    // SAFETY: listen on a socket this function borrows; it touches no memory.
+    if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Raises this process's open-file limit to its hard limit (each connection holds a

@@ -121,3 +121,39 @@ fn debug_logging_shows_connections_and_keeps_the_runtime_quiet() {
         "the runtime's debug logs leaked: {all}"
     );
 }
+
+/// The listen backlog is the system's maximum unless lowered: the standard library's 128
+/// overflowed in a burst of connections and left clients waiting seconds for SYN retries.
+#[test]
+fn the_listen_backlog_is_the_systems_maximum_or_the_flag() {
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096);
+    for (args, want) in [
+        (&["--in-memory"][..], somaxconn),
+        (&["--in-memory", "--listen-backlog", "64"][..], 64),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = common::ServerProcess::start(dir.path(), args).expect("servermain starts");
+        assert!(
+            server
+                .startup_log
+                .iter()
+                .any(|l| l.contains(&format!("listen backlog {want},"))),
+            "{:?}",
+            server.startup_log
+        );
+        // What the kernel holds, as `ss` reports it (Send-Q of a listening socket).
+        if let Ok(out) = Command::new("ss")
+            .args(["-ltnH", &format!("sport = :{}", server.addr.port())])
+            .output()
+        {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let fields: Vec<&str> = text.split_whitespace().collect();
+            assert_eq!(fields.get(2), Some(&want.to_string().as_str()), "{text}");
+        }
+        let mut c = Client::connect(server.addr);
+        assert_eq!(c.ok("PING"), "+PONG");
+    }
+}
