@@ -376,7 +376,7 @@ fn a_provider_that_never_reads_stalls_no_other() {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(10));
     }
-    const N: usize = 400;
+    const N: usize = 1000;
     let payload = "x".repeat(16 << 10);
     let writer = asker.writer.try_clone().unwrap();
     let sender = std::thread::spawn(move || {
@@ -401,9 +401,8 @@ fn a_provider_that_never_reads_stalls_no_other() {
         }
     }
     sender.join().unwrap();
-    assert!(
-        gone > 0 && none > 0,
-        "{gone} gone, {none} without responders"
-    );
+    // Those it held failed when it was cut (those sent after, if any, found nobody).
+    assert!(gone > 0, "{gone} gone, {none} without responders");
+    assert!(asker.ok("REQ work x").starts_with("-ERR no_responders "));
     drop(stuck);
 }
