@@ -385,6 +385,7 @@ fn run_ws(
         }
         busy.restart();
         session.shrink_idle();
+        session.flush_published();
         ws.get_ref().stream.wait_io();
     }
 }
