@@ -17,6 +17,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
 const PAYLOAD: &str = "0123456789abcdef"; // 16 bytes
 /// No scenario runs longer than this.
 const TIME_CAP: Duration = Duration::from_secs(20);
@@ -59,17 +61,13 @@ impl Server {
         Server { child, addr }
     }
 
-    /// CPU time the server has used so far (user + system), in seconds.
-    fn cpu_secs(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let after = stat.rsplit(')').next().unwrap_or("");
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        (ticks(11) + ticks(12)) / hz
+    /// leviathan as a target of the throughput scenarios.
+    fn target(&self) -> Target {
+        Target {
+            proto: Proto::Leviathan,
+            addr: self.addr,
+            pid: self.child.id(),
+        }
     }
 
     fn rss_kib(&self) -> u64 {
@@ -82,6 +80,130 @@ impl Server {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     }
+}
+
+/// How a server under test speaks pub/sub.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Proto {
+    Leviathan,
+    Nats,
+    Redis,
+}
+
+/// A server the throughput scenarios run against.
+struct Target {
+    proto: Proto,
+    addr: SocketAddr,
+    pid: u32,
+}
+
+impl Target {
+    /// CPU time the server has used so far (user + system), in seconds.
+    fn cpu_secs(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (ticks(11) + ticks(12)) / hz
+    }
+
+    /// A connection ready to publish or subscribe.
+    fn open(&self) -> (BufReader<TcpStream>, TcpStream) {
+        if self.proto == Proto::Leviathan {
+            return connect(self.addr);
+        }
+        let s = TcpStream::connect(self.addr).expect("connect");
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::with_capacity(1 << 16, s);
+        if self.proto == Proto::Nats {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap(); // INFO
+            w.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\nPING\r\n")
+                .unwrap();
+            read_until(&mut r, "PONG");
+        }
+        (r, w)
+    }
+
+    /// Makes channel `ch` where that is needed (leviathan's `CREATE`).
+    fn create(&self, ch: &str) {
+        if self.proto == Proto::Leviathan {
+            let (mut r, mut w) = connect(self.addr);
+            assert!(command(&mut r, &mut w, &format!("CREATE {ch}")).starts_with("+OK"));
+        }
+    }
+
+    /// Subscribes a connection from [`Target::open`] to `ch`, waiting for the ack.
+    fn subscribe(&self, r: &mut BufReader<TcpStream>, w: &mut TcpStream, ch: &str) {
+        match self.proto {
+            Proto::Leviathan => {
+                assert!(command(r, w, &format!("SUB {ch}")).starts_with("+OK"));
+            }
+            Proto::Nats => {
+                w.write_all(format!("SUB {ch} 1\r\nPING\r\n").as_bytes())
+                    .unwrap();
+                read_until(r, "PONG");
+            }
+            Proto::Redis => {
+                w.write_all(format!("SUBSCRIBE {ch}\r\n").as_bytes())
+                    .unwrap();
+                // *3 $9 subscribe $n ch :1
+                for _ in 0..6 {
+                    let mut line = String::new();
+                    r.read_line(&mut line).unwrap();
+                }
+            }
+        }
+    }
+
+    /// One published message on the wire.
+    fn frame(&self, ch: &str) -> String {
+        match self.proto {
+            Proto::Leviathan => format!("PUB {ch} {PAYLOAD}\n"),
+            Proto::Nats => format!("PUB {ch} {}\r\n{PAYLOAD}\r\n", PAYLOAD.len()),
+            Proto::Redis => format!(
+                "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{ch}\r\n${}\r\n{PAYLOAD}\r\n",
+                ch.len(),
+                PAYLOAD.len()
+            ),
+        }
+    }
+
+    /// Lines a delivered message takes on the wire.
+    fn lines_per_message(&self) -> u64 {
+        match self.proto {
+            Proto::Leviathan => 1,
+            Proto::Nats => 2,
+            Proto::Redis => 7,
+        }
+    }
+
+    /// Reply lines a publisher gets per message (NATS does not acknowledge).
+    fn reply_lines(&self) -> u64 {
+        match self.proto {
+            Proto::Nats => 0,
+            _ => 1,
+        }
+    }
+}
+
+/// Reads lines until one is `want` (bounded by the read timeout).
+fn read_until(r: &mut BufReader<TcpStream>, want: &str) {
+    for _ in 0..1000 {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            panic!("connection closed before {want}");
+        }
+        if line.trim_end() == want {
+            return;
+        }
+    }
+    panic!("no {want}");
 }
 
 impl Drop for Server {
@@ -141,10 +263,11 @@ fn count_lines(mut r: BufReader<TcpStream>, want: u64, counter: Arc<AtomicU64>) 
 
 /// Publishes `n` messages on `channel` as fast as the socket takes them, pipelined in
 /// large writes; replies are read and discarded by a helper thread.
-fn publish(addr: SocketAddr, channel: &str, n: u64, stop: Arc<AtomicBool>) {
-    let (r, mut w) = connect(addr);
-    let replies = thread::spawn(move || count_lines(r, n, Arc::new(AtomicU64::new(0))));
-    let line = format!("PUB {channel} {PAYLOAD}\n");
+fn publish(target: &Target, channel: &str, n: u64, stop: Arc<AtomicBool>) {
+    let (r, mut w) = target.open();
+    let want = n * target.reply_lines();
+    let replies = thread::spawn(move || count_lines(r, want, Arc::new(AtomicU64::new(0))));
+    let line = target.frame(channel);
     let per_batch = (64 << 10) / line.len();
     let batch = line.repeat(per_batch);
     let mut sent = 0u64;
@@ -162,9 +285,7 @@ fn publish(addr: SocketAddr, channel: &str, n: u64, stop: Arc<AtomicBool>) {
 /// `publishers` publishers, one channel each, `subs_per_channel` subscribers on each;
 /// returns delivered messages per second and the server's CPU microseconds per
 /// delivered message (steadier than throughput on a shared machine).
-fn fanout(server: &Server, publishers: usize, subs_per_channel: usize, per_pub: u64) -> (f64, f64) {
-    let addr = server.addr;
-    let (mut ar, mut aw) = connect(addr);
+fn fanout(server: &Target, publishers: usize, subs_per_channel: usize, per_pub: u64) -> (f64, f64) {
     let stop = Arc::new(AtomicBool::new(false));
     let delivered = Arc::new(AtomicU64::new(0));
     let mut subs = Vec::new();
@@ -174,21 +295,22 @@ fn fanout(server: &Server, publishers: usize, subs_per_channel: usize, per_pub: 
     );
     for p in 0..publishers {
         let ch = format!("b{tag}.{p}");
-        assert!(command(&mut ar, &mut aw, &format!("CREATE {ch}")).starts_with("+OK"));
+        server.create(&ch);
         for _ in 0..subs_per_channel {
-            let (mut r, mut w) = connect(addr);
-            assert!(command(&mut r, &mut w, &format!("SUB {ch}")).starts_with("+OK"));
+            let (mut r, mut w) = server.open();
+            server.subscribe(&mut r, &mut w, &ch);
             subs.push((r, w));
         }
     }
     let total_subs = subs.len();
     let barrier = Arc::new(Barrier::new(total_subs + publishers + 1));
     let mut handles = Vec::new();
+    let lines = server.lines_per_message();
     for (r, w) in subs {
         let (barrier, delivered) = (barrier.clone(), delivered.clone());
         handles.push(thread::spawn(move || {
             barrier.wait();
-            let got = count_lines(r, per_pub, delivered);
+            let got = count_lines(r, per_pub * lines, delivered) / lines;
             drop(w);
             got
         }));
@@ -197,9 +319,14 @@ fn fanout(server: &Server, publishers: usize, subs_per_channel: usize, per_pub: 
     for p in 0..publishers {
         let ch = format!("b{tag}.{p}");
         let (barrier, stop) = (barrier.clone(), stop.clone());
+        let target = Target {
+            proto: server.proto,
+            addr: server.addr,
+            pid: server.pid,
+        };
         pubs.push(thread::spawn(move || {
             barrier.wait();
-            publish(addr, &ch, per_pub, stop);
+            publish(&target, &ch, per_pub, stop);
         }));
     }
     barrier.wait();
@@ -467,26 +594,53 @@ fn main() {
         .unwrap_or_default();
     let server = Server::start(&extra);
     let addr = server.addr;
-    let show = |what: &str, (rate, cpu): (f64, f64)| {
-        println!("{what:<42} {rate:>10.0} msgs/s delivered, server CPU {cpu:.3} us/msg");
-    };
-    if run("1to1") {
-        show(
-            "1 publisher -> 1 subscriber:",
-            fanout(&server, 1, 1, 4_000_000 / scale),
-        );
+    // The peers, measured by the same load generator in the same run (LEVIATHAN_PEERS=0
+    // leaves them out, to compare builds of leviathan alone).
+    let with_peers = std::env::var("LEVIATHAN_PEERS").map_or(true, |v| v != "0");
+    let nats = with_peers.then(common::peers::nats).flatten();
+    let redis = with_peers.then(common::peers::redis).flatten();
+    let mut targets = vec![("leviathan", server.target())];
+    for (name, peer, proto) in [
+        ("nats", &nats, Proto::Nats),
+        ("redis", &redis, Proto::Redis),
+    ] {
+        if let Some(p) = peer {
+            targets.push((
+                name,
+                Target {
+                    proto,
+                    addr: p.addr,
+                    pid: p.child.id(),
+                },
+            ));
+        }
     }
-    if run("fanout") {
-        show(
-            "1 publisher -> 100 subscribers:",
-            fanout(&server, 1, 100, 200_000 / scale),
-        );
-    }
-    if run("channels") {
-        show(
+    let scenarios: [(&str, &str, usize, usize, u64); 3] = [
+        ("1to1", "1 publisher -> 1 subscriber:", 1, 1, 4_000_000),
+        ("fanout", "1 publisher -> 100 subscribers:", 1, 100, 200_000),
+        (
+            "channels",
             "50 publishers, 50 channels (1 sub each):",
-            fanout(&server, 50, 1, 100_000 / scale),
-        );
+            50,
+            1,
+            100_000,
+        ),
+    ];
+    for (name, what, pubs, subs, per_pub) in scenarios {
+        if !run(name) {
+            continue;
+        }
+        let mut rates = Vec::new();
+        for (who, target) in &targets {
+            let (rate, cpu) = fanout(target, pubs, subs, per_pub / scale);
+            println!(
+                "{what:<42} {who:<10} {rate:>10.0} msgs/s delivered, server CPU {cpu:.3} us/msg"
+            );
+            rates.push(rate);
+        }
+        if let Some(best) = rates[1..].iter().cloned().reduce(f64::max) {
+            println!("  leviathan / best peer: {:.2}x", rates[0] / best);
+        }
     }
     if run("latency") {
         let secs = if quick { 1 } else { 5 };

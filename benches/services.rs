@@ -13,46 +13,13 @@
 mod common;
 use common::Servermain;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 const PAYLOAD: &str = "0123456789abcdef";
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn nats() -> Option<(Proc, SocketAddr)> {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let child = Command::new("nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    Some((Proc(child), addr))
-}
 
 /// One side of a wire conversation: line reads, buffered writes.
 struct Wire {
@@ -310,16 +277,11 @@ fn main() {
     args.extend(extra.split_whitespace());
     let lev = Servermain::start(&args, &[]);
     let lev_addr = lev.addr;
-    let nats = nats();
-    if nats.is_none() {
-        println!(
-            "(nats-server is not on PATH: no same-run NATS baseline; apt-get install nats-server)"
-        );
-    }
+    let nats = common::peers::nats();
     let mut systems: Vec<(&str, Arc<dyn System + Send>)> =
         vec![("leviathan", Arc::new(Leviathan(lev_addr)))];
-    if let Some((_, addr)) = &nats {
-        systems.push(("nats", Arc::new(Nats(*addr))));
+    if let Some(peer) = &nats {
+        systems.push(("nats", Arc::new(Nats(peer.addr))));
     }
     let mut seq = Vec::new();
     let mut many = Vec::new();

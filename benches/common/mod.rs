@@ -1,6 +1,8 @@
 //! What the load benchmarks share: the real `servermain` in a process of its own.
 #![allow(dead_code)]
 
+pub mod peers;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
