@@ -363,7 +363,8 @@ fn fanout(server: &Target, publishers: usize, subs_per_channel: usize, per_pub: 
     let expected = per_pub * (total_subs as u64);
     if total < expected {
         println!(
-            "  (note: {total} of {expected} messages arrived; the rate counts to the last arrival)"
+            "  (note: {:?}: {total} of {expected} messages arrived; the rate counts to the last arrival)",
+            server.proto
         );
     }
     (total as f64 / secs, cpu * 1e6 / total.max(1) as f64)
