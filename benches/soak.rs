@@ -58,7 +58,11 @@ fn extra_flags() -> Vec<String> {
 
 impl Server {
     fn start(dir: &std::path::Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_servermain"))
+        // LEVIATHAN_SERVERMAIN runs another build (a previous one, for a same-run
+        // comparison).
+        let program = std::env::var("LEVIATHAN_SERVERMAIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_servermain").to_string());
+        let mut child = Command::new(program)
             .args(["127.0.0.1", "0"])
             .args(FLAGS)
             .args(extra_flags())
