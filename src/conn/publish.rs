@@ -1,8 +1,9 @@
 //! `PUB` in one hop: the publishing connection hands a message to its subscribers'
 //! outboxes itself, from the channel's routing snapshot (`manager/route.rs`), instead
-//! of sending it through the manager thread. What one batch of lines publishes is
-//! staged per receiver and handed over at the end of the batch, with one wake per
-//! receiving connection.
+//! of sending it through the manager thread. Messages are staged per receiver and
+//! handed over every [`FLUSH_AT`] messages, before any other command, before the
+//! connection pauses for a crowded receiver and before it sleeps: one push and one
+//! wake per receiving connection for many messages.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

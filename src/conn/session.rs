@@ -977,6 +977,7 @@ impl Drop for Session {
             self.addr,
             self.opened.elapsed().as_secs_f64()
         );
+        self.outbox.shut();
         let _ = self.ctx.ops.send(ChannelOp::Disconnect { id: self.id });
     }
 }

@@ -251,6 +251,16 @@ impl Outbox {
         true
     }
 
+    /// The connection has ended: nothing more is queued here, and publishers stop
+    /// counting it as a receiver at once (before the manager hears it is gone).
+    pub fn shut(&self) {
+        let mut q = self.queue.lock();
+        q.closed = true;
+        q.items.clear();
+        self.closed.store(true, Ordering::Relaxed);
+        self.queued_bytes.store(0, Ordering::Relaxed);
+    }
+
     /// Queues `BYE <reason>` after what is already queued and refuses anything later.
     /// Returns whether the connection must be woken.
     pub fn close(&self, reason: ByeReason) -> bool {
