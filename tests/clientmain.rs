@@ -32,6 +32,15 @@ fn clientmain(addr: std::net::SocketAddr, args: &[&str], stdin: &str) -> (i32, S
     )
 }
 
+/// The interactive clientmain in a pseudo-terminal, connected to `addr`.
+fn clientmain_in_pty(addr: std::net::SocketAddr) -> rexpect::session::PtySession {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clientmain"));
+    cmd.args([addr.ip().to_string(), addr.port().to_string()])
+        .env("NO_COLOR", "1")
+        .env("HOME", std::env::temp_dir());
+    rexpect::session::spawn_command(cmd, Some(15_000)).expect("clientmain in a pty")
+}
+
 #[test]
 fn a_piped_script_prints_each_reply_for_people() {
     let server = common::start();
@@ -113,11 +122,7 @@ fn wait_keeps_printing_pushes_after_the_script() {
 fn in_a_terminal_a_request_shows_and_the_user_answers_it() {
     let server = common::start();
     let addr = server.local_addr();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clientmain"));
-    cmd.args([addr.ip().to_string(), addr.port().to_string()])
-        .env("NO_COLOR", "1")
-        .env("HOME", std::env::temp_dir());
-    let mut p = rexpect::session::spawn_command(cmd, Some(15_000)).expect("clientmain in a pty");
+    let mut p = clientmain_in_pty(addr);
     p.exp_string("leviathan> ").unwrap();
     p.send_line("NAME oracle").unwrap();
     p.exp_string("OK name=oracle").unwrap();
@@ -143,11 +148,7 @@ fn in_a_terminal_a_request_shows_and_the_user_answers_it() {
 fn in_a_terminal_a_published_message_shows_while_nothing_is_typed() {
     let server = common::start();
     let addr = server.local_addr();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clientmain"));
-    cmd.args([addr.ip().to_string(), addr.port().to_string()])
-        .env("NO_COLOR", "1")
-        .env("HOME", std::env::temp_dir());
-    let mut p = rexpect::session::spawn_command(cmd, Some(15_000)).expect("clientmain in a pty");
+    let mut p = clientmain_in_pty(addr);
     p.exp_string("connected: HELLO leviathan").unwrap();
     p.exp_string("leviathan> ").unwrap();
     p.send_line("NAME watcher").unwrap();
@@ -167,11 +168,7 @@ fn in_a_terminal_a_published_message_shows_while_nothing_is_typed() {
     p.send_control('d').unwrap();
     p.exp_eof().unwrap();
     // Ctrl-C leaves cleanly too.
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clientmain"));
-    cmd.args([addr.ip().to_string(), addr.port().to_string()])
-        .env("NO_COLOR", "1")
-        .env("HOME", std::env::temp_dir());
-    let mut p = rexpect::session::spawn_command(cmd, Some(15_000)).expect("clientmain in a pty");
+    let mut p = clientmain_in_pty(addr);
     p.exp_string("leviathan> ").unwrap();
     p.send_control('c').unwrap();
     p.exp_eof().unwrap();

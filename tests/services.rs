@@ -28,6 +28,22 @@ fn req_push(p: &str, service: &str, from: &str) -> (String, String) {
     (id, f.next().unwrap_or("").to_string())
 }
 
+/// A provider's loop: answers every `REQ` with `ok` until the connection ends or says
+/// `BYE`; returns how many it answered.
+fn answer_ok(p: &mut Client) -> i32 {
+    let mut served = 0;
+    while let Some(l) = p.line_or_eof() {
+        if let Some(rest) = l.strip_prefix("REQ ") {
+            let id = rest.split(' ').next().unwrap().to_string();
+            p.send(&format!("REPLY {id} ok"));
+            served += 1;
+        } else if l.starts_with("BYE") {
+            break;
+        }
+    }
+    served
+}
+
 #[test]
 fn a_request_reaches_a_provider_and_its_answer_comes_back() {
     let s = server();
@@ -142,17 +158,7 @@ fn requests_are_spread_over_providers_fairly() {
             std::thread::spawn(move || {
                 let mut p = Client::connect(addr);
                 p.ok("SERVE work");
-                let mut served = 0;
-                while let Some(l) = p.line_or_eof() {
-                    if let Some(rest) = l.strip_prefix("REQ ") {
-                        let id = rest.split(' ').next().unwrap().to_string();
-                        p.send(&format!("REPLY {id} ok"));
-                        served += 1;
-                    } else if l == "BYE shutdown" {
-                        break;
-                    }
-                }
-                served
+                answer_ok(&mut p)
             })
         })
         .collect();
@@ -324,17 +330,7 @@ fn a_provider_that_never_reads_stalls_no_other() {
     let mut p = Client::connect(addr);
     p.ok("SERVE work");
     let good_socket = p.writer.try_clone().unwrap();
-    let good = std::thread::spawn(move || {
-        let mut served = 0;
-        while let Some(l) = p.line_or_eof() {
-            if let Some(rest) = l.strip_prefix("REQ ") {
-                let id = rest.split(' ').next().unwrap().to_string();
-                p.send(&format!("REPLY {id} ok"));
-                served += 1;
-            }
-        }
-        served
-    });
+    let good = std::thread::spawn(move || answer_ok(&mut p));
     let mut asker = Client::connect(addr);
     // 200 JSON requests at once (shared in turn while both hold as many), then 50 more
     // while the stuck provider holds its share: every answer the good provider gives
