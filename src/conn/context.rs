@@ -10,7 +10,6 @@ use crossbeam_channel::Sender;
 use crate::auth::Auth;
 use crate::commands::Op;
 use crate::framework::Framework;
-use crate::manager::route::Routes;
 use crate::manager::stats::Stats;
 use crate::protocol::ParseLimits;
 use crate::store::TableStore;
@@ -51,8 +50,6 @@ pub struct ConnContext {
     pub framework: Arc<Framework>,
     /// Accounts, sessions and rights.
     pub auth: Arc<Auth>,
-    /// Every channel's receivers, for publishing without the manager.
-    pub routes: Arc<Routes>,
 }
 
 impl ConnContext {
@@ -63,7 +60,6 @@ impl ConnContext {
         stats: Arc<Stats>,
         framework: Arc<Framework>,
         auth: Arc<Auth>,
-        routes: Arc<Routes>,
     ) -> ConnContext {
         ConnContext {
             settings,
@@ -74,7 +70,6 @@ impl ConnContext {
             next_id: AtomicU64::new(1),
             framework,
             auth,
-            routes,
         }
     }
 }

@@ -9,7 +9,6 @@ mod accounts;
 mod calls;
 mod context;
 pub mod lines;
-mod publish;
 pub mod session;
 mod sniff;
 mod stream;
@@ -256,7 +255,6 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
             session.shrink_idle();
             written = 0;
         }
-        session.flush_published();
         stream.wait_io();
     }
 }

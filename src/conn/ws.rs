@@ -385,7 +385,6 @@ fn run_ws(
         }
         busy.restart();
         session.shrink_idle();
-        session.flush_published();
         ws.get_ref().stream.wait_io();
     }
 }
