@@ -7,6 +7,8 @@
 //! of its own. 50 clients pipeline 64 requests at a time. Every loop is bounded in
 //! count and time; nothing asserts on time.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
@@ -107,12 +109,7 @@ fn main() {
         .expect("start the bench app");
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
-    let addr: SocketAddr = loop {
-        let line = lines.next().expect("app log").expect("log line");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
+    let addr = common::listening_addr(&mut lines, |_| {});
     thread::spawn(move || lines.for_each(drop));
     println!("calls: {CLIENTS} clients, {PIPELINE} pipelined, {secs} s each, server {addr}");
     let ping = measure(addr, secs, "PING", &format!("PING {PAYLOAD}"), 1);

@@ -43,12 +43,7 @@ impl Server {
             .expect("start servermain");
         let stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = lines.next().expect("servermain log").expect("log line");
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
+        let addr = common::listening_addr(&mut lines, |_| {});
         // Keep draining its log so the server never blocks on a full pipe, and show
         // its warnings (slow consumers, limits) beside the figures they explain.
         thread::spawn(move || {

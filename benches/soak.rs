@@ -12,6 +12,8 @@
 //! It prints the server's peak RSS, the canary's p50/p99/max, and acknowledged versus
 //! present rows. Every loop is bounded by the run's deadline.
 
+mod common;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -72,12 +74,7 @@ impl Server {
             .spawn()
             .expect("start servermain");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("servermain log").expect("log line");
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
+        let addr = common::listening_addr(&mut lines, |_| {});
         let log = Arc::new(Mutex::new(Vec::new()));
         let kept = log.clone();
         thread::spawn(move || {

@@ -6,6 +6,8 @@
 //! rows, snapshot and load time, and memory per row. `-- quick` uses 100,000 rows.
 //! Every loop is bounded in count and time; nothing asserts on time.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -31,15 +33,11 @@ impl Server {
             .spawn()
             .expect("start servermain");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("servermain log").expect("log line");
+        let addr = common::listening_addr(&mut lines, |line| {
             if line.contains("data:") {
-                println!("  server: {}", line.split("] ").nth(1).unwrap_or(&line));
+                println!("  server: {}", line.split("] ").nth(1).unwrap_or(line));
             }
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
+        });
         println!(
             "  (started and ready in {} ms)",
             started.elapsed().as_millis()

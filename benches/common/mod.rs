@@ -7,6 +7,21 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
+/// Reads a server's log until the line that says where it listens, and returns that
+/// address; `seen` is shown every line before it.
+pub fn listening_addr(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    mut seen: impl FnMut(&str),
+) -> SocketAddr {
+    loop {
+        let line = lines.next().expect("server log").expect("log line");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            return rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+        seen(&line);
+    }
+}
+
 /// A `servermain` child process, killed when dropped.
 pub struct Servermain {
     pub child: Child,
@@ -25,12 +40,7 @@ impl Servermain {
             .spawn()
             .expect("start servermain");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("servermain log").expect("log line");
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
+        let addr = listening_addr(&mut lines, |_| {});
         std::thread::spawn(move || lines.for_each(drop));
         Servermain { child, addr }
     }
