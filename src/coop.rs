@@ -20,11 +20,12 @@ pub fn nap(d: Duration) {
 
 /// Longest a coroutine runs before it gives way: a few of these back to back are still
 /// well inside another connection's 10 ms latency goal.
-const SLICE: Duration = Duration::from_micros(250);
+pub const SLICE: Duration = Duration::from_micros(250);
 
 /// A coroutine's running time since it last gave way.
 pub struct Slice {
     since: Instant,
+    len: Duration,
 }
 
 impl Default for Slice {
@@ -34,10 +35,16 @@ impl Default for Slice {
 }
 
 impl Slice {
-    /// Starts timing now.
+    /// Starts timing now, for slices of [`SLICE`].
     pub fn new() -> Slice {
+        Slice::of(SLICE)
+    }
+
+    /// Starts timing now, for slices of `len`.
+    pub fn of(len: Duration) -> Slice {
         Slice {
             since: Instant::now(),
+            len,
         }
     }
 
@@ -45,7 +52,7 @@ impl Slice {
     /// [`SLICE`]. Called between steps of long work: a scan's chunks, the passes of a
     /// connection that always has input.
     pub fn give_way(&mut self) {
-        if self.since.elapsed() >= SLICE {
+        if self.since.elapsed() >= self.len {
             if may::coroutine::is_coroutine() {
                 may::coroutine::yield_now();
             }
@@ -57,7 +64,7 @@ impl Slice {
     /// or frames a read brought) stops taking more, so that [`Slice::give_way`] is
     /// reached soon.
     pub fn is_due(&self) -> bool {
-        self.since.elapsed() >= SLICE
+        self.since.elapsed() >= self.len
     }
 
     /// The coroutine is about to block (on its socket, say): its next run starts a new

@@ -44,6 +44,9 @@ pub struct Config {
     pub greet_delay: Duration,
     /// Coroutine worker threads (the channel manager has its own thread besides).
     pub workers: usize,
+    /// How long a connection's coroutine runs before it gives way to the others on its
+    /// worker (default 250 µs; shorter is fairer, longer does more per switch).
+    pub slice: Duration,
     /// Stack per connection coroutine, in bytes. Only touched pages use memory.
     pub stack_size: usize,
     /// Disconnected clients remembered for `HISTORY`.
@@ -98,6 +101,7 @@ impl Default for Config {
             outbox_limit: 4 << 20,
             greet_delay: Duration::from_millis(200),
             workers: default_workers(),
+            slice: crate::coop::SLICE,
             stack_size: if cfg!(debug_assertions) {
                 256 << 10
             } else {
@@ -217,6 +221,7 @@ impl Server {
             max_connections: config.max_connections,
             outbox_limit: config.outbox_limit,
             greet_delay: config.greet_delay,
+            slice: config.slice,
             tcp_keepalive: config.tcp_keepalive,
             input_budget: config.input_budget,
             max_pending_requests: config.max_pending_requests,

@@ -113,3 +113,63 @@ fn a_pipelined_flood_leaves_a_canary_on_the_same_worker_responsive() {
     let _ = c.writer.shutdown(std::net::Shutdown::Write);
     assert!(drain.join().unwrap() > 0, "the flooder was answered");
 }
+
+/// A connection whose slice is always used up still answers every line and frame it
+/// was sent. Lines read but not yet run get no socket event to wake their connection
+/// again; a loop that checked its slice before running the first of them, or that
+/// counted its slice from when it went to sleep, slept on them for good (seen as a
+/// canary's `PING` or a pipelined batch left unanswered under CPU load).
+#[test]
+fn a_connection_always_out_of_time_still_answers_everything_it_was_sent() {
+    let server = start_with(Config {
+        workers: 1,
+        slice: Duration::ZERO,
+        ..Config::default()
+    });
+    let addr = server.local_addr();
+
+    let mut c = Client::connect(addr);
+    c.ok("DEFINE t v:int");
+    // Bounded: 20 rounds of 500 pipelined lines, sent in one write each.
+    for round in 0..20 {
+        let mut batch = String::new();
+        for i in 0..250 {
+            batch.push_str(&format!("PING {round}-{i}\nINSERT t v={i}\n"));
+        }
+        c.send_raw(batch.as_bytes());
+        for i in 0..250 {
+            assert_eq!(c.line(), format!("+PONG {round}-{i}"));
+            assert_eq!(c.line(), format!("+OK {}", round * 250 + i + 1));
+        }
+        // Idle between rounds, so that the connection sleeps and is woken again.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(c.ok("COUNT t"), "+OK 5000");
+
+    let (mut ws, _) = tungstenite::connect(format!("ws://{addr}/")).expect("handshake");
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(common::WAIT)).expect("timeout");
+    }
+    assert!(ws_text(&mut ws).starts_with("HELLO "));
+    for i in 0..200 {
+        ws.write(tungstenite::Message::text(format!("PING w{i}")))
+            .expect("queue a frame");
+    }
+    ws.flush().expect("send the frames");
+    for i in 0..200 {
+        assert_eq!(ws_text(&mut ws), format!("+PONG w{i}"));
+    }
+}
+
+/// The next text frame.
+fn ws_text(
+    ws: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>,
+) -> String {
+    loop {
+        match ws.read().expect("a frame before the timeout") {
+            tungstenite::Message::Text(t) => return t.to_string(),
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}

@@ -25,6 +25,8 @@ pub struct ConnSettings {
     pub outbox_limit: usize,
     /// How long a new TCP connection may stay silent before it is greeted as a line client.
     pub greet_delay: Duration,
+    /// How long a connection runs before it gives way to the others on its worker.
+    pub slice: Duration,
     /// TCP keepalive idle time; `None` for off.
     pub tcp_keepalive: Option<Duration>,
     /// Bytes of incomplete lines all connections together may hold.

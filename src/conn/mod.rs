@@ -169,6 +169,7 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
     let id = new_id(&ctx);
     let outbox = Arc::new(Outbox::new(id, stream.waker(), ctx.settings.outbox_limit));
     let max_line = ctx.settings.max_line;
+    let mut busy = crate::coop::Slice::of(ctx.settings.slice);
     let mut input = InputShare::new(&ctx);
     let Some(mut session) = Session::start(ctx, id, outbox, addr, Transport::Tcp, None) else {
         return;
@@ -176,7 +177,6 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
     let mut reader = LineReader::new(max_line, initial);
     let mut written = 0usize;
     let mut eof = false;
-    let mut busy = crate::coop::Slice::new();
     loop {
         let mut progress = session.pump(OUT_BUDGET);
         progress |= handle_lines(&mut reader, &mut session, max_line, &busy);
@@ -249,13 +249,15 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
             busy.give_way();
             continue;
         }
-        busy.restart();
         if session.out.is_empty() {
             reader.shrink_idle();
             session.shrink_idle();
             written = 0;
         }
         stream.wait_io();
+        // A new slice starts on waking, not when going to sleep: counted from then, a
+        // sleep longer than a slice left the first pass no time for the lines it read.
+        busy.restart();
     }
 }
 
@@ -330,7 +332,7 @@ fn handle_lines(
     busy: &crate::coop::Slice,
 ) -> bool {
     let mut any = false;
-    while session.wants_input(OUT_BUDGET) && !busy.is_due() {
+    while session.wants_input(OUT_BUDGET) {
         match reader.next_line() {
             Some(Line::Complete(line)) => session.handle_line(line),
             Some(Line::TooLong(first)) => session.reject_line(
@@ -341,6 +343,12 @@ fn handle_lines(
             None => break,
         }
         any = true;
+        // At least one line per pass, however late the pass: lines left in the buffer
+        // get no socket event to wake this loop again, so it must come back for them
+        // (it does: `any` is progress) and never sleep on them.
+        if busy.is_due() {
+            break;
+        }
     }
     session.send_batch();
     any

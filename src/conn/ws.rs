@@ -276,6 +276,7 @@ fn run_ws(
     let id = new_id(&ctx);
     let limit = ctx.settings.outbox_limit;
     let max_line = ctx.settings.max_line;
+    let mut busy = crate::coop::Slice::of(ctx.settings.slice);
     let outbox = Arc::new(Outbox::new(id, ws.get_ref().stream.waker(), limit));
     let mut input = InputShare::new(&ctx);
     let Some(mut session) = Session::start(ctx, id, outbox, addr, Transport::WebSocket, fixed)
@@ -287,7 +288,6 @@ fn run_ws(
         session.resume_now(token);
     }
     let mut dirty = false;
-    let mut busy = crate::coop::Slice::new();
     loop {
         let mut progress = session.pump(OUT_BUDGET);
         let durable = session.output_durable();
@@ -310,9 +310,10 @@ fn run_ws(
         // others, between batches.
         let mut reads = 0;
         while reads < READS_PER_PASS && session.wants_input(OUT_BUDGET) {
-            if busy.is_due() {
+            if reads > 0 && busy.is_due() {
                 // Frames may wait in tungstenite's buffer, where no socket event would
-                // wake this loop again: come back after giving way.
+                // wake this loop again: come back after giving way. (One frame is read
+                // each pass however late, so the loop always moves on.)
                 progress = true;
                 break;
             }
@@ -383,9 +384,10 @@ fn run_ws(
             busy.give_way();
             continue;
         }
-        busy.restart();
         session.shrink_idle();
         ws.get_ref().stream.wait_io();
+        // A new slice starts on waking (see the TCP loop).
+        busy.restart();
     }
 }
 

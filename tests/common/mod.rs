@@ -227,7 +227,9 @@ static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 /// Prints where each running server process's threads wait (with gdb, when installed),
 /// so that a reply that never came leaves more in a CI log than the timeout.
 pub fn show_server_threads() {
-    let pids = RUNNING.lock().map(|r| r.clone()).unwrap_or_default();
+    let mut pids = RUNNING.lock().map(|r| r.clone()).unwrap_or_default();
+    // A server started in-process runs on this process's threads.
+    pids.push(std::process::id());
     for pid in pids {
         let out = std::process::Command::new("gdb")
             .args([
