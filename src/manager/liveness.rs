@@ -55,12 +55,6 @@ impl Manager {
             if outbox.is_closed() {
                 continue;
             }
-            // A safety wake for every connection each tick: a coroutine whose wake-up
-            // went missing (seen a few times in tests: both workers idle in epoll while
-            // a connection waited to write or for a reply; cause not yet found) then
-            // resumes within a tick instead of never. A connection with nothing to do
-            // looks once and sleeps again.
-            outbox.wake();
             if let (Some(limit), Some(since)) = (live.line_timeout, outbox.partial_since()) {
                 if now.saturating_sub(since) > limit.as_millis() as u64 {
                     log::info!(

@@ -117,16 +117,7 @@ pub(super) fn save(store: &TableStore) -> Applied {
         unavailable("tables are not saved by this server (start it with --data-dir)")
     })?;
     // A may channel: only this coroutine waits for the snapshot, not its worker thread.
-    // Waited for in steps: a wake from the snapshot thread that went missing (a `SAVE`
-    // once went unanswered for 10 s on CI, cause not found) then costs a step, not the
-    // reply.
-    let answer = loop {
-        match rx.recv_timeout(std::time::Duration::from_millis(250)) {
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-            other => break other.map_err(|_| ()),
-        }
-    };
-    match answer {
+    match rx.recv() {
         Ok(Ok(r)) => {
             let msg = format!(
                 "saved {} tables, {} rows, {} bytes in {} ms",
