@@ -198,6 +198,12 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
                 Ok(_) => {
                     progress = true;
                     session.outbox.note_input();
+                    if let Some(answers) = reader.telnet_replies() {
+                        // Telnet shows nothing more until its Ctrl-C is answered, and
+                        // drops whatever comes before the answer: it goes out ahead of
+                        // the replies to the lines read with it.
+                        session.out.extend_from_slice(&answers);
+                    }
                     handle_lines(&mut reader, &mut session, max_line, &busy);
                     let (in_line, held) = reader.partial();
                     session
@@ -212,11 +218,6 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
                     return;
                 }
             }
-        }
-        if let Some(answers) = reader.telnet_replies() {
-            // Telnet shows nothing more until its Ctrl-C is answered: send it now.
-            session.out.extend_from_slice(&answers);
-            progress = true;
         }
         let durable = session.output_durable();
         if durable {
