@@ -180,11 +180,11 @@ pub(crate) fn limit_reached(message: String) -> ErrorReply {
     ErrorReply::new("limit_reached", message)
 }
 
-fn bad_name(e: String) -> ErrorReply {
+pub(crate) fn bad_name(e: String) -> ErrorReply {
     ErrorReply::new("bad_args", e)
 }
 
-fn no_such_channel(name: &str) -> ErrorReply {
+pub(crate) fn no_such_channel(name: &str) -> ErrorReply {
     ErrorReply::new(
         "no_such_channel",
         format!(
@@ -220,7 +220,7 @@ fn create(m: &mut Manager, id: ConnId, name: String) -> Result<Reply, ErrorReply
         None => {}
     }
     let name: Arc<str> = name.into();
-    let mut chan = Channel::new(name.clone());
+    let mut chan = Channel::new(name.clone(), m.routes.clone());
     // Pattern subscriptions made earlier cover the new channel, for those who may read it.
     for (pattern, subs) in &m.patterns {
         if subject::matches(pattern, &name) {
@@ -251,6 +251,8 @@ fn drop_channel(m: &mut Manager, name: &str) -> Result<Reply, ErrorReply> {
         .remove(name)
         .ok_or_else(|| no_such_channel(name))?;
     m.durable = m.store.channel_changed(name, false);
+    // Its route goes with the batch, before anyone is told.
+    m.routes.mark(&chan.name);
     let told: Vec<Arc<Outbox>> = chan
         .receivers()
         .iter()

@@ -299,6 +299,7 @@ fn set_name(m: &mut Manager, id: ConnId, name: String) -> Reply {
         let name: Arc<str> = name.into();
         m.names.remove(&client.name);
         m.names.insert(name.clone(), id);
+        client.outbox.set_name(name.clone());
         client.name = name;
     }
     Reply::Record {
@@ -331,8 +332,14 @@ fn info(m: &Manager) -> Reply {
             ("clients", json!(m.clients.len())),
             ("channels", json!(m.channels.len())),
             ("subscriptions", json!(subscriptions)),
-            ("published", json!(m.counts.published)),
-            ("delivered", json!(m.counts.delivered)),
+            (
+                "published",
+                json!(m.counts.published + m.stats.published.load(Relaxed)),
+            ),
+            (
+                "delivered",
+                json!(m.counts.delivered + m.stats.delivered.load(Relaxed)),
+            ),
             ("direct", json!(m.counts.direct)),
             ("tables", json!(tables.len())),
             ("rows", json!(rows)),
@@ -428,6 +435,7 @@ fn bind(m: &mut Manager, id: ConnId, identity: Identity) -> Reply {
         if !same_user {
             if let Some(h) = m.clients.get_mut(&holder) {
                 h.name = default_name(holder).into();
+                h.outbox.set_name(h.name.clone());
                 m.names.insert(h.name.clone(), holder);
             }
         }
@@ -437,6 +445,7 @@ fn bind(m: &mut Manager, id: ConnId, identity: Identity) -> Reply {
             m.names.remove(&c.name);
         }
         c.name = name.clone();
+        c.outbox.set_name(name.clone());
         m.names.insert(name, id);
     }
     Reply::Done(None)

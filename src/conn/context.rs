@@ -10,6 +10,7 @@ use crossbeam_channel::Sender;
 use crate::auth::Auth;
 use crate::commands::Op;
 use crate::framework::Framework;
+use crate::manager::route::Routes;
 use crate::manager::stats::Stats;
 use crate::protocol::ParseLimits;
 use crate::store::TableStore;
@@ -52,6 +53,8 @@ pub struct ConnContext {
     pub framework: Arc<Framework>,
     /// Accounts, sessions and rights.
     pub auth: Arc<Auth>,
+    /// Every channel's receivers, for publishing without the manager.
+    pub routes: Arc<Routes>,
 }
 
 impl ConnContext {
@@ -62,6 +65,7 @@ impl ConnContext {
         stats: Arc<Stats>,
         framework: Arc<Framework>,
         auth: Arc<Auth>,
+        routes: Arc<Routes>,
     ) -> ConnContext {
         ConnContext {
             settings,
@@ -72,6 +76,7 @@ impl ConnContext {
             next_id: AtomicU64::new(1),
             framework,
             auth,
+            routes,
         }
     }
 }

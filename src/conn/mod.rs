@@ -9,6 +9,7 @@ mod accounts;
 mod calls;
 mod context;
 pub mod lines;
+mod publish;
 pub mod session;
 mod sniff;
 mod stream;
@@ -255,6 +256,7 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
             session.shrink_idle();
             written = 0;
         }
+        session.flush_published();
         stream.wait_io();
         // A new slice starts on waking, not when going to sleep: counted from then, a
         // sleep longer than a slice left the first pass no time for the lines it read.

@@ -9,12 +9,14 @@ use serde_json::Value;
 
 use super::accounts::AccountEnv;
 use super::calls::{Call, Calls, Work};
+use super::publish::Publisher;
 use super::stream::{Step, Streaming, STREAM_ITEMS_FROM};
 use super::ConnContext;
 use crate::auth::{Identity, Role};
 use crate::commands;
 use crate::commands::accounts::AccountCommand;
 use crate::commands::app::AppCommand;
+use crate::commands::channels::ChannelCommand;
 use crate::commands::services::ServiceCommand;
 use crate::commands::session::SessionCommand;
 use crate::commands::tables::select::RowStream;
@@ -103,6 +105,8 @@ pub struct Session {
     fixed: bool,
     pending: VecDeque<Pending>,
     in_flight: usize,
+    /// `PUB`s this connection delivers itself.
+    publisher: Publisher,
     /// Commands parsed but not yet sent to the manager: sent together by `send_batch`.
     batch: Vec<Command>,
     /// Items taken from the outbox and not yet encoded.
@@ -183,10 +187,14 @@ impl Session {
             ),
             _ => format!("HELLO leviathan {version} {name}\n"),
         };
+        let name: Arc<str> = name.into();
+        // Set here, not only when the manager hears of the connection: this connection
+        // may publish (naming itself in each message) before the manager has.
+        outbox.set_name(name.clone());
         ctx.ops
             .send(ChannelOp::Connect {
                 outbox: outbox.clone(),
-                name: name.into(),
+                name,
                 addr,
                 transport,
             })
@@ -205,6 +213,7 @@ impl Session {
             fixed: fixed.is_some(),
             pending: VecDeque::new(),
             in_flight: 0,
+            publisher: Publisher::default(),
             batch: Vec::new(),
             inbox: VecDeque::new(),
             out: hello.into_bytes(),
@@ -268,10 +277,13 @@ impl Session {
     /// instead of being cut. Bounded: the pause ends once the receiver has room, after
     /// [`STALL_MAX`], or as soon as the receiver makes no progress for
     /// [`STALL_NO_PROGRESS`]; a receiver that does not read still overflows and is cut.
-    pub fn pause_if_crowding(&self) {
+    pub fn pause_if_crowding(&mut self) {
         let Some(receiver) = self.outbox.take_stall() else {
             return;
         };
+        // What this connection published is handed over before it waits for a receiver
+        // to catch up on it.
+        self.publisher.flush(&self.ctx.stats);
         let started = std::time::Instant::now();
         let (mut takes, mut progress_at) = (receiver.takes(), started);
         while receiver.is_crowded()
@@ -398,6 +410,27 @@ impl Session {
             }
             other => other,
         };
+        if let Ok(Command::Channel(ChannelCommand::Pub { channel, data })) = command {
+            let waiting = self.in_flight > 0 || !self.batch.is_empty();
+            if self.publisher.may_publish(waiting, &self.ctx.stats) {
+                let reply = self
+                    .publisher
+                    .publish(&self.ctx.routes, &self.outbox, &channel, data);
+                return self.local_reply(req.format, req.id, reply);
+            }
+            self.publisher.sent_through_manager();
+            self.batch
+                .push(Command::Channel(ChannelCommand::Pub { channel, data }));
+            self.in_flight += 1;
+            self.pending.push_back(Pending::Manager {
+                format: req.format,
+                id: req.id,
+            });
+            return;
+        }
+        // Anything else waits until what this batch published is out: its effects may
+        // be seen by the receivers (an answer to a request, a table change).
+        self.publisher.flush(&self.ctx.stats);
         match command {
             Err(e) => self.local_reply(req.format, req.id, Reply::Error(e)),
             Ok(Command::App(c)) => self.app(*c, req.format, req.id),
@@ -596,6 +629,7 @@ impl Session {
     /// Sends the commands parsed since the last call to the manager, as one op. Call it
     /// after each round of `handle_line`s, before waiting.
     pub fn send_batch(&mut self) {
+        self.publisher.flush_if_large(&self.ctx.stats);
         if self.batch.is_empty() {
             return;
         }
@@ -607,6 +641,12 @@ impl Session {
         if self.ctx.ops.send(op).is_err() {
             self.ending = Some(Ending::ManagerGone);
         }
+    }
+
+    /// Hands over what this connection published and has not yet: call it before the
+    /// connection waits for I/O.
+    pub fn flush_published(&mut self) {
+        self.publisher.flush(&self.ctx.stats);
     }
 
     /// Answers a line that could not be read as a request (too long, say), in the

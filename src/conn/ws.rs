@@ -385,6 +385,7 @@ fn run_ws(
             continue;
         }
         session.shrink_idle();
+        session.flush_published();
         ws.get_ref().stream.wait_io();
         // A new slice starts on waking (see the TCP loop).
         busy.restart();

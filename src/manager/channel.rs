@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::collections::Map;
 use crate::manager::outbox::{ConnId, Outbox};
+use crate::manager::route::{Route, Routes};
 use crate::store::expr::Expr;
 
 /// A subscription's `WHERE` filter on JSON messages.
@@ -18,6 +19,10 @@ pub struct Channel {
     members: Map<ConnId, Member>,
     fanout: Vec<Arc<Outbox>>,
     filtered: Vec<Arc<Outbox>>,
+    /// Where publishers find this channel's receivers; told of every change.
+    routes: Arc<Routes>,
+    /// Whether a change waits for the next route.
+    marked: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -34,12 +39,43 @@ struct Member {
 }
 
 impl Channel {
-    pub fn new(name: Arc<str>) -> Self {
+    /// A channel without receivers; its route is published with the manager's next batch.
+    pub fn new(name: Arc<str>, routes: Arc<Routes>) -> Self {
+        routes.mark(&name);
         Channel {
             name,
             members: Map::default(),
             fanout: Vec::new(),
             filtered: Vec::new(),
+            routes,
+            marked: true,
+        }
+    }
+
+    /// This channel's receivers now, for publishers.
+    pub fn route(&mut self) -> Route {
+        self.marked = false;
+        Route {
+            name: self.name.clone(),
+            fanout: self.fanout.clone(),
+            filtered: self
+                .filtered
+                .iter()
+                .map(|o| {
+                    let filters = self
+                        .members
+                        .get(&o.id)
+                        .map_or(Vec::new(), |m| m.filters.clone());
+                    (o.clone(), filters)
+                })
+                .collect(),
+        }
+    }
+
+    fn changed(&mut self) {
+        if !self.marked {
+            self.marked = true;
+            self.routes.mark(&self.name);
         }
     }
 
@@ -54,6 +90,7 @@ impl Channel {
             None => m.unfiltered += 1,
             Some(f) => m.filters.push(f.clone()),
         }
+        self.changed();
         self.place(outbox);
     }
 
@@ -70,6 +107,7 @@ impl Channel {
                 }
             }
         }
+        self.changed();
         self.place(outbox);
     }
 

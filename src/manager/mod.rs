@@ -5,6 +5,7 @@
 pub mod channel;
 pub mod liveness;
 pub mod outbox;
+pub mod route;
 pub mod services;
 pub mod stage;
 pub mod stats;
@@ -12,6 +13,7 @@ mod watch;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -224,6 +226,8 @@ pub struct Manager {
     pub auth: Arc<Auth>,
     /// Who serves what, and the requests in flight.
     pub services: services::Services,
+    /// Every channel's receivers, published for connections that publish themselves.
+    pub routes: Arc<route::Routes>,
 }
 
 /// Messages the manager has handled since start.
@@ -244,13 +248,14 @@ impl Manager {
         store: Arc<TableStore>,
         settings: ManagerSettings,
         auth: Arc<Auth>,
+        routes: Arc<route::Routes>,
     ) -> Self {
         let channels = store
             .channel_names()
             .into_iter()
             .map(|name| {
                 let name: Arc<str> = name.into();
-                (name.clone(), Channel::new(name))
+                (name.clone(), Channel::new(name, routes.clone()))
             })
             .collect();
         Manager {
@@ -271,6 +276,7 @@ impl Manager {
             durable: None,
             auth,
             services: services::Services::new(settings.request_timeout),
+            routes,
         }
     }
 
@@ -318,13 +324,25 @@ impl Manager {
             {
                 self.expire_requests();
             }
+            // Routes first: what this batch answers is true for publishers when the
+            // answers go out.
+            self.publish_routes();
+            self.stats.manager_flushing.store(true, Ordering::SeqCst);
             self.stager.flush(&self.stats);
+            self.stats.manager_flushing.store(false, Ordering::Release);
             if stop {
                 self.close_all();
                 break;
             }
         }
         log::debug!("channel manager stopped");
+    }
+
+    /// Swaps in the routes of channels whose receivers changed (see `route.rs`).
+    fn publish_routes(&mut self) {
+        let channels = &mut self.channels;
+        self.routes
+            .publish(|name| channels.get_mut(name).map(Channel::route));
     }
 
     /// Applies one op, counting its commands in `done`. True when the manager must stop.
@@ -342,6 +360,7 @@ impl Manager {
                 transport,
             } => {
                 self.names.insert(name.clone(), outbox.id);
+                outbox.set_name(name.clone());
                 self.clients.insert(
                     outbox.id,
                     Client {
@@ -383,6 +402,9 @@ impl Manager {
                 } else {
                     None
                 };
+                // Answered now, not with the batch: what it changed must be true for
+                // publishers first.
+                self.publish_routes();
                 answer(reply.unwrap_or(Reply::Done(None)), self.durable.take());
             }
             ChannelOp::Inspect { id, done: answer } => {

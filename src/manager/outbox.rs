@@ -79,9 +79,11 @@ pub struct Outbox {
     takes: AtomicU64,
     waker: WaitIoWaker,
     limit: usize,
-    /// The manager's staging slot for this outbox: `(batch number << 32) | index`.
-    /// Only the manager thread touches it.
+    /// The staging slot the last stager to stage here gave this outbox:
+    /// `(stager id << 40) | (batch number << 32) | index` (see `stage.rs`).
     pub(crate) stage: AtomicU64,
+    /// The client's name, for messages it publishes itself (set by the manager).
+    name: Mutex<Arc<str>>,
 }
 
 impl Outbox {
@@ -108,7 +110,18 @@ impl Outbox {
             waker,
             limit,
             stage: AtomicU64::new(u64::MAX),
+            name: Mutex::new(Arc::from("")),
         }
+    }
+
+    /// The client's name now.
+    pub fn name(&self) -> Arc<str> {
+        self.name.lock().clone()
+    }
+
+    /// Records the client's new name (the manager, which owns names, calls it).
+    pub fn set_name(&self, name: Arc<str>) {
+        *self.name.lock() = name;
     }
 
     /// The most bytes that may wait here.

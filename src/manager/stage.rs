@@ -23,16 +23,40 @@ struct Slot {
     overflow: bool,
 }
 
-/// Items collected for each connection during one manager batch.
-#[derive(Default)]
+/// Items collected for each connection during one batch (of the manager's work, or of
+/// a publishing connection's lines).
 pub struct Stager {
+    /// Tells this stager's tags on an outbox from other stagers' (24 bits).
+    id: u64,
+    /// Batch number (8 bits): a tag from an earlier batch never names a current slot.
     batch: u64,
     slots: Vec<Slot>,
     /// Emptied item vectors kept for the next batch, so staging does not allocate.
     spare: Vec<Vec<OutItem>>,
 }
 
+impl Default for Stager {
+    fn default() -> Self {
+        Stager::new()
+    }
+}
+
 impl Stager {
+    pub fn new() -> Stager {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Stager {
+            id: NEXT.fetch_add(1, Ordering::Relaxed) & 0xff_ffff,
+            batch: 0,
+            slots: Vec::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// Whether anything waits to be flushed.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
     /// Stages `item` (about `size` bytes) for `outbox`, checking the bound against what is
     /// queued plus what is staged.
     pub fn stage(&mut self, outbox: &Arc<Outbox>, item: OutItem, size: usize) -> Staged {
@@ -56,9 +80,13 @@ impl Stager {
 
     /// This batch's slot for `outbox`, found through the tag the outbox carries.
     fn slot(&mut self, outbox: &Arc<Outbox>) -> usize {
+        // Several stagers (the manager's, publishing connections') tag the same outbox;
+        // a tag another one wrote only makes a second slot for the outbox, flushed
+        // after the first, so the order of what is staged for it holds.
+        let this = (self.id << 8) | self.batch;
         let tag = outbox.stage.load(Ordering::Relaxed);
         let idx = (tag & 0xffff_ffff) as usize;
-        if tag >> 32 == self.batch
+        if tag >> 32 == this
             && idx < self.slots.len()
             && Arc::ptr_eq(&self.slots[idx].outbox, outbox)
         {
@@ -73,7 +101,7 @@ impl Stager {
         });
         outbox
             .stage
-            .store((self.batch << 32) | idx as u64, Ordering::Relaxed);
+            .store((this << 32) | idx as u64, Ordering::Relaxed);
         idx
     }
 
@@ -101,8 +129,8 @@ impl Stager {
                 self.spare.push(slot.items);
             }
         }
-        // Tags are 32-bit batch numbers; wrapping only risks a stale tag matching, which
-        // the pointer check above rules out.
-        self.batch = (self.batch + 1) & 0xffff_ffff;
+        // Slots are emptied every batch, so a stale tag of this stager that matches
+        // after the batch number wraps still fails the pointer check above.
+        self.batch = (self.batch + 1) & 0xff;
     }
 }

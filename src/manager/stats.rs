@@ -1,7 +1,7 @@
 //! Counters that connections and the manager keep and anyone may read while the
 //! server runs.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 
 /// Counters anyone may read while the server runs.
 #[derive(Debug, Default)]
@@ -16,4 +16,12 @@ pub struct Stats {
     pub slow_consumers: AtomicU64,
     /// Bytes of incomplete request lines held by all connections now.
     pub input_buffered: AtomicUsize,
+    /// `PUB`s connections delivered themselves (the manager counts its own).
+    pub published: AtomicU64,
+    /// Messages those `PUB`s queued for subscribers.
+    pub delivered: AtomicU64,
+    /// Set while the manager hands a batch's output to the connections: a connection
+    /// whose earlier `PUB` went through the manager publishes itself only once that
+    /// batch is out, so its messages keep their order.
+    pub manager_flushing: AtomicBool,
 }

@@ -1,0 +1,190 @@
+//! Routing snapshots: what a publishing connection needs to deliver a message itself,
+//! without the manager thread (one hop: publisher to subscriber outboxes).
+//!
+//! The manager stays the only writer of channels and subscriptions. After each batch
+//! of its work it builds an immutable [`Route`] for every channel that changed and
+//! swaps it into [`Routes`] before the batch's replies go out, so a `+OK` to `SUB`
+//! means the next `PUB` from anyone reaches the subscriber. A publisher holds the
+//! routes it used until it has handed its messages over; the manager waits for a
+//! replaced route to be let go before it answers, so `UNSUB`'s `+OK` (or `DROPPED`)
+//! means nothing more arrives from it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use super::channel::Filter;
+use super::outbox::{OutItem, Outbox};
+use super::stage::{Staged, Stager};
+use crate::collections::Map;
+use crate::protocol::{Payload, Push};
+
+/// Who receives a channel's messages, as of one moment.
+pub struct Route {
+    pub name: Arc<str>,
+    /// Those who receive every message.
+    pub fanout: Vec<Arc<Outbox>>,
+    /// Those who receive only JSON messages matching one of their filters.
+    pub filtered: Vec<(Arc<Outbox>, Vec<Filter>)>,
+}
+
+/// Every channel's current route, read by publishers, written by the manager.
+#[derive(Default)]
+pub struct Routes {
+    map: RwLock<Map<Arc<str>, Arc<Route>>>,
+    /// Channels whose receivers changed since the manager last published routes.
+    dirty: Mutex<Vec<Arc<str>>>,
+}
+
+/// Longest the manager waits for publishers to let go of a replaced route. They hold
+/// one only while staging a batch of lines, so this is only reached when a publisher's
+/// thread was descheduled mid-batch for that long.
+const RELEASE_WAIT: Duration = Duration::from_millis(100);
+
+impl Routes {
+    /// The current route of `channel`, if it exists.
+    pub fn get(&self, channel: &str) -> Option<Arc<Route>> {
+        self.map.read().get(channel).cloned()
+    }
+
+    /// Notes that `channel`'s receivers changed (or that it was created or dropped).
+    pub fn mark(&self, channel: &Arc<str>) {
+        self.dirty.lock().push(channel.clone());
+    }
+
+    /// Whether any channel changed since the last [`Routes::publish`].
+    pub fn has_changes(&self) -> bool {
+        !self.dirty.lock().is_empty()
+    }
+
+    /// Swaps in a new route for every channel marked since the last call (`build`
+    /// gives it; `None`: the channel is gone), then waits (bounded) until no publisher
+    /// still holds a route it replaced.
+    pub fn publish(&self, mut build: impl FnMut(&str) -> Option<Route>) {
+        let dirty = std::mem::take(&mut *self.dirty.lock());
+        if dirty.is_empty() {
+            return;
+        }
+        let mut replaced = Vec::new();
+        {
+            let mut map = self.map.write();
+            for name in dirty {
+                let old = match build(&name) {
+                    Some(route) => map.insert(name, Arc::new(route)),
+                    None => map.remove(&name),
+                };
+                replaced.extend(old);
+            }
+        }
+        let deadline = Instant::now() + RELEASE_WAIT;
+        for old in replaced {
+            while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            if Arc::strong_count(&old) > 1 {
+                log::debug!(
+                    "a publisher still held channel '{}''s old route after {RELEASE_WAIT:?}",
+                    old.name
+                );
+            }
+        }
+    }
+}
+
+/// Stages `push` for every receiver of a channel: `fanout` gets it, each of `filtered`
+/// only when one of its filters matches the message's JSON. Returns how many took it,
+/// and one of them whose outbox is crowded, if any (the publisher should pause).
+pub fn fan_out<'a>(
+    stager: &mut Stager,
+    fanout: &'a [Arc<Outbox>],
+    filtered: impl Iterator<Item = (&'a Arc<Outbox>, &'a [Filter])>,
+    push: Push,
+) -> (u64, Option<Arc<Outbox>>) {
+    let size = push.approx_len();
+    let mut n = 0;
+    // Borrowed until the end: cloned once, not per crowded receiver per message.
+    let mut crowded: Option<&Arc<Outbox>> = None;
+    for outbox in fanout {
+        let item = OutItem::Push(push.clone());
+        if let Staged::Queued { crowded: c } = stager.stage(outbox, item, size) {
+            n += 1;
+            if c {
+                crowded = Some(outbox);
+            }
+        }
+    }
+    let json = match &push {
+        Push::Message(m) => match &m.data {
+            Payload::Json(v) => Some(v),
+            Payload::Text(_) => None,
+        },
+        _ => None,
+    };
+    if let Some(msg) = json {
+        for (outbox, filters) in filtered {
+            if !filters.iter().any(|f| f.matches_json(msg)) {
+                continue;
+            }
+            let item = OutItem::Push(push.clone());
+            if let Staged::Queued { crowded: c } = stager.stage(outbox, item, size) {
+                n += 1;
+                if c {
+                    crowded = Some(outbox);
+                }
+            }
+        }
+    }
+    (n, crowded.cloned())
+}
+
+impl Route {
+    /// Stages `push` for this route's receivers (see [`fan_out`]).
+    pub fn fan_out(&self, stager: &mut Stager, push: Push) -> (u64, Option<Arc<Outbox>>) {
+        let filtered = self.filtered.iter().map(|(o, f)| (o, &f[..]));
+        fan_out(stager, &self.fanout, filtered, push)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn empty(name: &str) -> Route {
+        Route {
+            name: name.into(),
+            fanout: Vec::new(),
+            filtered: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn publishing_waits_until_no_publisher_holds_the_replaced_route() {
+        let routes = Arc::new(Routes::default());
+        let name: Arc<str> = "c".into();
+        routes.mark(&name);
+        routes.publish(|n| Some(empty(n)));
+        let held = routes.get("c").expect("published");
+        let released = Arc::new(AtomicBool::new(false));
+        let holder = {
+            let released = released.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                released.store(true, Ordering::SeqCst);
+                drop(held);
+            })
+        };
+        routes.mark(&name);
+        routes.publish(|_| None);
+        assert!(
+            released.load(Ordering::SeqCst),
+            "publish returned while a publisher still held the old route"
+        );
+        assert!(
+            routes.get("c").is_none(),
+            "the dropped channel has no route"
+        );
+        holder.join().unwrap();
+    }
+}

@@ -1,0 +1,195 @@
+//! Publishing in one hop (the publishing connection delivers to the subscribers'
+//! outboxes itself) keeps every guarantee of PUB/SUB under concurrency: a `+OK` to
+//! `SUB` means the next `PUB` from anyone reaches you, `UNSUB`'s `+OK` means nothing
+//! more arrives, each publisher's messages arrive in order and without gaps, a
+//! connection subscribed several ways gets a message once, and `PUB`'s count is exact.
+
+mod common;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::Client;
+
+const PUBLISHERS: usize = 4;
+
+/// Publishers that publish numbered messages to `c` in small pipelined batches, and a
+/// marker `mark-<k>-<epoch>` each time the subscriber announces a new epoch.
+struct Publishers {
+    stop: Arc<AtomicBool>,
+    epoch: Arc<AtomicU64>,
+    /// The epoch each publisher has published its marker for (after its `+OK`).
+    marked: Arc<Vec<AtomicU64>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Publishers {
+    fn start(addr: std::net::SocketAddr) -> Publishers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let epoch = Arc::new(AtomicU64::new(0));
+        let marked = Arc::new(
+            (0..PUBLISHERS)
+                .map(|_| AtomicU64::new(0))
+                .collect::<Vec<_>>(),
+        );
+        let threads = (0..PUBLISHERS)
+            .map(|k| {
+                let (stop, epoch, marked) = (stop.clone(), epoch.clone(), marked.clone());
+                std::thread::spawn(move || {
+                    let mut c = Client::connect(addr);
+                    c.ok(&format!("NAME pub{k}"));
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    let mut seq = 0u64;
+                    for _ in 0..1_000_000 {
+                        if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                            return;
+                        }
+                        let e = epoch.load(Ordering::SeqCst);
+                        if e != marked[k].load(Ordering::SeqCst) {
+                            assert!(c.ok(&format!("PUB c mark-{k}-{e}")).starts_with("+OK"));
+                            marked[k].store(e, Ordering::SeqCst);
+                        }
+                        let batch: String = (0..10)
+                            .map(|_| {
+                                seq += 1;
+                                format!("PUB c {k} {seq}\n")
+                            })
+                            .collect();
+                        c.send_raw(batch.as_bytes());
+                        for _ in 0..10 {
+                            let l = c.line();
+                            assert!(l.starts_with("+OK "), "{l}");
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                })
+            })
+            .collect();
+        Publishers {
+            stop,
+            epoch,
+            marked,
+            threads,
+        }
+    }
+
+    /// Announces `e` and waits (bounded) until every publisher has published its marker.
+    fn announce(&self, e: u64) {
+        self.epoch.store(e, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.marked.iter().any(|m| m.load(Ordering::SeqCst) != e) {
+            assert!(
+                Instant::now() < deadline,
+                "publishers did not mark epoch {e}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("a publisher failed");
+        }
+    }
+}
+
+#[test]
+fn sub_and_unsub_hold_while_many_publish() {
+    let s = common::start();
+    let addr = s.local_addr();
+    let mut admin = Client::connect(addr);
+    admin.ok("CREATE c");
+    let publishers = Publishers::start(addr);
+    let mut sub = Client::connect(addr);
+    for cycle in 0..15u64 {
+        assert_eq!(sub.ok("SUB c"), "+OK");
+        // Every PUB that starts after this +OK reaches us: the markers of this epoch.
+        let e = cycle * 2 + 1;
+        publishers.epoch.store(e, Ordering::SeqCst);
+        let mut last: [Option<u64>; PUBLISHERS] = [None; PUBLISHERS];
+        let mut marks = 0;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while marks < PUBLISHERS {
+            assert!(Instant::now() < deadline, "markers of epoch {e} missing");
+            let l = sub.line();
+            let rest = l.strip_prefix("MSG c pub").unwrap_or_else(|| panic!("{l}"));
+            let (k, data) = rest.split_once(' ').unwrap();
+            let k: usize = k.parse().unwrap();
+            if let Some(m) = data.strip_prefix("mark-") {
+                if m == format!("{k}-{e}") {
+                    marks += 1;
+                }
+                continue;
+            }
+            let (dk, n) = data.split_once(' ').unwrap();
+            assert_eq!(dk, k.to_string(), "{l}");
+            let n: u64 = n.parse().unwrap();
+            // In order and without gaps, per publisher.
+            if let Some(prev) = last[k] {
+                assert_eq!(n, prev + 1, "publisher {k}: {prev} then {n}");
+            }
+            last[k] = Some(n);
+        }
+        // Nothing arrives after UNSUB's +OK, whatever the publishers do next.
+        sub.send("UNSUB c");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(Instant::now() < deadline, "no +OK to UNSUB");
+            let l = sub.line();
+            if l == "+OK" {
+                break;
+            }
+            assert!(l.starts_with("MSG c "), "{l}");
+        }
+        publishers.announce(cycle * 2 + 2);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(
+            sub.ok("PING after"),
+            "+PONG after",
+            "a message arrived after UNSUB's +OK"
+        );
+    }
+    publishers.finish();
+}
+
+#[test]
+fn a_message_arrives_once_however_it_is_subscribed_and_pub_counts_receivers() {
+    let s = common::start();
+    let addr = s.local_addr();
+    let mut admin = Client::connect(addr);
+    admin.ok("CREATE news.eu");
+    let mut both = Client::connect(addr);
+    both.ok("SUB news.eu");
+    both.ok("SUB news.>");
+    both.ok("SUB news.*");
+    let mut others: Vec<Client> = (0..20).map(|_| Client::connect(addr)).collect();
+    for o in &mut others {
+        o.ok("SUB news.>");
+    }
+    // Publishers racing each other: every PUB counts the same 21 receivers.
+    let racers: Vec<_> = (0..4)
+        .map(|k| {
+            std::thread::spawn(move || {
+                let mut p = Client::connect(addr);
+                for i in 0..25 {
+                    assert_eq!(p.ok(&format!("PUB news.eu {k}-{i}")), "+OK 21");
+                }
+            })
+        })
+        .collect();
+    for r in racers {
+        r.join().unwrap();
+    }
+    let mut got = std::collections::HashSet::new();
+    for _ in 0..100 {
+        let l = both.line();
+        assert!(got.insert(l.clone()), "delivered twice: {l}");
+    }
+    assert_eq!(both.ok("PING"), "+PONG", "more than one copy of a message");
+    for o in &mut others {
+        for _ in 0..100 {
+            assert!(o.line().starts_with("MSG news.eu "));
+        }
+    }
+}
