@@ -2,7 +2,10 @@
 //!
 //! `cargo bench --bench pubsub` prints pub/sub throughput (1→1, 1→100, 50 channels),
 //! one-way latency at a fixed rate, server memory per idle subscribed connection, and
-//! how long 9,000 clients connecting at once take to be subscribed (`storm`).
+//! how long 9,000 clients connecting at once take to be subscribed (`storm`), each for
+//! leviathan and, in the same run with the same load generator, for NATS and Redis
+//! when `nats-server` and `redis-server` are installed (`LEVIATHAN_PEERS=0` leaves them
+//! out), with leviathan's ratio to the best of them.
 //! `cargo bench --bench pubsub -- quick` runs a shorter version of each; naming
 //! scenarios (`1to1 fanout channels latency memory storm`) runs only those.
 //! Every loop is bounded in count and time; nothing asserts on time.
@@ -64,17 +67,17 @@ impl Server {
             pid: self.child.id(),
         }
     }
+}
 
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    }
+/// Resident memory of process `pid`, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// How a server under test speaks pub/sub.
@@ -158,15 +161,41 @@ impl Target {
 
     /// One published message on the wire.
     fn frame(&self, ch: &str) -> String {
+        self.frame_of(ch, PAYLOAD)
+    }
+
+    /// A message carrying `payload` (no spaces, no line breaks) on the wire.
+    fn frame_of(&self, ch: &str, payload: &str) -> String {
         match self.proto {
-            Proto::Leviathan => format!("PUB {ch} {PAYLOAD}\n"),
-            Proto::Nats => format!("PUB {ch} {}\r\n{PAYLOAD}\r\n", PAYLOAD.len()),
+            Proto::Leviathan => format!("PUB {ch} {payload}\n"),
+            Proto::Nats => format!("PUB {ch} {}\r\n{payload}\r\n", payload.len()),
             Proto::Redis => format!(
-                "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{ch}\r\n${}\r\n{PAYLOAD}\r\n",
+                "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{ch}\r\n${}\r\n{payload}\r\n",
                 ch.len(),
-                PAYLOAD.len()
+                payload.len()
             ),
         }
+    }
+
+    /// What a new connection sends to subscribe to `ch` at once, and a part of the
+    /// reply that says it is subscribed.
+    fn subscribe_at_once(&self, ch: &str) -> (String, &'static str) {
+        match self.proto {
+            Proto::Leviathan => (format!("SUB {ch}\n"), "\n+OK"),
+            Proto::Nats => (
+                format!("CONNECT {{\"verbose\":false}}\r\nSUB {ch} 1\r\nPING\r\n"),
+                "PONG",
+            ),
+            Proto::Redis => (
+                format!("*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{ch}\r\n", ch.len()),
+                ":1\r\n",
+            ),
+        }
+    }
+
+    /// Resident memory of the server process, KiB.
+    fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid)
     }
 
     /// Lines a delivered message takes on the wire.
@@ -366,17 +395,19 @@ fn fanout(server: &Target, publishers: usize, subs_per_channel: usize, per_pub: 
 }
 
 /// One-way latency percentiles (µs) at `rate` messages per second for `secs` seconds,
-/// through leviathan: `PUB lat <ts>` in, `MSG lat ... <ts>` out.
-fn latency(addr: SocketAddr, rate: u64, secs: u64) -> (f64, f64, f64) {
-    let (mut ar, mut aw) = connect(addr);
-    assert!(command(&mut ar, &mut aw, "CREATE lat").starts_with("+OK"));
-    let (mut sr, mut sw) = connect(addr);
-    assert!(command(&mut sr, &mut sw, "SUB lat").starts_with("+OK"));
-    let (r, w) = connect(addr);
-    let n = rate * secs;
-    let replies = thread::spawn(move || count_lines(r, n, Arc::new(AtomicU64::new(0))));
-    let result = paced_latency(sr, w, rate, secs);
+/// through `target`: a message carrying `ts=<send time>` in, the same out.
+fn latency(target: &Target, rate: u64, secs: u64) -> (f64, f64, f64) {
+    let ch = format!("lat{}", target.pid);
+    target.create(&ch);
+    let (mut sr, mut sw) = target.open();
+    target.subscribe(&mut sr, &mut sw, &ch);
+    let (r, w) = target.open();
+    let want = rate * secs * target.reply_lines();
+    let replies = thread::spawn(move || count_lines(r, want, Arc::new(AtomicU64::new(0))));
+    let frame = |payload: &str| target.frame_of(&ch, payload);
+    let result = paced_latency(sr, w, rate, secs, &frame);
     let _ = replies.join();
+    drop(sw);
     result
 }
 
@@ -391,7 +422,8 @@ fn baseline_latency(rate: u64, secs: u64) -> (f64, f64, f64) {
     for s in [&rx, &tx] {
         s.set_nodelay(true).unwrap();
     }
-    let result = paced_latency(BufReader::new(rx), tx, rate, secs);
+    let frame = |payload: &str| format!("{payload}\n");
+    let result = paced_latency(BufReader::new(rx), tx, rate, secs, &frame);
     let mut relay = relay;
     // SAFETY: signalling our own child.
     unsafe { libc::kill(relay.id() as i32, libc::SIGTERM) };
@@ -427,12 +459,14 @@ fn relay_main() {
     }
 }
 
-/// Sends `<prefix> <ts>` lines at `rate`/s on `w` and times their arrival on `r`.
+/// Sends `frame("ts=<time>")` at `rate`/s on `w` and times each `ts=<time>` arriving on
+/// `r` (the last word of a line; other lines are the protocol's framing).
 fn paced_latency(
     mut r: BufReader<TcpStream>,
     mut w: TcpStream,
     rate: u64,
     secs: u64,
+    frame: &dyn Fn(&str) -> String,
 ) -> (f64, f64, f64) {
     let epoch = Instant::now();
     let n = rate * secs;
@@ -447,6 +481,7 @@ fn paced_latency(
             }
             let now = epoch.elapsed().as_nanos() as u64;
             let ts = line.trim_end().rsplit(' ').next();
+            let ts = ts.and_then(|t| t.strip_prefix("ts="));
             if let Some(ts) = ts.and_then(|t| t.parse::<u64>().ok()) {
                 samples.push(now.saturating_sub(ts));
             }
@@ -467,7 +502,7 @@ fn paced_latency(
             thread::sleep(due - now);
         }
         let ts = epoch.elapsed().as_nanos() as u64;
-        if w.write_all(format!("PUB lat {ts}\n").as_bytes()).is_err() {
+        if w.write_all(frame(&format!("ts={ts}")).as_bytes()).is_err() {
             break;
         }
     }
@@ -482,48 +517,35 @@ fn paced_latency(
 }
 
 /// `n` clients connecting at once from `threads` threads, each subscribing to a channel:
-/// seconds until every one has its `+OK`, on a server started with `extra` flags.
-/// Connections the acceptor has not taken wait in the listen backlog; past it the
-/// kernel drops SYNs and those clients retry a second or more later.
-fn storm(n: usize, threads: usize, extra: &[&str]) -> f64 {
-    let mut args = vec!["--max-connections", "20000"];
-    args.extend_from_slice(extra);
-    let server = Server::start(&args);
-    let addr = server.addr;
-    let (mut ar, mut aw) = connect(addr);
-    assert!(command(&mut ar, &mut aw, "CREATE storm").starts_with("+OK"));
+/// seconds until every one is subscribed. Connections the acceptor has not taken wait
+/// in the listen backlog; past it the kernel drops SYNs and those clients retry a
+/// second or more later.
+fn storm(target: &Target, n: usize, threads: usize) -> f64 {
+    let ch = format!("storm{}", target.pid);
+    target.create(&ch);
+    let (hello, subscribed) = target.subscribe_at_once(&ch);
+    let addr = target.addr;
     let go = Arc::new(Barrier::new(threads + 1));
     let each = n / threads;
     let workers: Vec<_> = (0..threads)
         .map(|_| {
-            let go = go.clone();
+            let (go, hello) = (go.clone(), hello.clone());
             thread::spawn(move || {
                 go.wait();
                 let mut conns = Vec::with_capacity(each);
                 for _ in 0..each {
                     match TcpStream::connect(addr) {
                         Ok(mut s) => {
-                            let _ = s.write_all(b"SUB storm\n");
+                            let _ = s.write_all(hello.as_bytes());
                             conns.push(s);
                         }
                         Err(e) => eprintln!("connect failed: {e}"),
                     }
                 }
-                let mut ok = 0;
-                for s in conns.iter_mut() {
-                    let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
-                    let mut seen = Vec::new();
-                    let mut buf = [0u8; 256];
-                    while memchr::memchr_iter(b'\n', &seen).count() < 2 {
-                        match s.read(&mut buf) {
-                            Ok(k) if k > 0 => seen.extend_from_slice(&buf[..k]),
-                            _ => break,
-                        }
-                    }
-                    if String::from_utf8_lossy(&seen).contains("\n+OK") {
-                        ok += 1;
-                    }
-                }
+                let ok = conns
+                    .iter()
+                    .filter(|s| await_reply(s, subscribed, Duration::from_secs(60)))
+                    .count();
                 (ok, conns)
             })
         })
@@ -544,43 +566,56 @@ fn storm(n: usize, threads: usize, extra: &[&str]) -> f64 {
     secs
 }
 
+/// Reads from `s` until what arrived holds `marker` (true), or it closes or `wait`
+/// passes (false).
+fn await_reply(mut s: &TcpStream, marker: &str, wait: Duration) -> bool {
+    let _ = s.set_read_timeout(Some(wait));
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    // Bounded: replies here are a few hundred bytes.
+    while seen.len() < 1 << 16 {
+        if String::from_utf8_lossy(&seen).contains(marker) {
+            return true;
+        }
+        match s.read(&mut buf) {
+            Ok(k) if k > 0 => seen.extend_from_slice(&buf[..k]),
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// Server memory per idle connection subscribed to a channel, at `n` connections.
-fn memory_per_connection(n: usize) -> (f64, usize) {
-    let server = Server::start(&["--max-connections", "20000"]);
-    let addr = server.addr;
-    let (mut ar, mut aw) = connect(addr);
-    assert!(command(&mut ar, &mut aw, "CREATE idle").starts_with("+OK"));
+fn memory_per_connection(target: &Target, n: usize) -> (f64, usize) {
+    let ch = format!("idle{}", target.pid);
+    target.create(&ch);
+    let (hello, subscribed) = target.subscribe_at_once(&ch);
     thread::sleep(Duration::from_millis(300));
-    let before = server.rss_kib();
+    let before = target.rss_kib();
     // One descriptor per connection here (no try_clone): the bench process has the
     // same open-file limit as the server.
     let mut conns = Vec::with_capacity(n);
     for _ in 0..n {
-        let Ok(mut s) = TcpStream::connect(addr) else {
+        let Ok(mut s) = TcpStream::connect(target.addr) else {
             break;
         };
-        s.write_all(b"SUB idle\n").unwrap();
+        if s.write_all(hello.as_bytes()).is_err() {
+            break;
+        }
         conns.push(s);
     }
-    for s in conns.iter_mut() {
-        // HELLO and +OK.
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 256];
-        while memchr::memchr_iter(b'\n', &seen).count() < 2 {
-            let k = s.read(&mut buf).expect("reply");
-            assert!(k > 0, "server closed an idle connection");
-            seen.extend_from_slice(&buf[..k]);
-        }
-        assert!(String::from_utf8_lossy(&seen).contains("\n+OK"), "{seen:?}");
-    }
+    let ok = conns
+        .iter()
+        .filter(|s| await_reply(s, subscribed, Duration::from_secs(30)))
+        .count();
     thread::sleep(Duration::from_millis(500));
-    let after = server.rss_kib();
+    let after = target.rss_kib();
     println!(
-        "  server RSS {before} KiB before, {after} KiB with {} idle subscribed connections",
-        conns.len()
+        "  {:?}: RSS {before} KiB before, {after} KiB with {ok} idle subscribed connections",
+        target.proto
     );
-    let per = (after.saturating_sub(before)) as f64 / conns.len() as f64;
-    (per, conns.len())
+    let per = (after.saturating_sub(before)) as f64 / ok.max(1) as f64;
+    (per, ok)
 }
 
 fn main() {
@@ -609,7 +644,6 @@ fn main() {
         .map(|s| s.leak().split_whitespace().collect())
         .unwrap_or_default();
     let server = Server::start(&extra);
-    let addr = server.addr;
     // The peers, measured by the same load generator in the same run (LEVIATHAN_PEERS=0
     // leaves them out, to compare builds of leviathan alone).
     let with_peers = std::env::var("LEVIATHAN_PEERS").map_or(true, |v| v != "0");
@@ -660,31 +694,105 @@ fn main() {
     }
     if run("latency") {
         let secs = if quick { 1 } else { 5 };
-        let (p50, p99, p999) = latency(addr, 20_000, secs);
-        println!("one-way latency at 20000 msgs/s:   p50 {p50:.1} us, p99 {p99:.1} us, p99.9 {p999:.1} us");
+        let mut p50s = Vec::new();
+        for (who, target) in &targets {
+            let (p50, p99, p999) = latency(target, 20_000, secs);
+            println!(
+                "one-way latency at 20000 msgs/s:   {who:<10} p50 {p50:.1} us, p99 {p99:.1} us, p99.9 {p999:.1} us"
+            );
+            p50s.push((p50, p99));
+        }
         let (b50, b99, b999) = baseline_latency(20_000, secs);
-        println!("  baseline (plain relay process):  p50 {b50:.1} us, p99 {b99:.1} us, p99.9 {b999:.1} us");
         println!(
-            "  leviathan / baseline:            p50 {:.2}x, p99 {:.2}x",
-            p50 / b50,
-            p99 / b99
+            "  baseline (plain relay process):             p50 {b50:.1} us, p99 {b99:.1} us, p99.9 {b999:.1} us"
         );
+        let best = |f: fn(&(f64, f64)) -> f64| p50s[1..].iter().map(f).reduce(f64::min);
+        if let (Some(b50), Some(b99)) = (best(|p| p.0), best(|p| p.1)) {
+            println!(
+                "  leviathan / best peer: p50 {:.2}x, p99 {:.2}x (lower is better)",
+                p50s[0].0 / b50,
+                p50s[0].1 / b99
+            );
+        }
     }
+    drop(targets);
     drop(server);
     if run("storm") {
         let n = if quick { 3_000 } else { 9_000 };
+        let mut times = Vec::new();
         // The standard library's backlog of 128, which servermain used before it
         // listened with the system's maximum, measured in the same run.
-        let old = storm(n, 90, &["--listen-backlog", "128"]);
-        let new = storm(n, 90, &[]);
-        println!(
-            "{n} clients connecting and subscribing at once: {new:.2} s (with --listen-backlog 128: {old:.2} s, {:.1}x)",
-            old / new
-        );
+        for (who, args) in [
+            ("leviathan", &["--max-connections", "20000"][..]),
+            (
+                "leviathan --listen-backlog 128",
+                &["--max-connections", "20000", "--listen-backlog", "128"][..],
+            ),
+        ] {
+            let server = Server::start(args);
+            let secs = storm(&server.target(), n, 90);
+            println!("{n} clients connecting and subscribing at once: {who:<30} {secs:.2} s");
+            times.push(secs);
+        }
+        for (who, peer, proto) in [
+            ("nats", &nats, Proto::Nats),
+            ("redis", &redis, Proto::Redis),
+        ] {
+            if let Some(p) = peer {
+                let target = Target {
+                    proto,
+                    addr: p.addr,
+                    pid: p.child.id(),
+                };
+                let secs = storm(&target, n, 90);
+                println!("{n} clients connecting and subscribing at once: {who:<30} {secs:.2} s");
+                times.push(secs);
+            }
+        }
+        if let Some(best) = times[2..].iter().cloned().reduce(f64::min) {
+            println!(
+                "  leviathan / best peer: {:.2}x (lower is better)",
+                times[0] / best
+            );
+        }
     }
     if run("memory") {
         let n = if quick { 2_000 } else { 10_000 };
-        let (per, got) = memory_per_connection(n);
-        println!("memory per idle subscribed connection: {per:.1} KiB (at {got} connections)");
+        let server = Server::start(&["--max-connections", "20000"]);
+        let mut kib = Vec::new();
+        let mut all = vec![("leviathan", server.target())];
+        // Fresh peers: memory the earlier scenarios left them (Go's heap keeps what it
+        // grew to) would hide what the connections take.
+        drop((nats, redis));
+        let nats = with_peers.then(common::peers::nats).flatten();
+        let redis = with_peers.then(common::peers::redis).flatten();
+        for (who, peer, proto) in [
+            ("nats", &nats, Proto::Nats),
+            ("redis", &redis, Proto::Redis),
+        ] {
+            if let Some(p) = peer {
+                all.push((
+                    who,
+                    Target {
+                        proto,
+                        addr: p.addr,
+                        pid: p.child.id(),
+                    },
+                ));
+            }
+        }
+        for (who, target) in &all {
+            let (per, got) = memory_per_connection(target, n);
+            println!(
+                "memory per idle subscribed connection: {who:<10} {per:.1} KiB (at {got} connections)"
+            );
+            kib.push(per);
+        }
+        if let Some(best) = kib[1..].iter().cloned().reduce(f64::min) {
+            println!(
+                "  leviathan / best peer: {:.2}x (lower is better)",
+                kib[0] / best
+            );
+        }
     }
 }
