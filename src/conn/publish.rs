@@ -9,11 +9,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::commands::channels::{bad_name, no_such_channel};
-use crate::manager::outbox::Outbox;
+use crate::manager::outbox::{OutItem, Outbox};
 use crate::manager::route::{Route, Routes};
 use crate::manager::stage::Stager;
 use crate::manager::stats::Stats;
-use crate::protocol::push::{Message, MessageKind};
+use crate::protocol::push::{Message, MessageKind, MessageRun};
 use crate::protocol::{subject, Payload, Push, Reply};
 
 /// A connection's own publishing.
@@ -23,6 +23,8 @@ pub struct Publisher {
     /// Routes used since the last flush: the manager waits for them to be let go
     /// before it says a receiver is gone, so nothing reaches it after that.
     held: Vec<Arc<Route>>,
+    /// The messages published one after another to one channel, not yet staged.
+    run: Option<Run>,
     /// A `PUB` of this connection went through the manager: until that batch of the
     /// manager's is out, later ones go the same way, to keep their order.
     through_manager: bool,
@@ -31,6 +33,15 @@ pub struct Publisher {
     /// Messages and deliveries staged since the last flush.
     staged: u64,
     staged_deliveries: u64,
+}
+
+/// Consecutive messages to one route, handed to each of its unfiltered receivers as one
+/// [`OutItem::Run`] when the run ends (another channel, or a flush).
+struct Run {
+    route: Arc<Route>,
+    /// The stager's slots for `route.fanout`, this batch.
+    slots: Vec<usize>,
+    messages: Vec<Arc<Message>>,
 }
 
 /// Messages a publisher stages before it hands them over even though it has more
@@ -66,9 +77,31 @@ impl Publisher {
             };
             return Reply::Error(e);
         };
-        let msg = Message::new(MessageKind::Channel, route.name.clone(), me.name(), data);
-        let (n, crowded) = route.fan_out(&mut self.stager, Push::Message(Arc::new(msg)));
-        self.held.push(route);
+        let msg = Arc::new(Message::new(
+            MessageKind::Channel,
+            route.name.clone(),
+            me.name(),
+            data,
+        ));
+        if !self
+            .run
+            .as_ref()
+            .is_some_and(|r| Arc::ptr_eq(&r.route, &route))
+        {
+            self.end_run();
+            let slots = self.stager.slots_for(&route.fanout);
+            self.held.push(route.clone());
+            self.run = Some(Run {
+                route,
+                slots,
+                messages: Vec::new(),
+            });
+        }
+        let Some(run) = self.run.as_mut() else {
+            unreachable!("a run was just started")
+        };
+        let (n, crowded) = run.route.reserve(&mut self.stager, &run.slots, &msg);
+        run.messages.push(msg);
         self.published += 1;
         self.delivered += n;
         self.staged += 1;
@@ -90,12 +123,36 @@ impl Publisher {
         }
     }
 
+    /// Stages the current run for its route's unfiltered receivers: one item each.
+    fn end_run(&mut self) {
+        let Some(mut run) = self.run.take() else {
+            return;
+        };
+        match run.messages.len() {
+            0 => {}
+            1 => {
+                let msg = run.messages.swap_remove(0);
+                for &idx in &run.slots {
+                    let item = OutItem::Push(Push::Message(msg.clone()));
+                    self.stager.push_at(idx, item);
+                }
+            }
+            _ => {
+                let shared = Arc::new(MessageRun::new(run.messages));
+                for &idx in &run.slots {
+                    self.stager.push_at(idx, OutItem::Run(shared.clone()));
+                }
+            }
+        }
+    }
+
     /// Hands what was staged to the receivers, waking each once, and lets go of the
     /// routes it used.
     pub fn flush(&mut self, stats: &Stats) {
         if self.held.is_empty() {
             return;
         }
+        self.end_run();
         self.staged = 0;
         self.staged_deliveries = 0;
         self.stager.flush(stats);
@@ -114,6 +171,7 @@ impl Drop for Publisher {
         // Whatever is staged was answered `+OK`: it goes out even if the connection ends
         // mid-batch.
         if !self.held.is_empty() {
+            self.end_run();
             self.stager.flush(&Stats::default());
         }
     }

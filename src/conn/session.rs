@@ -854,6 +854,7 @@ impl Session {
                     self.inbox.clear();
                 }
                 OutItem::Push(push) => push.encode(self.format, &mut self.out),
+                OutItem::Run(run) => self.out.extend_from_slice(run.encoded(self.format)),
                 OutItem::Answer(token, reply) => self.answer(token, reply),
             }
         }

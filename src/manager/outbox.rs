@@ -13,7 +13,7 @@ use may::io::WaitIoWaker;
 use parking_lot::Mutex;
 
 use crate::auth::Identity;
-use crate::protocol::push::ByeReason;
+use crate::protocol::push::{ByeReason, MessageRun};
 use crate::protocol::{Push, Reply};
 
 /// A connection's id, unique for the server's lifetime.
@@ -31,6 +31,8 @@ pub enum OutItem {
     /// its own coroutine), by the token the connection gave it; it takes its place
     /// among the replies in request order.
     Answer(u64, Reply),
+    /// Messages published one after another to a channel (`conn/publish.rs`).
+    Run(Arc<MessageRun>),
 }
 
 /// What became of a batch given to [`Outbox::push_batch`].

@@ -18,6 +18,7 @@ use super::channel::Filter;
 use super::outbox::{OutItem, Outbox};
 use super::stage::{Staged, Stager};
 use crate::collections::Map;
+use crate::protocol::push::Message;
 use crate::protocol::{Payload, Push};
 
 /// Who receives a channel's messages, as of one moment.
@@ -143,6 +144,35 @@ impl Route {
     pub fn fan_out(&self, stager: &mut Stager, push: Push) -> (u64, Option<Arc<Outbox>>) {
         let filtered = self.filtered.iter().map(|(o, f)| (o, &f[..]));
         fan_out(stager, &self.fanout, filtered, push)
+    }
+
+    /// Counts `msg` against the bound of each unfiltered receiver (`slots`: the
+    /// stager's slots for [`Route::fanout`], this batch), to be handed over later as
+    /// part of a run, and stages it now for each filtered receiver it matches. Returns
+    /// how many receivers take it, and a crowded one if any.
+    pub fn reserve(
+        &self,
+        stager: &mut Stager,
+        slots: &[usize],
+        msg: &Arc<Message>,
+    ) -> (u64, Option<Arc<Outbox>>) {
+        let size = msg.approx_len();
+        let mut n = 0;
+        let mut crowded = None;
+        for (&idx, outbox) in slots.iter().zip(&self.fanout) {
+            if let Staged::Queued { crowded: c } = stager.reserve_at(idx, size) {
+                n += 1;
+                if c {
+                    crowded = Some(outbox);
+                }
+            }
+        }
+        if self.filtered.is_empty() {
+            return (n, crowded.cloned());
+        }
+        let filtered = self.filtered.iter().map(|(o, f)| (o, &f[..]));
+        let (m, c) = fan_out(stager, &[], filtered, Push::Message(msg.clone()));
+        (n + m, c.or_else(|| crowded.cloned()))
     }
 }
 

@@ -19,6 +19,10 @@ pub enum Staged {
 struct Slot {
     outbox: Arc<Outbox>,
     items: Vec<OutItem>,
+    /// What the outbox held when this batch first staged for it: read once, not per
+    /// item, since the receiver (often on another core) keeps writing that counter.
+    /// It only shrinks meanwhile (the receiver takes), so the bound stays safe.
+    base: usize,
     bytes: usize,
     overflow: bool,
 }
@@ -61,20 +65,51 @@ impl Stager {
     /// queued plus what is staged.
     pub fn stage(&mut self, outbox: &Arc<Outbox>, item: OutItem, size: usize) -> Staged {
         let idx = self.slot(outbox);
+        self.stage_at(idx, item, size)
+    }
+
+    /// This batch's slot for each of `outboxes`, for [`Stager::stage_at`]: a publisher
+    /// staging many messages for the same receivers looks their slots up once.
+    pub fn slots_for(&mut self, outboxes: &[Arc<Outbox>]) -> Vec<usize> {
+        outboxes.iter().map(|o| self.slot(o)).collect()
+    }
+
+    /// Stages `item` in slot `idx` (from [`Stager::slots_for`], this batch).
+    pub fn stage_at(&mut self, idx: usize, item: OutItem, size: usize) -> Staged {
+        let staged = self.reserve_at(idx, size);
+        if let Staged::Queued { .. } = staged {
+            self.slots[idx].items.push(item);
+        }
+        staged
+    }
+
+    /// Counts `size` more bytes for slot `idx` against its outbox's bound, for an item
+    /// [`Stager::push_at`] adds later (a run of messages, added once it ends).
+    pub fn reserve_at(&mut self, idx: usize, size: usize) -> Staged {
         let slot = &mut self.slots[idx];
-        if slot.overflow || outbox.is_closed() {
+        // Checked per item: a receiver that closes mid-batch stops being counted at once.
+        if slot.overflow || slot.outbox.is_closed() {
             return Staged::Dropped;
         }
-        let queued = outbox.queued_bytes() + slot.bytes + size;
-        if queued > outbox.limit() {
+        let queued = slot.base + slot.bytes + size;
+        let limit = slot.outbox.limit();
+        if queued > limit {
             slot.overflow = true;
             slot.items.clear();
             return Staged::Dropped;
         }
-        slot.items.push(item);
         slot.bytes += size;
         Staged::Queued {
-            crowded: queued * 2 > outbox.limit(),
+            crowded: queued * 2 > limit,
+        }
+    }
+
+    /// Adds `item`, whose bytes [`Stager::reserve_at`] counted, to slot `idx` (unless
+    /// the slot overflowed meanwhile: its receiver is being cut).
+    pub fn push_at(&mut self, idx: usize, item: OutItem) {
+        let slot = &mut self.slots[idx];
+        if !slot.overflow {
+            slot.items.push(item);
         }
     }
 
@@ -96,6 +131,7 @@ impl Stager {
         self.slots.push(Slot {
             outbox: outbox.clone(),
             items: self.spare.pop().unwrap_or_default(),
+            base: outbox.queued_bytes(),
             bytes: 0,
             overflow: false,
         });

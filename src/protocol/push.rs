@@ -56,6 +56,24 @@ impl Message {
 
     fn encode_text(&self) -> Box<[u8]> {
         let mut out = Vec::with_capacity(self.approx_len());
+        self.write_text(&mut out);
+        out.into_boxed_slice()
+    }
+
+    fn encode_json(&self) -> Box<[u8]> {
+        let mut out = Vec::with_capacity(self.approx_len() + 48);
+        self.write_json(&mut out);
+        out.into_boxed_slice()
+    }
+
+    fn write(&self, format: Format, out: &mut Vec<u8>) {
+        match format {
+            Format::Text => self.write_text(out),
+            Format::Json => self.write_json(out),
+        }
+    }
+
+    fn write_text(&self, out: &mut Vec<u8>) {
         match self.kind {
             MessageKind::Channel => {
                 out.extend_from_slice(b"MSG ");
@@ -66,26 +84,60 @@ impl Message {
         }
         out.extend_from_slice(self.from.as_bytes());
         out.push(b' ');
-        self.data.write_text(&mut out);
+        self.data.write_text(out);
         out.push(b'\n');
-        out.into_boxed_slice()
     }
 
-    fn encode_json(&self) -> Box<[u8]> {
-        let mut out = Vec::with_capacity(self.approx_len() + 48);
+    fn write_json(&self, out: &mut Vec<u8>) {
         match self.kind {
             MessageKind::Channel => {
                 out.extend_from_slice(b"{\"event\":\"msg\",\"channel\":");
-                write_json_str(&mut out, &self.channel);
+                write_json_str(out, &self.channel);
                 out.extend_from_slice(b",\"from\":");
             }
             MessageKind::Direct => out.extend_from_slice(b"{\"event\":\"dm\",\"from\":"),
         }
-        write_json_str(&mut out, &self.from);
+        write_json_str(out, &self.from);
         out.extend_from_slice(b",\"data\":");
-        self.data.write_json(&mut out);
+        self.data.write_json(out);
         out.extend_from_slice(b"}\n");
-        out.into_boxed_slice()
+    }
+}
+
+/// Consecutive messages of one publisher to one channel, handed to every receiver of
+/// the channel as one item: one reference count per receiver per run instead of per
+/// message (receivers on other cores made each message's count bounce between
+/// caches), and the run encoded once per format for all receivers.
+#[derive(Debug)]
+pub struct MessageRun {
+    pub messages: Vec<Arc<Message>>,
+    text: OnceLock<Box<[u8]>>,
+    json: OnceLock<Box<[u8]>>,
+}
+
+impl MessageRun {
+    pub fn new(messages: Vec<Arc<Message>>) -> MessageRun {
+        MessageRun {
+            messages,
+            text: OnceLock::new(),
+            json: OnceLock::new(),
+        }
+    }
+
+    /// Every message's line, in order.
+    pub fn encoded(&self, format: Format) -> &[u8] {
+        let cell = match format {
+            Format::Text => &self.text,
+            Format::Json => &self.json,
+        };
+        cell.get_or_init(|| {
+            let size: usize = self.messages.iter().map(|m| m.approx_len()).sum();
+            let mut out = Vec::with_capacity(size + size / 2);
+            for m in &self.messages {
+                m.write(format, &mut out);
+            }
+            out.into_boxed_slice()
+        })
     }
 }
 
