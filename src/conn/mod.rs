@@ -334,7 +334,7 @@ fn handle_lines(
     max_line: usize,
     busy: &crate::coop::Slice,
 ) -> bool {
-    let mut any = false;
+    let mut lines = 0u32;
     while session.wants_input(OUT_BUDGET) {
         match reader.next_line() {
             Some(Line::Complete(line)) => session.handle_line(line),
@@ -345,17 +345,21 @@ fn handle_lines(
             ),
             None => break,
         }
-        any = true;
+        lines += 1;
         // At least one line per pass, however late the pass: lines left in the buffer
         // get no socket event to wake this loop again, so it must come back for them
-        // (it does: `any` is progress) and never sleep on them.
-        if busy.is_due() {
+        // (it does: a line run is progress) and never sleep on them. The clock is read
+        // every few lines, not per line (it cost 3% of a PUB's time).
+        if lines % LINES_PER_CLOCK == 1 && busy.is_due() {
             break;
         }
     }
     session.send_batch();
-    any
+    lines > 0
 }
+
+/// Lines run between two looks at the clock: a few microseconds of work.
+const LINES_PER_CLOCK: u32 = 8;
 
 /// One non-blocking read into the reader's spare room.
 fn read_into(stream: &mut TcpStream, reader: &mut LineReader) -> io::Result<usize> {

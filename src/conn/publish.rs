@@ -39,6 +39,11 @@ pub struct Publisher {
 /// [`OutItem::Run`] when the run ends (another channel, or a flush).
 struct Run {
     route: Arc<Route>,
+    /// The routes' version `route` was read at.
+    version: u64,
+    /// The publisher's name when the run began (a rename ends the run: it is another
+    /// command, and a publisher flushes before any other command).
+    from: Arc<str>,
     /// The stager's slots for `route.fanout`, this batch.
     slots: Vec<usize>,
     messages: Vec<Arc<Message>>,
@@ -70,19 +75,22 @@ impl Publisher {
     /// Stages `data` for the receivers of `channel` and returns `PUB`'s reply.
     pub fn publish(&mut self, routes: &Routes, me: &Outbox, channel: &str, data: Payload) -> Reply {
         self.through_manager = false;
-        let Some(route) = routes.get(channel) else {
+        // Publishing on to the same channel, whose route has not changed: no lookup.
+        let current = self
+            .run
+            .as_ref()
+            .is_some_and(|r| r.version == routes.version() && *r.route.name == *channel);
+        if current {
+            return self.publish_on(me, data);
+        }
+        let (route, version) = routes.get_versioned(channel);
+        let Some(route) = route else {
             let e = match subject::check_channel(channel) {
                 Err(e) => bad_name(e),
                 Ok(()) => no_such_channel(channel),
             };
             return Reply::Error(e);
         };
-        let msg = Arc::new(Message::new(
-            MessageKind::Channel,
-            route.name.clone(),
-            me.name(),
-            data,
-        ));
         if !self
             .run
             .as_ref()
@@ -93,13 +101,28 @@ impl Publisher {
             self.held.push(route.clone());
             self.run = Some(Run {
                 route,
+                version,
+                from: me.name(),
                 slots,
                 messages: Vec::new(),
             });
+        } else if let Some(run) = self.run.as_mut() {
+            run.version = version;
         }
+        self.publish_on(me, data)
+    }
+
+    /// Stages `data` on the current run's channel and returns `PUB`'s reply.
+    fn publish_on(&mut self, me: &Outbox, data: Payload) -> Reply {
         let Some(run) = self.run.as_mut() else {
-            unreachable!("a run was just started")
+            unreachable!("called with a run")
         };
+        let msg = Arc::new(Message::new(
+            MessageKind::Channel,
+            run.route.name.clone(),
+            run.from.clone(),
+            data,
+        ));
         let (n, crowded) = run.route.reserve(&mut self.stager, &run.slots, &msg);
         run.messages.push(msg);
         self.published += 1;

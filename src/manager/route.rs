@@ -9,6 +9,7 @@
 //! replaced route to be let go before it answers, so `UNSUB`'s `+OK` (or `DROPPED`)
 //! means nothing more arrives from it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,9 @@ pub struct Routes {
     map: RwLock<Map<Arc<str>, Arc<Route>>>,
     /// Channels whose receivers changed since the manager last published routes.
     dirty: Mutex<Vec<Arc<str>>>,
+    /// Bumped with every change of `map`: a publisher whose route was read at the
+    /// current version may keep using it without taking the lock again.
+    version: AtomicU64,
 }
 
 /// Longest the manager waits for publishers to let go of a replaced route. They hold
@@ -47,6 +51,20 @@ impl Routes {
     /// The current route of `channel`, if it exists.
     pub fn get(&self, channel: &str) -> Option<Arc<Route>> {
         self.map.read().get(channel).cloned()
+    }
+
+    /// As [`Routes::get`], with the version it was read at.
+    pub fn get_versioned(&self, channel: &str) -> (Option<Arc<Route>>, u64) {
+        let map = self.map.read();
+        (
+            map.get(channel).cloned(),
+            self.version.load(Ordering::Acquire),
+        )
+    }
+
+    /// The version now: equal to one a route was read at, that route is still current.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 
     /// Notes that `channel`'s receivers changed (or that it was created or dropped).
@@ -77,6 +95,7 @@ impl Routes {
                 };
                 replaced.extend(old);
             }
+            self.version.fetch_add(1, Ordering::Release);
         }
         let deadline = Instant::now() + RELEASE_WAIT;
         for old in replaced {
