@@ -129,7 +129,10 @@ fn errors_come_at_once() {
     // refused with no_responders): the provider sees it first.
     // (The requests that timed out above came first; bounded: three in all.)
     let seen: Vec<String> = (0..3).map(|_| slow.push()).collect();
-    assert!(seen[2].starts_with("REQ ") && seen[2].ends_with(" y"), "{seen:?}");
+    assert!(
+        seen[2].starts_with("REQ ") && seen[2].ends_with(" y"),
+        "{seen:?}"
+    );
     slow.ok("UNSERVE slow");
     let l = asker.line();
     assert!(l.starts_with("-ERR service_gone "), "{l}");
