@@ -618,6 +618,27 @@ fn memory_per_connection(target: &Target, n: usize) -> (f64, usize) {
     (per, ok)
 }
 
+/// The peers that started, as targets.
+fn peer_targets(
+    nats: &Option<common::peers::Peer>,
+    redis: &Option<common::peers::Peer>,
+) -> Vec<(&'static str, Target)> {
+    [("nats", nats, Proto::Nats), ("redis", redis, Proto::Redis)]
+        .into_iter()
+        .filter_map(|(who, peer, proto)| {
+            let p = peer.as_ref()?;
+            Some((
+                who,
+                Target {
+                    proto,
+                    addr: p.addr,
+                    pid: p.child.id(),
+                },
+            ))
+        })
+        .collect()
+}
+
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("relay") {
         return relay_main();
@@ -650,21 +671,7 @@ fn main() {
     let nats = with_peers.then(common::peers::nats).flatten();
     let redis = with_peers.then(common::peers::redis).flatten();
     let mut targets = vec![("leviathan", server.target())];
-    for (name, peer, proto) in [
-        ("nats", &nats, Proto::Nats),
-        ("redis", &redis, Proto::Redis),
-    ] {
-        if let Some(p) = peer {
-            targets.push((
-                name,
-                Target {
-                    proto,
-                    addr: p.addr,
-                    pid: p.child.id(),
-                },
-            ));
-        }
-    }
+    targets.extend(peer_targets(&nats, &redis));
     let scenarios: [(&str, &str, usize, usize, u64); 3] = [
         ("1to1", "1 publisher -> 1 subscriber:", 1, 1, 4_000_000),
         ("fanout", "1 publisher -> 100 subscribers:", 1, 100, 200_000),
@@ -734,20 +741,10 @@ fn main() {
             println!("{n} clients connecting and subscribing at once: {who:<30} {secs:.2} s");
             times.push(secs);
         }
-        for (who, peer, proto) in [
-            ("nats", &nats, Proto::Nats),
-            ("redis", &redis, Proto::Redis),
-        ] {
-            if let Some(p) = peer {
-                let target = Target {
-                    proto,
-                    addr: p.addr,
-                    pid: p.child.id(),
-                };
-                let secs = storm(&target, n, 90);
-                println!("{n} clients connecting and subscribing at once: {who:<30} {secs:.2} s");
-                times.push(secs);
-            }
+        for (who, target) in peer_targets(&nats, &redis) {
+            let secs = storm(&target, n, 90);
+            println!("{n} clients connecting and subscribing at once: {who:<30} {secs:.2} s");
+            times.push(secs);
         }
         if let Some(best) = times[2..].iter().cloned().reduce(f64::min) {
             println!(
@@ -766,21 +763,7 @@ fn main() {
         drop((nats, redis));
         let nats = with_peers.then(common::peers::nats).flatten();
         let redis = with_peers.then(common::peers::redis).flatten();
-        for (who, peer, proto) in [
-            ("nats", &nats, Proto::Nats),
-            ("redis", &redis, Proto::Redis),
-        ] {
-            if let Some(p) = peer {
-                all.push((
-                    who,
-                    Target {
-                        proto,
-                        addr: p.addr,
-                        pid: p.child.id(),
-                    },
-                ));
-            }
-        }
+        all.extend(peer_targets(&nats, &redis));
         for (who, target) in &all {
             let (per, got) = memory_per_connection(target, n);
             println!(
