@@ -608,41 +608,7 @@ impl Manager {
         let Some(chan) = self.channels.get(channel) else {
             return (0, None);
         };
-        let size = push.approx_len();
-        let mut n = 0;
-        // Borrowed until the end: cloned once, not per crowded receiver per message.
-        let mut crowded: Option<&Arc<Outbox>> = None;
-        for outbox in chan.receivers() {
-            let item = OutItem::Push(push.clone());
-            if let Staged::Queued { crowded: c } = self.stager.stage(outbox, item, size) {
-                n += 1;
-                if c {
-                    crowded = Some(outbox);
-                }
-            }
-        }
-        // Filtered subscriptions see only JSON messages whose fields match.
-        let json = match &push {
-            Push::Message(m) => match &m.data {
-                crate::protocol::Payload::Json(v) => Some(v),
-                crate::protocol::Payload::Text(_) => None,
-            },
-            _ => None,
-        };
-        if let Some(msg) = json {
-            for (outbox, filters) in chan.filtered_receivers() {
-                if !filters.iter().any(|f| f.matches_json(msg)) {
-                    continue;
-                }
-                let item = OutItem::Push(push.clone());
-                if let Staged::Queued { crowded: c } = self.stager.stage(outbox, item, size) {
-                    n += 1;
-                    if c {
-                        crowded = Some(outbox);
-                    }
-                }
-            }
-        }
-        (n, crowded.cloned())
+        let filtered = chan.filtered_receivers();
+        route::fan_out(&mut self.stager, chan.receivers(), filtered, push)
     }
 }

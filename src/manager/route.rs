@@ -159,12 +159,6 @@ pub fn fan_out<'a>(
 }
 
 impl Route {
-    /// Stages `push` for this route's receivers (see [`fan_out`]).
-    pub fn fan_out(&self, stager: &mut Stager, push: Push) -> (u64, Option<Arc<Outbox>>) {
-        let filtered = self.filtered.iter().map(|(o, f)| (o, &f[..]));
-        fan_out(stager, &self.fanout, filtered, push)
-    }
-
     /// Counts `msg` against the bound of each unfiltered receiver (`slots`: the
     /// stager's slots for [`Route::fanout`], this batch), to be handed over later as
     /// part of a run, and stages it now for each filtered receiver it matches. Returns
