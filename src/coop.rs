@@ -48,8 +48,8 @@ impl Slice {
         }
     }
 
-    /// Yields to the other coroutines on this worker once this one has run for
-    /// [`SLICE`]. Called between steps of long work: a scan's chunks, the passes of a
+    /// Yields to the other coroutines on this worker once this one has run for its
+    /// slice. Called between steps of long work: a scan's chunks, the passes of a
     /// connection that always has input.
     pub fn give_way(&mut self) {
         if self.since.elapsed() >= self.len {
@@ -67,8 +67,8 @@ impl Slice {
         self.since.elapsed() >= self.len
     }
 
-    /// The coroutine is about to block (on its socket, say): its next run starts a new
-    /// slice.
+    /// The coroutine has just woken from blocking (on its socket, say): a new slice
+    /// starts now.
     pub fn restart(&mut self) {
         self.since = Instant::now();
     }

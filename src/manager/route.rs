@@ -48,12 +48,7 @@ pub struct Routes {
 const RELEASE_WAIT: Duration = Duration::from_millis(100);
 
 impl Routes {
-    /// The current route of `channel`, if it exists.
-    pub fn get(&self, channel: &str) -> Option<Arc<Route>> {
-        self.map.read().get(channel).cloned()
-    }
-
-    /// As [`Routes::get`], with the version it was read at.
+    /// The current route of `channel`, if it exists, and the version it was read at.
     pub fn get_versioned(&self, channel: &str) -> (Option<Arc<Route>>, u64) {
         let map = self.map.read();
         (
@@ -112,6 +107,29 @@ impl Routes {
     }
 }
 
+/// How many receivers took a message, and one of them that is crowded, if any.
+#[derive(Default)]
+struct Tally<'a> {
+    n: u64,
+    // Borrowed until the end: cloned once, not per crowded receiver per message.
+    crowded: Option<&'a Arc<Outbox>>,
+}
+
+impl<'a> Tally<'a> {
+    fn add(&mut self, staged: Staged, outbox: &'a Arc<Outbox>) {
+        if let Staged::Queued { crowded } = staged {
+            self.n += 1;
+            if crowded {
+                self.crowded = Some(outbox);
+            }
+        }
+    }
+
+    fn result(self) -> (u64, Option<Arc<Outbox>>) {
+        (self.n, self.crowded.cloned())
+    }
+}
+
 /// Stages `push` for every receiver of a channel: `fanout` gets it, each of `filtered`
 /// only when one of its filters matches the message's JSON. Returns how many took it,
 /// and one of them whose outbox is crowded, if any (the publisher should pause).
@@ -122,17 +140,10 @@ pub fn fan_out<'a>(
     push: Push,
 ) -> (u64, Option<Arc<Outbox>>) {
     let size = push.approx_len();
-    let mut n = 0;
-    // Borrowed until the end: cloned once, not per crowded receiver per message.
-    let mut crowded: Option<&Arc<Outbox>> = None;
+    let mut tally = Tally::default();
     for outbox in fanout {
         let item = OutItem::Push(push.clone());
-        if let Staged::Queued { crowded: c } = stager.stage(outbox, item, size) {
-            n += 1;
-            if c {
-                crowded = Some(outbox);
-            }
-        }
+        tally.add(stager.stage(outbox, item, size), outbox);
     }
     let json = match &push {
         Push::Message(m) => match &m.data {
@@ -147,15 +158,10 @@ pub fn fan_out<'a>(
                 continue;
             }
             let item = OutItem::Push(push.clone());
-            if let Staged::Queued { crowded: c } = stager.stage(outbox, item, size) {
-                n += 1;
-                if c {
-                    crowded = Some(outbox);
-                }
-            }
+            tally.add(stager.stage(outbox, item, size), outbox);
         }
     }
-    (n, crowded.cloned())
+    tally.result()
 }
 
 impl Route {
@@ -170,22 +176,17 @@ impl Route {
         msg: &Arc<Message>,
     ) -> (u64, Option<Arc<Outbox>>) {
         let size = msg.approx_len();
-        let mut n = 0;
-        let mut crowded = None;
+        let mut tally = Tally::default();
         for (&idx, outbox) in slots.iter().zip(&self.fanout) {
-            if let Staged::Queued { crowded: c } = stager.reserve_at(idx, size) {
-                n += 1;
-                if c {
-                    crowded = Some(outbox);
-                }
-            }
+            tally.add(stager.reserve_at(idx, size), outbox);
         }
+        let (n, crowded) = tally.result();
         if self.filtered.is_empty() {
-            return (n, crowded.cloned());
+            return (n, crowded);
         }
         let filtered = self.filtered.iter().map(|(o, f)| (o, &f[..]));
         let (m, c) = fan_out(stager, &[], filtered, Push::Message(msg.clone()));
-        (n + m, c.or_else(|| crowded.cloned()))
+        (n + m, c.or(crowded))
     }
 }
 
@@ -208,7 +209,7 @@ mod tests {
         let name: Arc<str> = "c".into();
         routes.mark(&name);
         routes.publish(|n| Some(empty(n)));
-        let held = routes.get("c").expect("published");
+        let held = routes.get_versioned("c").0.expect("published");
         let released = Arc::new(AtomicBool::new(false));
         let holder = {
             let released = released.clone();
@@ -225,7 +226,7 @@ mod tests {
             "publish returned while a publisher still held the old route"
         );
         assert!(
-            routes.get("c").is_none(),
+            routes.get_versioned("c").0.is_none(),
             "the dropped channel has no route"
         );
         holder.join().unwrap();

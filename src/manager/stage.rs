@@ -21,7 +21,8 @@ struct Slot {
     items: Vec<OutItem>,
     /// What the outbox held when this batch first staged for it: read once, not per
     /// item, since the receiver (often on another core) keeps writing that counter.
-    /// It only shrinks meanwhile (the receiver takes), so the bound stays safe.
+    /// Meanwhile the receiver only takes, and other stagers' batches (never counted
+    /// before they are flushed, per item or not) can add at most one batch each.
     base: usize,
     bytes: usize,
     overflow: bool,
@@ -56,31 +57,22 @@ impl Stager {
         }
     }
 
-    /// Whether anything waits to be flushed.
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
-
     /// Stages `item` (about `size` bytes) for `outbox`, checking the bound against what is
     /// queued plus what is staged.
     pub fn stage(&mut self, outbox: &Arc<Outbox>, item: OutItem, size: usize) -> Staged {
         let idx = self.slot(outbox);
-        self.stage_at(idx, item, size)
-    }
-
-    /// This batch's slot for each of `outboxes`, for [`Stager::stage_at`]: a publisher
-    /// staging many messages for the same receivers looks their slots up once.
-    pub fn slots_for(&mut self, outboxes: &[Arc<Outbox>]) -> Vec<usize> {
-        outboxes.iter().map(|o| self.slot(o)).collect()
-    }
-
-    /// Stages `item` in slot `idx` (from [`Stager::slots_for`], this batch).
-    pub fn stage_at(&mut self, idx: usize, item: OutItem, size: usize) -> Staged {
         let staged = self.reserve_at(idx, size);
         if let Staged::Queued { .. } = staged {
             self.slots[idx].items.push(item);
         }
         staged
+    }
+
+    /// This batch's slot for each of `outboxes`, for [`Stager::reserve_at`] and
+    /// [`Stager::push_at`]: a publisher staging many messages for the same receivers
+    /// looks their slots up once.
+    pub fn slots_for(&mut self, outboxes: &[Arc<Outbox>]) -> Vec<usize> {
+        outboxes.iter().map(|o| self.slot(o)).collect()
     }
 
     /// Counts `size` more bytes for slot `idx` against its outbox's bound, for an item

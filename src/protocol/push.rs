@@ -42,28 +42,22 @@ impl Message {
 
     /// The encoded line, `\n` included.
     pub fn encoded(&self, format: Format) -> &[u8] {
-        match format {
-            Format::Text => self.text.get_or_init(|| self.encode_text()),
-            Format::Json => self.json.get_or_init(|| self.encode_json()),
-        }
+        let cell = match format {
+            Format::Text => &self.text,
+            Format::Json => &self.json,
+        };
+        cell.get_or_init(|| {
+            // JSON exceeds the text line by a few dozen bytes.
+            let mut out = Vec::with_capacity(self.approx_len() + 48);
+            self.write(format, &mut out);
+            out.into_boxed_slice()
+        })
     }
 
     /// Approximate size of one encoding, for outbox accounting: the text line's size
     /// (`MSG `, two spaces, `\n`), which JSON exceeds by a few dozen bytes.
     pub fn approx_len(&self) -> usize {
         self.channel.len() + self.from.len() + self.data.approx_len() + 8
-    }
-
-    fn encode_text(&self) -> Box<[u8]> {
-        let mut out = Vec::with_capacity(self.approx_len());
-        self.write_text(&mut out);
-        out.into_boxed_slice()
-    }
-
-    fn encode_json(&self) -> Box<[u8]> {
-        let mut out = Vec::with_capacity(self.approx_len() + 48);
-        self.write_json(&mut out);
-        out.into_boxed_slice()
     }
 
     fn write(&self, format: Format, out: &mut Vec<u8>) {
