@@ -204,9 +204,8 @@ impl Server {
             max_channels: config.max_channels,
             max_channels_per_client: config.max_channels_per_client,
             max_subscriptions: config.max_subscriptions,
-            request_timeout: config.request_timeout,
         };
-        let routes = Arc::new(crate::manager::route::Routes::default());
+        let routes = Arc::new(crate::manager::route::Routes::new(config.request_timeout));
         let manager = Manager::new(
             stats.clone(),
             store.clone(),

@@ -410,3 +410,145 @@ fn a_provider_that_never_reads_stalls_no_other() {
     assert!(asker.ok("REQ work x").starts_with("-ERR no_responders "));
     drop(stuck);
 }
+
+/// Requesters pipelining while providers come, serve a little, and then unserve or
+/// vanish: every request gets exactly one answer, at once (no request is stranded
+/// until a timeout), from the provider it was sent to; and once a provider's `UNSERVE`
+/// is answered, no request reaches it.
+#[test]
+fn requests_racing_providers_that_come_and_go_each_get_one_answer() {
+    let s = start_with(Config {
+        request_timeout: Duration::from_secs(60),
+        ..Config::default()
+    });
+    let addr = s.local_addr();
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    let done = Arc::new(AtomicBool::new(false));
+    // Provider rounds so far: requesters go on until there were enough.
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let mut steady = Client::connect(addr);
+    steady.ok("SERVE work");
+    let steady_socket = steady.writer.try_clone().unwrap();
+    let steady = std::thread::spawn(move || answer_echo(&mut steady, None));
+    let churn = {
+        let (done, rounds) = (done.clone(), rounds.clone());
+        std::thread::spawn(move || {
+            while !done.load(SeqCst) && rounds.load(SeqCst) < 400 {
+                let round = rounds.fetch_add(1, SeqCst) + 1;
+                // Not waiting for the greeting a silent client gets: a request first.
+                let mut p = Client::connect_raw(addr);
+                p.send("SERVE work");
+                assert!(p.line().starts_with("HELLO "));
+                // Requests may come before the +OK: they are answered after it.
+                let (reply, early) = p.reply();
+                assert_eq!(reply, ["+OK"]);
+                for r in &early {
+                    let (id, payload) = req_push(r, "work", r.split(' ').nth(3).unwrap());
+                    p.send(&format!("REPLY {id} {payload}"));
+                }
+                p.writer
+                    .set_read_timeout(Some(Duration::from_millis(5)))
+                    .unwrap();
+                let (sent, seen) = answer_echo(&mut p, Some(10));
+                // Replies to its REPLYs still to come.
+                let replies = early.len() as i32 + sent - seen;
+                if round % 2 == 0 {
+                    // Abruptly gone: what it holds fails with service_gone.
+                    drop(p);
+                    continue;
+                }
+                p.writer
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                p.send("UNSERVE work");
+                // Requests that come meanwhile are left unanswered: UNSERVE fails them.
+                let mut status = 0;
+                while status < replies + 1 {
+                    let l = p.line();
+                    if l.starts_with('+') || l.starts_with('-') {
+                        status += 1;
+                        if status == replies + 1 {
+                            assert_eq!(l, "+OK", "UNSERVE");
+                        }
+                    }
+                }
+                p.writer
+                    .set_read_timeout(Some(Duration::from_millis(30)))
+                    .unwrap();
+                while let Some(l) = p.line_or_eof_quick() {
+                    assert!(!l.starts_with("REQ "), "a request after UNSERVE's +OK: {l}");
+                }
+            }
+        })
+    };
+    let requesters: Vec<_> = (0..3)
+        .map(|r| {
+            let rounds = rounds.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let (mut ok, mut gone) = (0, 0);
+                for round in 0..2000 {
+                    if rounds.load(SeqCst) >= 40 {
+                        break;
+                    }
+                    let batch: String = (0..20)
+                        .map(|i| format!("REQ work {r}-{round}-{i}\n"))
+                        .collect();
+                    c.send_raw(batch.as_bytes());
+                    for i in 0..20 {
+                        let l = c.line();
+                        if l.starts_with("-ERR service_gone ") {
+                            gone += 1;
+                        } else {
+                            // The answer to this request, not another's.
+                            assert_eq!(l, format!("+OK {r}-{round}-{i}"));
+                            ok += 1;
+                        }
+                    }
+                }
+                (ok, gone)
+            })
+        })
+        .collect();
+    let (mut ok, mut gone) = (0, 0);
+    for r in requesters {
+        let (o, g) = r.join().unwrap();
+        ok += o;
+        gone += g;
+    }
+    done.store(true, SeqCst);
+    churn.join().unwrap();
+    steady_socket.shutdown(std::net::Shutdown::Both).unwrap();
+    steady.join().unwrap();
+    let rounds = rounds.load(SeqCst);
+    assert!(
+        ok > 0 && gone > 0 && rounds >= 40,
+        "{ok} answered, {gone} gone, {rounds} rounds"
+    );
+}
+
+/// A provider's loop: answers each `REQ` with its payload, until `most` requests (then
+/// returns as soon as no line comes within the read timeout) or the connection ends.
+/// Returns how many `REPLY`s it sent and how many replies (status lines) it read.
+fn answer_echo(p: &mut Client, most: Option<i32>) -> (i32, i32) {
+    let (mut sent, mut seen) = (0, 0);
+    while most.is_none_or(|m| sent < m) {
+        let Some(l) = p.line_or_eof_quick() else {
+            break;
+        };
+        if l.starts_with('+') || l.starts_with('-') {
+            seen += 1;
+        }
+        if let Some(rest) = l.strip_prefix("REQ ") {
+            let mut f = rest.splitn(4, ' ');
+            let id = f.next().unwrap();
+            let payload = f.nth(2).unwrap_or("");
+            p.send(&format!("REPLY {id} {payload}"));
+            sent += 1;
+        } else if l.starts_with("BYE") {
+            break;
+        }
+    }
+    (sent, seen)
+}

@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use crate::commands::channels::{bad_name, no_such_channel};
 use crate::manager::outbox::{OutItem, Outbox};
+use crate::manager::requests::{Placed, ServiceRoute};
 use crate::manager::route::{Route, Routes};
-use crate::manager::stage::Stager;
+use crate::manager::stage::{Staged, Stager};
 use crate::manager::stats::Stats;
 use crate::protocol::push::{Message, MessageKind, MessageRun};
 use crate::protocol::{subject, Payload, Push, Reply};
@@ -30,7 +31,10 @@ pub struct Publisher {
     through_manager: bool,
     published: u64,
     delivered: u64,
-    /// Messages and deliveries staged since the last flush.
+    /// The routes of service requests staged since the last flush (`stage_request`):
+    /// held, like `held`, until they are handed over.
+    requests: Vec<Arc<ServiceRoute>>,
+    /// Messages (and requests) and deliveries staged since the last flush.
     staged: u64,
     staged_deliveries: u64,
 }
@@ -139,6 +143,27 @@ impl Publisher {
         }
     }
 
+    /// Stages a service request for its provider, behind what this connection
+    /// published before it. Returns whether the provider's outbox is crowded (the
+    /// connection should pause).
+    pub fn stage_request(&mut self, placed: Placed) -> bool {
+        self.end_run();
+        if !self
+            .requests
+            .last()
+            .is_some_and(|r| Arc::ptr_eq(r, &placed.route))
+        {
+            self.requests.push(placed.route);
+        }
+        self.staged += 1;
+        let size = placed.push.approx_len();
+        let item = OutItem::Push(placed.push);
+        matches!(
+            self.stager.stage(&placed.provider, item, size),
+            Staged::Queued { crowded: true }
+        )
+    }
+
     /// Flushes once many deliveries are staged (the connection has more to read).
     pub fn flush_if_large(&mut self, stats: &Stats) {
         if self.staged >= FLUSH_AT || self.staged_deliveries >= FLUSH_DELIVERIES {
@@ -172,7 +197,7 @@ impl Publisher {
     /// Hands what was staged to the receivers, waking each once, and lets go of the
     /// routes it used.
     pub fn flush(&mut self, stats: &Stats) {
-        if self.held.is_empty() {
+        if self.held.is_empty() && self.requests.is_empty() {
             return;
         }
         self.end_run();
@@ -180,6 +205,7 @@ impl Publisher {
         self.staged_deliveries = 0;
         self.stager.flush(stats);
         self.held.clear();
+        self.requests.clear();
         stats
             .published
             .fetch_add(std::mem::take(&mut self.published), Ordering::Relaxed);
@@ -193,7 +219,7 @@ impl Drop for Publisher {
     fn drop(&mut self) {
         // Whatever is staged was answered `+OK`: it goes out even if the connection ends
         // mid-batch.
-        if !self.held.is_empty() {
+        if !self.held.is_empty() || !self.requests.is_empty() {
             self.end_run();
             self.stager.flush(&Stats::default());
         }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+mod services;
+
 use super::accounts::AccountEnv;
 use super::calls::{Call, Calls, Work};
 use super::publish::Publisher;
@@ -429,14 +431,24 @@ impl Session {
             return;
         }
         // Anything else waits until what this batch published is out: its effects may
-        // be seen by the receivers (an answer to a request, a table change).
-        self.publisher.flush(&self.ctx.stats);
+        // be seen by the receivers (an answer to a request, a table change). A request
+        // is staged behind it instead.
+        let is_request = matches!(&command, Ok(Command::Service(c)) if matches!(**c, ServiceCommand::Req { .. }));
+        if !is_request {
+            self.publisher.flush(&self.ctx.stats);
+        }
         match command {
             Err(e) => self.local_reply(req.format, req.id, Reply::Error(e)),
             Ok(Command::App(c)) => self.app(*c, req.format, req.id),
             Ok(Command::Account(c)) => self.account(*c, req.format, req.id),
-            Ok(Command::Service(c)) if matches!(*c, ServiceCommand::Req { .. }) => {
-                self.service_request(*c, req.format, req.id)
+            Ok(Command::Service(c)) if is_request => self.service_request(*c, req.format, req.id),
+            Ok(Command::Service(c))
+                if matches!(
+                    *c,
+                    ServiceCommand::Reply { .. } | ServiceCommand::Fail { .. }
+                ) =>
+            {
+                self.service_answer(*c, req.format, req.id)
             }
             Ok(Command::Session(SessionCommand::Format(choice))) => {
                 match choice {
@@ -534,33 +546,6 @@ impl Session {
                 );
             }
         }
-    }
-
-    /// Sends a service request to the manager with a token its answer comes back
-    /// with: in its place among the replies, or, for a JSON request with an id, as soon
-    /// as it is ready (so a slow service holds back none of this client's other replies).
-    fn service_request(&mut self, mut c: ServiceCommand, format: Format, id: Option<Value>) {
-        let most = self.ctx.settings.max_pending_requests;
-        if self.requests >= most {
-            let e = ErrorReply::new(
-                "limit_reached",
-                format!("this connection has {most} requests waiting for answers (--max-pending-requests)"),
-            );
-            return self.local_reply(format, id, Reply::Error(e));
-        }
-        let token = REQUEST | self.next_token;
-        self.next_token += 1;
-        if let ServiceCommand::Req { token: t, .. } = &mut c {
-            *t = token;
-        }
-        self.requests += 1;
-        if format == Format::Json && id.is_some() {
-            self.detached.push((token, id));
-        } else {
-            self.pending
-                .push_back(Pending::Answer { token, format, id });
-        }
-        self.batch.push(Command::Service(Box::new(c)));
     }
 
     /// Carries out `LOGIN`, `RESUME`, `LOGOUT`, `PASSWD` and the admin commands in the

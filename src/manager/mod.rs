@@ -5,6 +5,7 @@
 pub mod channel;
 pub mod liveness;
 pub mod outbox;
+pub mod requests;
 pub mod route;
 pub mod services;
 pub mod stage;
@@ -79,6 +80,9 @@ pub enum ChannelOp<C> {
     },
     /// The connection is gone.
     Disconnect { id: ConnId },
+    /// A service request was sent that times out before any the manager knew of: it
+    /// looks at its clock again (it sleeps until the earliest deadline it knows).
+    Deadline,
     /// A watched table changed (sent by the writer, in the table's order).
     TableChange(ChangeNote),
     /// The roles were reloaded; these were in force before.
@@ -112,8 +116,6 @@ pub struct ManagerSettings {
     pub max_channels_per_client: usize,
     /// Subscriptions (channels, patterns) and watches one connection may hold.
     pub max_subscriptions: usize,
-    /// How long a service request waits for its answer unless it says otherwise.
-    pub request_timeout: std::time::Duration,
 }
 
 /// The id under which the server itself acts (an interval task publishing, say); its
@@ -275,7 +277,7 @@ impl Manager {
             counts: Counts::default(),
             durable: None,
             auth,
-            services: services::Services::new(settings.request_timeout),
+            services: services::Services::default(),
             routes,
         }
     }
@@ -287,7 +289,7 @@ impl Manager {
         let mut next_check = tick.map(|t| Instant::now() + t);
         loop {
             // Woken for the liveness check, or for the next request to time out.
-            let wake = match (next_check, self.services.next_deadline()) {
+            let wake = match (next_check, self.next_request_deadline()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -318,8 +320,7 @@ impl Manager {
                 }
             }
             if self
-                .services
-                .next_deadline()
+                .next_request_deadline()
                 .is_some_and(|d| d <= Instant::now())
             {
                 self.expire_requests();
@@ -425,13 +426,15 @@ impl Manager {
                     timeout,
                     done,
                 } = *ask;
-                let requester = services::Requester::Callback { id: from, done };
+                let requester = requests::Requester::Callback { id: from, done };
                 self.send_request(from, &service, to.as_deref(), data, timeout, requester);
             }
             ChannelOp::Disconnect { id } => self.disconnect(id),
             ChannelOp::RolesChanged(old) => self.roles_changed(&old),
             ChannelOp::TableChange(note) => self.table_changed(note),
             ChannelOp::Shutdown => return true,
+            // Woken: the loop reads the new earliest deadline.
+            ChannelOp::Deadline => {}
         }
         false
     }

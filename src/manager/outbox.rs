@@ -7,11 +7,12 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use may::io::WaitIoWaker;
 use parking_lot::Mutex;
 
+use super::requests::Desk;
 use crate::auth::Identity;
 use crate::protocol::push::{ByeReason, MessageRun};
 use crate::protocol::{Push, Reply};
@@ -86,6 +87,9 @@ pub struct Outbox {
     pub(crate) stage: AtomicU64,
     /// The client's name, for messages it publishes itself (set by the manager).
     name: Mutex<Arc<str>>,
+    /// What it serves and the requests it holds, once it served something
+    /// (`requests.rs`); boxed, since most connections never serve.
+    desk: OnceLock<Box<Desk>>,
 }
 
 impl Outbox {
@@ -113,7 +117,18 @@ impl Outbox {
             limit,
             stage: AtomicU64::new(u64::MAX),
             name: Mutex::new(Arc::from("")),
+            desk: OnceLock::new(),
         }
+    }
+
+    /// Its desk, if it ever served anything.
+    pub fn desk(&self) -> Option<&Desk> {
+        self.desk.get().map(|d| &**d)
+    }
+
+    /// Its desk, opened now if it has none.
+    pub(super) fn open_desk(&self) -> &Desk {
+        self.desk.get_or_init(Box::default)
     }
 
     /// The client's name now.

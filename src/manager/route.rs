@@ -17,6 +17,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::channel::Filter;
 use super::outbox::{OutItem, Outbox};
+use super::requests::ServiceRoutes;
 use super::stage::{Staged, Stager};
 use crate::collections::Map;
 use crate::protocol::push::Message;
@@ -32,7 +33,6 @@ pub struct Route {
 }
 
 /// Every channel's current route, read by publishers, written by the manager.
-#[derive(Default)]
 pub struct Routes {
     map: RwLock<Map<Arc<str>, Arc<Route>>>,
     /// Channels whose receivers changed since the manager last published routes.
@@ -40,14 +40,27 @@ pub struct Routes {
     /// Bumped with every change of `map`: a publisher whose route was read at the
     /// current version may keep using it without taking the lock again.
     version: AtomicU64,
+    /// Every service's providers, for requesters that send requests themselves.
+    pub services: ServiceRoutes,
 }
 
 /// Longest the manager waits for publishers to let go of a replaced route. They hold
 /// one only while staging a batch of lines, so this is only reached when a publisher's
 /// thread was descheduled mid-batch for that long.
-const RELEASE_WAIT: Duration = Duration::from_millis(100);
+pub(super) const RELEASE_WAIT: Duration = Duration::from_millis(100);
 
 impl Routes {
+    /// No channels or services yet; service requests wait `request_timeout` for their
+    /// answers unless they say otherwise.
+    pub fn new(request_timeout: Duration) -> Routes {
+        Routes {
+            map: RwLock::default(),
+            dirty: Mutex::default(),
+            version: AtomicU64::new(0),
+            services: ServiceRoutes::new(request_timeout),
+        }
+    }
+
     /// The current route of `channel`, if it exists, and the version it was read at.
     pub fn get_versioned(&self, channel: &str) -> (Option<Arc<Route>>, u64) {
         let map = self.map.read();
@@ -94,10 +107,7 @@ impl Routes {
         }
         let deadline = Instant::now() + RELEASE_WAIT;
         for old in replaced {
-            while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
-                std::thread::yield_now();
-            }
-            if Arc::strong_count(&old) > 1 {
+            if !await_release(&old, deadline) {
                 log::debug!(
                     "a publisher still held channel '{}''s old route after {RELEASE_WAIT:?}",
                     old.name
@@ -105,6 +115,15 @@ impl Routes {
             }
         }
     }
+}
+
+/// Waits until nobody but the caller holds `old` (a replaced route), or until
+/// `deadline`. Returns whether it was let go.
+pub(super) fn await_release<T>(old: &Arc<T>, deadline: Instant) -> bool {
+    while Arc::strong_count(old) > 1 && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    Arc::strong_count(old) == 1
 }
 
 /// How many receivers took a message, and one of them that is crowded, if any.
@@ -205,7 +224,7 @@ mod tests {
 
     #[test]
     fn publishing_waits_until_no_publisher_holds_the_replaced_route() {
-        let routes = Arc::new(Routes::default());
+        let routes = Arc::new(Routes::new(Duration::from_secs(5)));
         let name: Arc<str> = "c".into();
         routes.mark(&name);
         routes.publish(|n| Some(empty(n)));

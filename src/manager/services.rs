@@ -1,147 +1,118 @@
-//! Services: who serves what, and the requests in flight. A request goes to the
-//! provider with the fewest requests pending, ties in turn; it fails at once when
-//! nobody serves it (`no_responders`), when its provider leaves or unserves
-//! (`service_gone`), or when it times out (`timeout`); a requester that leaves cancels
-//! its requests.
+//! Services: who serves what. The manager is the only writer of registrations: it
+//! publishes each service's providers for requesters (`requests.rs`, where requests
+//! travel in one hop and are answered, failed and timed out) and answers `SERVE`,
+//! `UNSERVE` and `SERVICES`. It also sends the requests that come through it: those of
+//! actions and tasks, and a client's `REQ` that must wait for the commands before it.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
 use super::outbox::{ConnId, Outbox};
+use super::requests::{self, Ask, Figures, Placed, Requester, ServiceRoute};
 use super::Manager;
 use crate::collections::Map;
-use crate::protocol::push::{Push, ServiceRequest};
 use crate::protocol::{ErrorReply, Item, Payload, Reply};
 
 /// One service's providers and figures.
-#[derive(Default)]
-pub struct Service {
+struct Service {
     /// In the order they offered it.
-    providers: Vec<ConnId>,
-    /// Where the next tie is broken.
-    turn: usize,
-    served: u64,
-    failed: u64,
-    /// Microseconds from request to answer, summed over the answered ones.
-    latency_us: u64,
+    providers: Vec<Arc<Outbox>>,
+    figures: Arc<Figures>,
 }
 
-/// Where a request's answer goes.
-pub enum Requester {
-    /// A client's `REQ`: its outbox, with the token that finds the answer's place.
-    Client { outbox: Arc<Outbox>, token: u64 },
-    /// An action or task waiting in its coroutine (`Ctx::request`), on behalf of
-    /// connection `id` (the server's own for a task).
-    Callback {
-        id: ConnId,
-        done: Box<dyn FnOnce(Reply) + Send>,
-    },
-}
-
-impl Requester {
-    fn id(&self) -> ConnId {
-        match self {
-            Requester::Client { outbox, .. } => outbox.id,
-            Requester::Callback { id, .. } => *id,
-        }
-    }
-
-    fn answer(self, reply: Reply) {
-        match self {
-            Requester::Client { outbox, token } => outbox.answer(token, reply),
-            Requester::Callback { done, .. } => done(reply),
-        }
-    }
-}
-
-/// A request waiting for its provider's answer.
-struct Pending {
-    service: Arc<str>,
-    requester: Requester,
-    provider: ConnId,
-    deadline: Instant,
-    /// When it was sent, for the service's latency.
-    sent: Instant,
-}
-
-/// Every service and request in flight; owned by the manager.
+/// Every service, and the connections serving any; owned by the manager.
 #[derive(Default)]
 pub struct Services {
     by_name: Map<Arc<str>, Service>,
-    pending: Map<u64, Pending>,
-    /// Requests pending per provider.
-    load: Map<ConnId, u32>,
-    next_req: u64,
-    /// No pending request times out before this: lowered as requests are sent, set
-    /// again whenever the requests are looked through for timeouts. Answers leave it
-    /// early, which only costs one look too many.
-    earliest: Option<Instant>,
-    /// How long a request may wait for its answer unless it says otherwise.
-    pub timeout: Duration,
-}
-
-impl Services {
-    /// No services yet; requests wait `timeout` for their answer unless they say otherwise.
-    pub fn new(timeout: Duration) -> Services {
-        Services {
-            timeout,
-            ..Services::default()
-        }
-    }
-
-    /// When to look for requests that timed out (none before), without a scan: the
-    /// manager asks at every turn of its loop.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.earliest
-    }
-
-    fn take(&mut self, req: u64) -> Option<Pending> {
-        let p = self.pending.remove(&req)?;
-        if let Some(n) = self.load.get_mut(&p.provider) {
-            *n = n.saturating_sub(1);
-        }
-        Some(p)
-    }
-}
-
-fn gone(service: &str, why: &str) -> Reply {
-    Reply::Error(ErrorReply::new(
-        "service_gone",
-        format!("the provider of '{service}' {why} before answering"),
-    ))
+    /// Connections serving something, with how many services each: the desks the
+    /// manager looks through for timeouts.
+    providers: Map<ConnId, (Arc<Outbox>, usize)>,
 }
 
 impl Manager {
+    /// Publishes `name`'s providers for requesters, and forgets a service nobody
+    /// serves that never answered anything.
+    fn publish_service(&mut self, name: &Arc<str>) {
+        let routes = &self.routes.services;
+        match self.services.by_name.get(name) {
+            Some(s) if !s.providers.is_empty() => {
+                let route = ServiceRoute::new(name.clone(), s.providers.clone(), s.figures.clone());
+                routes.set(name, Some(route));
+            }
+            Some(s) => {
+                routes.set(name, None);
+                let f = &s.figures;
+                if f.served.load(Ordering::Relaxed) + f.failed.load(Ordering::Relaxed) == 0 {
+                    self.services.by_name.remove(name);
+                }
+            }
+            None => routes.set(name, None),
+        }
+    }
+
     /// `SERVE`.
     pub fn serve(&mut self, id: ConnId, name: &str) -> Result<Reply, ErrorReply> {
-        let s = self.services.by_name.entry(Arc::from(name)).or_default();
-        if !s.providers.contains(&id) {
-            s.providers.push(id);
+        let Some(outbox) = self.clients.get(&id).map(|c| c.outbox.clone()) else {
+            return Ok(Reply::Done(None));
+        };
+        let key = match self.services.by_name.get_key_value(name) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(name),
+        };
+        let s = self
+            .services
+            .by_name
+            .entry(key.clone())
+            .or_insert_with(|| Service {
+                providers: Vec::new(),
+                figures: Arc::default(),
+            });
+        if s.providers.iter().any(|p| p.id == id) {
+            return Ok(Reply::Done(None));
         }
+        requests::offer(&outbox, &key);
+        s.providers.push(outbox.clone());
+        self.services.providers.entry(id).or_insert((outbox, 0)).1 += 1;
+        self.publish_service(&key);
         Ok(Reply::Done(None))
     }
 
     /// `UNSERVE`: its requests still open with this provider fail with `service_gone`.
     pub fn unserve(&mut self, id: ConnId, name: &str) -> Result<Reply, ErrorReply> {
-        let served = self
+        let found = self
             .services
             .by_name
-            .get(name)
-            .is_some_and(|s| s.providers.contains(&id));
-        if !served {
+            .get_key_value(name)
+            .and_then(|(k, s)| {
+                let at = s.providers.iter().position(|p| p.id == id)?;
+                Some((k.clone(), at))
+            });
+        let Some((key, at)) = found else {
             return Err(ErrorReply::new(
                 "not_serving",
                 format!("you do not serve '{}'", crate::protocol::args::clip(name)),
             ));
+        };
+        if let Some(s) = self.services.by_name.get_mut(&key) {
+            let outbox = s.providers.remove(at);
+            requests::withdraw(&outbox, Some(name), "stopped serving it");
         }
-        self.drop_provider(id, Some(name), "stopped serving it");
+        if let Some((_, n)) = self.services.providers.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.services.providers.remove(&id);
+            }
+        }
+        self.publish_service(&key);
         Ok(Reply::Done(None))
     }
 
-    /// `REQ` from connection `id`: the answer reaches its outbox with `token`, now (no
-    /// provider) or later.
+    /// `REQ` from connection `id` that came through the manager (it followed commands
+    /// of the same client still on their way here): the answer reaches its outbox with
+    /// `token`, now (no provider) or later.
     pub fn request(
         &mut self,
         id: ConnId,
@@ -169,107 +140,46 @@ impl Manager {
         timeout: Option<Duration>,
         requester: Requester,
     ) {
-        let chosen = match to {
-            None => self.pick_provider(service),
-            Some(name) => self.named_provider(service, name),
-        };
-        let Some((name, provider)) = chosen else {
-            let clip = crate::protocol::args::clip;
-            let who = to.map_or(String::new(), |n| format!(" at {}", clip(n)));
-            let e = ErrorReply::new(
-                "no_responders",
-                format!("nobody serves '{}'{who} now", clip(service)),
-            );
-            requester.answer(Reply::Error(e));
-            return;
-        };
-        let Some(outbox) = self.clients.get(&provider).map(|c| c.outbox.clone()) else {
-            return;
-        };
-        self.services.next_req += 1;
-        let req = self.services.next_req;
-        let timeout = timeout.unwrap_or(self.services.timeout);
-        let now = Instant::now();
-        let deadline = now + timeout;
-        let s = &mut self.services;
-        s.earliest = Some(s.earliest.map_or(deadline, |e| e.min(deadline)));
-        self.services.pending.insert(
-            req,
-            Pending {
-                service: name.clone(),
-                requester,
-                provider,
-                deadline,
-                sent: now,
-            },
-        );
-        *self.services.load.entry(provider).or_default() += 1;
-        let push = ServiceRequest {
-            req,
-            service: name,
+        let ask = Ask {
             from: self.name_of(from),
             data,
+            timeout,
+            requester,
         };
-        if self.push(&outbox, Push::Request(Arc::new(push))) {
-            // As with a publisher and a crowded subscriber: the requester pauses (a
-            // bounded time) for the provider to catch up, and a provider that does not
-            // is cut as a slow consumer, failing what it holds.
-            if let Some(c) = self.clients.get(&from) {
-                c.outbox.request_stall(&outbox);
+        let services = &self.routes.services;
+        let placed = match to {
+            None => services.place(service, ask),
+            Some(to) => {
+                let provider = self.names.get(to).and_then(|id| self.clients.get(id));
+                services.place_at(provider.map(|c| &c.outbox), to, service, ask)
             }
+        };
+        match placed {
+            Ok(Placed { provider, push, .. }) => {
+                if self.push(&provider, push) {
+                    // As with a publisher and a crowded subscriber: the requester pauses
+                    // (a bounded time) for the provider to catch up, and a provider that
+                    // does not is cut as a slow consumer, failing what it holds.
+                    if let Some(c) = self.clients.get(&from) {
+                        c.outbox.request_stall(&provider);
+                    }
+                }
+            }
+            Err((requester, e)) => requester.answer(Reply::Error(e)),
         }
     }
 
-    /// The provider with the fewest pending requests, ties in turn.
-    fn pick_provider(&mut self, service: &str) -> Option<(Arc<str>, ConnId)> {
-        let (name, s) = self.services.by_name.get_key_value(service)?;
-        let n = s.providers.len();
-        let load = &self.services.load;
-        let best = (0..n)
-            .map(|k| (s.turn + k) % n)
-            .min_by_key(|&i| load.get(&s.providers[i]).copied().unwrap_or(0))?;
-        let (name, provider) = (name.clone(), s.providers[best]);
-        if let Some(s) = self.services.by_name.get_mut(service) {
-            s.turn = (best + 1) % n;
-        }
-        Some((name, provider))
-    }
-
-    /// The client named `name`, if it serves `service`.
-    fn named_provider(&self, service: &str, name: &str) -> Option<(Arc<str>, ConnId)> {
-        let id = *self.names.get(name)?;
-        let (svc, s) = self.services.by_name.get_key_value(service)?;
-        s.providers.contains(&id).then(|| (svc.clone(), id))
-    }
-
-    /// `REPLY` or `FAIL` from provider `id` for request `req`.
+    /// `REPLY` or `FAIL` from provider `id` for request `req`, come through the manager.
     pub fn answer_request(
         &mut self,
         id: ConnId,
         req: u64,
         answer: Result<Reply, ErrorReply>,
     ) -> Result<Reply, ErrorReply> {
-        let mine = self
-            .services
-            .pending
-            .get(&req)
-            .is_some_and(|p| p.provider == id);
-        let pending = mine.then(|| self.services.take(req)).flatten();
-        let Some(p) = pending else {
-            return Err(ErrorReply::new(
-                "no_such_request",
-                format!("no request {req} waits for your answer (answered, timed out, or its requester left)"),
-            ));
+        let Some(c) = self.clients.get(&id) else {
+            return Ok(Reply::Done(None));
         };
-        if let Some(s) = self.services.by_name.get_mut(&p.service) {
-            match answer {
-                Ok(_) => s.served += 1,
-                Err(_) => s.failed += 1,
-            }
-            s.latency_us += p.sent.elapsed().as_micros() as u64;
-        }
-        p.requester.answer(answer.unwrap_or_else(Reply::Error));
-        Ok(Reply::Done(None))
+        requests::answer(&c.outbox, req, answer).map(|()| Reply::Done(None))
     }
 
     /// `SERVICES`.
@@ -280,27 +190,28 @@ impl Manager {
             .into_iter()
             .map(|name| {
                 let s = &self.services.by_name[name];
-                let pending = self
-                    .services
-                    .pending
-                    .values()
-                    .filter(|p| p.service == *name)
-                    .count();
-                let answered = s.served + s.failed;
+                let pending: usize = s
+                    .providers
+                    .iter()
+                    .filter_map(|p| p.desk())
+                    .map(|d| d.pending_of(name))
+                    .sum();
+                let served = s.figures.served.load(Ordering::Relaxed);
+                let failed = s.figures.failed.load(Ordering::Relaxed);
+                let latency_us = s.figures.latency_us.load(Ordering::Relaxed);
+                let answered = served + failed;
                 let latency_ms = if answered == 0 {
                     0.0
                 } else {
-                    (s.latency_us as f64 / answered as f64 / 100.0).round() / 10.0
+                    (latency_us as f64 / answered as f64 / 100.0).round() / 10.0
                 };
                 Item {
                     text: format!(
-                        "{name} providers={} pending={pending} served={} failed={} latency_ms={latency_ms}",
+                        "{name} providers={} pending={pending} served={served} failed={failed} latency_ms={latency_ms}",
                         s.providers.len(),
-                        s.served,
-                        s.failed
                     ),
                     json: json!({"service": &**name, "providers": s.providers.len(),
-                                 "pending": pending, "served": s.served, "failed": s.failed,
+                                 "pending": pending, "served": served, "failed": failed,
                                  "latency_ms": latency_ms}),
                 }
             })
@@ -311,84 +222,37 @@ impl Manager {
         }
     }
 
-    /// Provider `id` stops serving `only` (or everything): its pending requests fail
-    /// with `service_gone`, and services left without providers are forgotten.
-    fn drop_provider(&mut self, id: ConnId, only: Option<&str>, why: &str) {
+    /// Connection `id` left: as a provider, its requests fail with `service_gone`. (As
+    /// a requester, its requests are cancelled where they wait: their answers are
+    /// refused with `no_such_request`, and they count for nothing.)
+    pub(super) fn services_disconnect(&mut self, id: ConnId) {
+        let Some((outbox, _)) = self.services.providers.remove(&id) else {
+            return;
+        };
+        requests::withdraw(&outbox, None, "disconnected");
         let names: Vec<Arc<str>> = self
             .services
             .by_name
-            .keys()
-            .filter(|n| only.is_none_or(|o| &***n == o))
-            .cloned()
+            .iter_mut()
+            .filter_map(|(name, s)| {
+                let before = s.providers.len();
+                s.providers.retain(|p| p.id != id);
+                (s.providers.len() != before).then(|| name.clone())
+            })
             .collect();
         for name in &names {
-            if let Some(s) = self.services.by_name.get_mut(name) {
-                s.providers.retain(|p| *p != id);
-                if s.providers.is_empty() && s.served + s.failed == 0 {
-                    self.services.by_name.remove(name);
-                }
-            }
-        }
-        let failed: Vec<u64> = self
-            .services
-            .pending
-            .iter()
-            .filter(|(_, p)| p.provider == id && only.is_none_or(|o| &*p.service == o))
-            .map(|(r, _)| *r)
-            .collect();
-        for req in failed {
-            if let Some(p) = self.services.take(req) {
-                if let Some(s) = self.services.by_name.get_mut(&p.service) {
-                    s.failed += 1;
-                }
-                p.requester.answer(gone(&p.service, why));
-            }
+            self.publish_service(name);
         }
     }
 
-    /// Connection `id` left: as a provider, its requests fail; as a requester, its
-    /// requests are forgotten (a later `REPLY` gets `no_such_request`).
-    pub(super) fn services_disconnect(&mut self, id: ConnId) {
-        self.drop_provider(id, None, "disconnected");
-        let cancelled: Vec<u64> = self
-            .services
-            .pending
-            .iter()
-            .filter(|(_, p)| p.requester.id() == id)
-            .map(|(r, _)| *r)
-            .collect();
-        for req in cancelled {
-            self.services.take(req);
-        }
-        self.services.load.remove(&id);
+    /// When to look for requests that timed out (none before).
+    pub fn next_request_deadline(&self) -> Option<std::time::Instant> {
+        self.routes.services.next_deadline()
     }
 
     /// Fails the requests whose time is up with `timeout`.
     pub(super) fn expire_requests(&mut self) {
-        let now = Instant::now();
-        let expired: Vec<u64> = self
-            .services
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(r, _)| *r)
-            .collect();
-        self.services.earliest = self
-            .services
-            .pending
-            .values()
-            .map(|p| p.deadline)
-            .filter(|d| *d > now)
-            .min();
-        for req in expired {
-            if let Some(p) = self.services.take(req) {
-                if let Some(s) = self.services.by_name.get_mut(&p.service) {
-                    s.failed += 1;
-                }
-                let e =
-                    ErrorReply::new("timeout", format!("'{}' did not answer in time", p.service));
-                p.requester.answer(Reply::Error(e));
-            }
-        }
+        let desks = self.services.providers.values().map(|(o, _)| o);
+        self.routes.services.expire(desks);
     }
 }

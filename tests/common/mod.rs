@@ -80,6 +80,7 @@ impl Client {
         let n = match self.reader.read_until(b'\n', &mut buf) {
             Ok(n) => n,
             Err(e) => {
+                eprintln!("no line came in {WAIT:?}: {e}");
                 show_server_threads();
                 panic!("a line before the timeout: {e}");
             }
@@ -227,12 +228,23 @@ static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 /// Prints where each running server process's threads wait (with gdb, when installed),
 /// so that a reply that never came leaves more in a CI log than the timeout.
 pub fn show_server_threads() {
+    // Once per process: a second gdb attaching to this process while the first is
+    // attached would wait for good (several threads may time out together).
+    static SHOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SHOWN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     let mut pids = RUNNING.lock().map(|r| r.clone()).unwrap_or_default();
     // A server started in-process runs on this process's threads.
     pids.push(std::process::id());
     for pid in pids {
-        let out = std::process::Command::new("gdb")
+        // Bounded: gdb itself must not become the hang.
+        let out = std::process::Command::new("timeout")
             .args([
+                "-s",
+                "KILL",
+                "60",
+                "gdb",
                 "-p",
                 &pid.to_string(),
                 "-batch",
