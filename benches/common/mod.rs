@@ -30,8 +30,12 @@ pub struct Servermain {
 
 impl Servermain {
     /// Starts `servermain 127.0.0.1 0 <args>` with `envs`, and waits until it listens.
+    /// `LEVIATHAN_SERVERMAIN=/path/to/servermain` runs another build instead (a previous
+    /// one, to compare in the same session).
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Servermain {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_servermain"))
+        let program = std::env::var("LEVIATHAN_SERVERMAIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_servermain").to_string());
+        let mut child = Command::new(program)
             .args(["127.0.0.1", "0"])
             .args(args)
             .envs(envs.iter().copied())
