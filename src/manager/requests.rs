@@ -227,14 +227,9 @@ impl ServiceRoutes {
     /// fewest requests, ties in turn. Gives the requester back, with `no_responders`,
     /// when nobody serves it.
     pub fn place(&self, service: &str, ask: Ask) -> Result<Placed, (Requester, ErrorReply)> {
-        let Ask {
-            from,
-            data,
-            timeout,
-            requester,
-        } = ask;
+        let no_one = |requester| (requester, no_responders(service, None));
         let Some(route) = self.get(service) else {
-            return Err((requester, no_responders(service, None)));
+            return Err(no_one(ask.requester));
         };
         let n = route.providers.len();
         let load = |i: usize| {
@@ -245,29 +240,14 @@ impl ServiceRoutes {
         let start = route.turn.load(Ordering::Relaxed);
         let in_turn = (0..n).map(|k| (start + k) % n);
         let Some(best) = in_turn.clone().min_by_key(|&i| load(i)) else {
-            return Err((requester, no_responders(service, None)));
+            return Err(no_one(ask.requester));
         };
         route.turn.store((best + 1) % n, Ordering::Relaxed);
         // The best one may have stopped serving since the route was read: then the
         // others, in turn.
-        let mut requester = requester;
-        for i in std::iter::once(best).chain(in_turn.filter(|&i| i != best)) {
-            let provider = &route.providers[i];
-            match self.enter(provider, &route, requester, timeout) {
-                Ok((req, wake_manager)) => {
-                    let push = request_push(req, &route.name, from, data);
-                    let provider = provider.clone();
-                    return Ok(Placed {
-                        route,
-                        provider,
-                        push,
-                        wake_manager,
-                    });
-                }
-                Err(r) => requester = r,
-            }
-        }
-        Err((requester, no_responders(service, None)))
+        let order = std::iter::once(best).chain(in_turn.filter(|&i| i != best));
+        let candidates = order.map(|i| route.providers[i].clone());
+        self.place_first(&route, candidates, ask).map_err(no_one)
     }
 
     /// Enters a request for `service` at the desk of `provider` (named `to`), if it
@@ -279,24 +259,41 @@ impl ServiceRoutes {
         service: &str,
         ask: Ask,
     ) -> Result<Placed, (Requester, ErrorReply)> {
+        let placed = match (self.get(service), provider) {
+            (Some(route), Some(p)) => self.place_first(&route, std::iter::once(p.clone()), ask),
+            _ => Err(ask.requester),
+        };
+        placed.map_err(|requester| (requester, no_responders(service, Some(to))))
+    }
+
+    /// Enters the request at the desk of the first of `candidates` still serving the
+    /// route's service; gives the requester back when none does.
+    fn place_first(
+        &self,
+        route: &Arc<ServiceRoute>,
+        candidates: impl Iterator<Item = Arc<Outbox>>,
+        ask: Ask,
+    ) -> Result<Placed, Requester> {
         let Ask {
             from,
             data,
             timeout,
-            requester,
+            mut requester,
         } = ask;
-        let (Some(route), Some(provider)) = (self.get(service), provider) else {
-            return Err((requester, no_responders(service, Some(to))));
-        };
-        match self.enter(provider, &route, requester, timeout) {
-            Ok((req, wake_manager)) => Ok(Placed {
-                push: request_push(req, &route.name, from, data),
-                route,
-                provider: provider.clone(),
-                wake_manager,
-            }),
-            Err(r) => Err((r, no_responders(service, Some(to)))),
+        for provider in candidates {
+            match self.enter(&provider, route, requester, timeout) {
+                Ok((req, wake_manager)) => {
+                    return Ok(Placed {
+                        route: route.clone(),
+                        push: request_push(req, &route.name, from, data),
+                        provider,
+                        wake_manager,
+                    })
+                }
+                Err(r) => requester = r,
+            }
         }
+        Err(requester)
     }
 
     /// Enters a request at `provider`'s desk if it still serves the route's service.

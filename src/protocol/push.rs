@@ -24,8 +24,29 @@ pub struct Message {
     pub channel: Arc<str>,
     pub from: Arc<str>,
     pub data: Payload,
+    encodings: Encodings,
+}
+
+/// Lines encoded once per format, on first use, for every receiver.
+#[derive(Debug, Default)]
+struct Encodings {
     text: OnceLock<Box<[u8]>>,
     json: OnceLock<Box<[u8]>>,
+}
+
+impl Encodings {
+    /// The `format` encoding, written by `write` the first time.
+    fn get(&self, format: Format, write: impl FnOnce(&mut Vec<u8>)) -> &[u8] {
+        let cell = match format {
+            Format::Text => &self.text,
+            Format::Json => &self.json,
+        };
+        cell.get_or_init(|| {
+            let mut out = Vec::new();
+            write(&mut out);
+            out.into_boxed_slice()
+        })
+    }
 }
 
 impl Message {
@@ -35,22 +56,16 @@ impl Message {
             channel,
             from,
             data,
-            text: OnceLock::new(),
-            json: OnceLock::new(),
+            encodings: Encodings::default(),
         }
     }
 
     /// The encoded line, `\n` included.
     pub fn encoded(&self, format: Format) -> &[u8] {
-        let cell = match format {
-            Format::Text => &self.text,
-            Format::Json => &self.json,
-        };
-        cell.get_or_init(|| {
+        self.encodings.get(format, |out| {
             // JSON exceeds the text line by a few dozen bytes.
-            let mut out = Vec::with_capacity(self.approx_len() + 48);
-            self.write(format, &mut out);
-            out.into_boxed_slice()
+            out.reserve(self.approx_len() + 48);
+            self.write(format, out);
         })
     }
 
@@ -105,32 +120,25 @@ impl Message {
 #[derive(Debug)]
 pub struct MessageRun {
     pub messages: Vec<Arc<Message>>,
-    text: OnceLock<Box<[u8]>>,
-    json: OnceLock<Box<[u8]>>,
+    encodings: Encodings,
 }
 
 impl MessageRun {
     pub fn new(messages: Vec<Arc<Message>>) -> MessageRun {
         MessageRun {
             messages,
-            text: OnceLock::new(),
-            json: OnceLock::new(),
+            encodings: Encodings::default(),
         }
     }
 
     /// Every message's line, in order.
     pub fn encoded(&self, format: Format) -> &[u8] {
-        let cell = match format {
-            Format::Text => &self.text,
-            Format::Json => &self.json,
-        };
-        cell.get_or_init(|| {
+        self.encodings.get(format, |out| {
             let size: usize = self.messages.iter().map(|m| m.approx_len()).sum();
-            let mut out = Vec::with_capacity(size + size / 2);
+            out.reserve(size + size / 2);
             for m in &self.messages {
-                m.write(format, &mut out);
+                m.write(format, out);
             }
-            out.into_boxed_slice()
         })
     }
 }
