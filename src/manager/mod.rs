@@ -426,7 +426,7 @@ impl Manager {
                     timeout,
                     done,
                 } = *ask;
-                let requester = requests::Requester::Callback { id: from, done };
+                let requester = requests::Requester::Callback(done);
                 self.send_request(from, &service, to.as_deref(), data, timeout, requester);
             }
             ChannelOp::Disconnect { id } => self.disconnect(id),

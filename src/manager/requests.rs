@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
-use super::outbox::{ConnId, Outbox};
+use super::outbox::Outbox;
 use super::route::{await_release, RELEASE_WAIT};
 use crate::collections::Map;
 use crate::protocol::args::clip;
@@ -31,12 +31,8 @@ use crate::protocol::{ErrorReply, Payload, Reply};
 pub enum Requester {
     /// A client's `REQ`: its outbox, with the token that finds the answer's place.
     Client { outbox: Arc<Outbox>, token: u64 },
-    /// An action or task waiting in its coroutine (`Ctx::request`), on behalf of
-    /// connection `id` (the server's own for a task).
-    Callback {
-        id: ConnId,
-        done: Box<dyn FnOnce(Reply) + Send>,
-    },
+    /// An action or task waiting in its coroutine (`Ctx::request`).
+    Callback(Box<dyn FnOnce(Reply) + Send>),
 }
 
 impl Requester {
@@ -48,7 +44,7 @@ impl Requester {
     pub fn answer(self, reply: Reply) {
         match self {
             Requester::Client { outbox, token } => outbox.answer(token, reply),
-            Requester::Callback { done, .. } => done(reply),
+            Requester::Callback(done) => done(reply),
         }
     }
 }

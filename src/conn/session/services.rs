@@ -25,16 +25,12 @@ impl Session {
     /// Sends a service request with a token its answer comes back with: in its place
     /// among the replies, or, for a JSON request with an id, as soon as it is ready (so
     /// a slow service holds back none of this client's other replies).
-    pub(super) fn service_request(&mut self, c: ServiceCommand, format: Format, id: Option<Value>) {
-        let ServiceCommand::Req {
-            service,
-            data,
-            timeout_ms,
-            ..
-        } = c
-        else {
-            return;
-        };
+    pub(super) fn service_request(
+        &mut self,
+        mut c: ServiceCommand,
+        format: Format,
+        id: Option<Value>,
+    ) {
         let most = self.ctx.settings.max_pending_requests;
         if self.requests >= most {
             let e = ErrorReply::new(
@@ -52,16 +48,22 @@ impl Session {
             self.pending
                 .push_back(Pending::Answer { token, format, id });
         }
+        if let ServiceCommand::Req { token: t, .. } = &mut c {
+            *t = token;
+        }
         if self.waiting_on_manager() {
-            let c = ServiceCommand::Req {
-                service,
-                data,
-                timeout_ms,
-                token,
-            };
             self.batch.push(Command::Service(Box::new(c)));
             return;
         }
+        let ServiceCommand::Req {
+            service,
+            data,
+            timeout_ms,
+            ..
+        } = c
+        else {
+            return;
+        };
         let ask = Ask {
             from: self.outbox.name(),
             data,
