@@ -414,6 +414,7 @@ impl Persist {
             Journal::start(dir, report.next_segment, report.next_seq, config.fsync)?;
         store.attach_journal(journal.clone());
         let persistence = Arc::new(Persistence::new(dir.to_path_buf(), journal, report.on_disk));
+        persistence.clear_clean_mark()?;
         persistence.snapshot(store)?;
         log::info!(
             "data: {} tables, {} rows loaded from {} ({} journal records replayed) in {} ms; fsync {:?}",
@@ -448,12 +449,17 @@ impl Persist {
         let _ = self.saver_stop.send(());
         let _ = self.saver_thread.join();
         match self.persistence.snapshot(store) {
-            Ok(r) => log::info!(
-                "saved {} tables ({} rows) in {} ms",
-                r.tables,
-                r.rows,
-                r.millis
-            ),
+            Ok(r) => {
+                log::info!(
+                    "saved {} tables ({} rows) in {} ms",
+                    r.tables,
+                    r.rows,
+                    r.millis
+                );
+                if let Err(e) = self.persistence.mark_clean() {
+                    log::error!("cannot mark the saved channel histories whole (they get new epochs at the next start): {e}");
+                }
+            }
             Err(e) => {
                 log::error!("final snapshot failed (the journal still holds every change): {e}")
             }

@@ -14,7 +14,7 @@ fn unknown_command_and_bad_arguments() {
     let e = c.ok("SUB");
     assert_eq!(
         e,
-        "-ERR bad_args missing channel or pattern; usage: SUB <channel or pattern> [WHERE <expr>]"
+        "-ERR bad_args missing channel or pattern; usage: SUB <channel or pattern> [SINCE <offset> EPOCH <epoch>] [WHERE <expr>]"
     );
     let e = c.ok("WHOAMI extra");
     assert!(

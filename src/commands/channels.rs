@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use super::history::{self, ResumeFrom};
 use super::CommandSpec;
 use super::{ok, Command};
 use crate::manager::channel::{Channel, Filter};
@@ -16,18 +17,21 @@ use crate::protocol::args::clip;
 use crate::protocol::subject::{self, Target};
 use crate::protocol::{ErrorReply, Format, Item, Message, MessageKind, Payload, Push, Reply};
 use crate::store::expr::Expr;
+use crate::store::{ChannelOptions, StoredChannel};
 
 /// The channel family: channels, subscriptions, publishing, direct messages. Applied
 /// by the channel manager.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ChannelCommand {
-    Create(String),
+    Create(String, ChannelOptions),
     Drop(String),
     Channels,
     /// Subscribe to a channel or pattern; with a filter, only JSON messages matching it.
     Sub {
         target: String,
         filter: Option<Box<Expr>>,
+        /// `SINCE … EPOCH …`: resume a history channel.
+        resume: Option<Box<ResumeFrom>>,
     },
     Unsub(String),
     Pub {
@@ -38,6 +42,12 @@ pub enum ChannelCommand {
         to: String,
         data: Payload,
     },
+    Replay {
+        channel: String,
+        since: Option<u64>,
+        last: Option<usize>,
+    },
+    Presence(String),
 }
 
 impl From<ChannelCommand> for Command {
@@ -49,18 +59,19 @@ impl From<ChannelCommand> for Command {
 pub static SPECS: &[CommandSpec] = &[
     CommandSpec {
         name: "CREATE",
-        usage: "CREATE <channel>",
-        json: r#"{"op":"create","channel":"news"}"#,
-        summary: "create a channel (dot-separated tokens of [A-Za-z0-9_-])",
+        usage: "CREATE <channel> [HISTORY <n>] [TTL <seconds>] [PRESENCE]",
+        json: r#"{"op":"create","channel":"news","history":100,"ttl":3600,"presence":true}"#,
+        summary: "create a channel (dot-separated tokens of [A-Za-z0-9_-]); HISTORY keeps its last n messages (TTL: for so long at most), PRESENCE tells its subscribers who joins and leaves",
         parse_text: |mut a| {
             let c = a.required("channel")?.to_string();
-            a.finish()?;
-            ok(ChannelCommand::Create(c))
+            let options = history::text_options(&mut a)?;
+            ok(ChannelCommand::Create(c, options))
         },
         parse_json: |mut a| {
             let c = a.required_str("channel")?;
+            let options = history::json_options(&mut a)?;
             a.finish()?;
-            ok(ChannelCommand::Create(c))
+            ok(ChannelCommand::Create(c, options))
         },
     },
     CommandSpec {
@@ -89,24 +100,28 @@ pub static SPECS: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "SUB",
-        usage: "SUB <channel or pattern> [WHERE <expr>]",
+        usage: "SUB <channel or pattern> [SINCE <offset> EPOCH <epoch>] [WHERE <expr>]",
         json: r#"{"op":"sub","channel":"prices.*","where":"price > 10"}"#,
-        summary: "subscribe to a channel or a pattern ('*' = one token, final '>' = the rest); with WHERE, only JSON messages whose fields match",
+        summary: "subscribe to a channel or a pattern ('*' = one token, final '>' = the rest); with WHERE, only JSON messages whose fields match; SINCE resumes a history channel, pushing what you missed first",
         parse_text: |mut a| {
             let target = a.required("channel or pattern")?.to_string();
+            let resume = history::text_resume(&mut a)?;
             let filter = super::tables::text_where(&mut a)?;
             ok(ChannelCommand::Sub {
                 target,
                 filter: filter.map(Box::new),
+                resume,
             })
         },
         parse_json: |mut a| {
             let target = a.required_str("channel")?;
             let filter = super::tables::json_where(&mut a)?;
+            let resume = history::json_resume(&mut a)?;
             a.finish()?;
             ok(ChannelCommand::Sub {
                 target,
                 filter: filter.map(Box::new),
+                resume,
             })
         },
     },
@@ -165,13 +180,23 @@ pub static SPECS: &[CommandSpec] = &[
 /// Applies a channel command for connection `id`.
 pub fn apply(m: &mut Manager, id: ConnId, cmd: ChannelCommand) -> Reply {
     let result = match cmd {
-        ChannelCommand::Create(name) => create(m, id, name),
+        ChannelCommand::Create(name, options) => create(m, id, name, options),
         ChannelCommand::Drop(name) => drop_channel(m, &name),
         ChannelCommand::Channels => Ok(channels(m)),
-        ChannelCommand::Sub { target, filter } => subscribe(m, id, target, filter.map(|f| *f)),
+        ChannelCommand::Sub {
+            target,
+            filter,
+            resume,
+        } => subscribe(m, id, target, filter.map(|f| *f), resume.as_deref()),
         ChannelCommand::Unsub(target) => unsubscribe(m, id, &target),
         ChannelCommand::Pub { channel, data } => publish(m, id, &channel, data),
         ChannelCommand::Send { to, data } => send(m, id, &to, data),
+        ChannelCommand::Replay {
+            channel,
+            since,
+            last,
+        } => history::replay(m, &channel, since, last),
+        ChannelCommand::Presence(channel) => history::presence(m, &channel),
     };
     result.unwrap_or_else(Reply::Error)
 }
@@ -194,7 +219,12 @@ pub(crate) fn no_such_channel(name: &str) -> ErrorReply {
     )
 }
 
-fn create(m: &mut Manager, id: ConnId, name: String) -> Result<Reply, ErrorReply> {
+fn create(
+    m: &mut Manager,
+    id: ConnId,
+    name: String,
+    options: ChannelOptions,
+) -> Result<Reply, ErrorReply> {
     subject::check_channel(&name).map_err(bad_name)?;
     if m.channels.contains_key(name.as_str()) {
         return Err(ErrorReply::new(
@@ -220,7 +250,11 @@ fn create(m: &mut Manager, id: ConnId, name: String) -> Result<Reply, ErrorReply
         None => {}
     }
     let name: Arc<str> = name.into();
-    let mut chan = Channel::new(name.clone(), m.routes.clone());
+    // Saved with the tables: the +OK waits until the journal holds it.
+    let (history, durable) = m.store.channel_created(&name, options);
+    m.durable = durable;
+    let stored = StoredChannel { options, history };
+    let mut chan = Channel::new(name.clone(), m.routes.clone(), &stored);
     // Pattern subscriptions made earlier cover the new channel, for those who may read it.
     for (pattern, subs) in &m.patterns {
         if subject::matches(pattern, &name) {
@@ -235,8 +269,6 @@ fn create(m: &mut Manager, id: ConnId, name: String) -> Result<Reply, ErrorReply
             }
         }
     }
-    // Saved with the tables: the +OK waits until the journal holds it.
-    m.durable = m.store.channel_changed(&name, true);
     m.channels.insert(name, chan);
     Ok(Reply::Done(None))
 }
@@ -250,7 +282,7 @@ fn drop_channel(m: &mut Manager, name: &str) -> Result<Reply, ErrorReply> {
         .channels
         .remove(name)
         .ok_or_else(|| no_such_channel(name))?;
-    m.durable = m.store.channel_changed(name, false);
+    m.durable = m.store.channel_dropped(name);
     // Its route goes with the batch, before anyone is told.
     m.routes.mark(&chan.name);
     let told: Vec<Arc<Outbox>> = chan
@@ -286,15 +318,47 @@ fn channels(m: &Manager) -> Reply {
     }
 }
 
-/// Subscribes, or changes the filter of an existing subscription to the same target.
+/// Subscribes, or changes the filter of an existing subscription to the same target;
+/// with `resume`, first hands over what the subscriber missed. A new subscriber of a
+/// history channel is told the offset it starts after: it receives every message
+/// after that one.
 fn subscribe(
     m: &mut Manager,
     id: ConnId,
     target: String,
     filter: Option<Expr>,
+    resume: Option<&ResumeFrom>,
 ) -> Result<Reply, ErrorReply> {
     let kind = subject::classify(&target).map_err(bad_name)?;
     let filter: Option<Filter> = filter.map(Arc::new);
+    if resume.is_some() {
+        if kind != Target::Channel {
+            return Err(bad_name(
+                "SINCE resumes one channel, not a pattern".to_string(),
+            ));
+        }
+        history::check_resume(m, id, &target)?;
+    }
+    let starts_history = kind == Target::Channel
+        && m.channels
+            .get(target.as_str())
+            .is_some_and(|c| c.history.is_some() && !c.has_member(id));
+    if starts_history {
+        // Everything published before is handed over (and has its offset) first.
+        m.settle();
+        subscribe_to(m, id, &target, kind, filter.clone())?;
+        return history::resume(m, id, &target, resume, filter.as_ref());
+    }
+    subscribe_to(m, id, &target, kind, filter)
+}
+
+fn subscribe_to(
+    m: &mut Manager,
+    id: ConnId,
+    target: &str,
+    kind: Target,
+    filter: Option<Filter>,
+) -> Result<Reply, ErrorReply> {
     let Manager {
         clients,
         channels,
@@ -305,8 +369,7 @@ fn subscribe(
     let Some(client) = clients.get_mut(&id) else {
         return Ok(Reply::Done(None));
     };
-    let renewing = client.channels.contains_key(target.as_str())
-        || client.patterns.contains_key(target.as_str());
+    let renewing = client.channels.contains_key(target) || client.patterns.contains_key(target);
     if !renewing && client.subscriptions() >= m.settings.max_subscriptions {
         return Err(limit_reached(format!(
             "this connection holds its maximum of {} subscriptions and watches (--max-subscriptions)",
@@ -316,8 +379,8 @@ fn subscribe(
     match kind {
         Target::Channel => {
             let chan = channels
-                .get_mut(target.as_str())
-                .ok_or_else(|| no_such_channel(&target))?;
+                .get_mut(target)
+                .ok_or_else(|| no_such_channel(target))?;
             if let Some(old) = client.channels.insert(chan.name.clone(), filter.clone()) {
                 chan.release(&client.outbox, old.as_ref());
             }
@@ -350,6 +413,7 @@ fn unsubscribe(m: &mut Manager, id: ConnId, target: &str) -> Result<Reply, Error
         if let Some(chan) = m.channels.get_mut(target) {
             chan.release(&outbox, filter.as_ref());
         }
+        m.forget_resume(id, target);
     } else if let Some(filter) = client.patterns.remove(target) {
         m.unsubscribe_pattern(&outbox, target, filter.as_ref());
     } else {
@@ -369,11 +433,20 @@ fn publish(m: &mut Manager, id: ConnId, channel: &str, data: Payload) -> Result<
         return Err(no_such_channel(channel));
     };
     let from = m.name_of(id);
-    let msg = Message::new(MessageKind::Channel, chan.name.clone(), from, data);
+    let history = chan.history.clone();
+    let msg = Arc::new(Message::new(
+        MessageKind::Channel,
+        chan.name.clone(),
+        from,
+        data,
+    ));
     // Encode the text line here: this thread has spare time, the receivers' workers
-    // do not. JSON is encoded by the first JSON receiver.
+    // do not. JSON is encoded by the first JSON receiver (with the offset it gets).
     msg.encoded(Format::Text);
-    let (n, crowded) = m.fan_out(channel, Push::Message(Arc::new(msg)));
+    if let Some(h) = history {
+        m.sequenced.push((h, msg.clone()));
+    }
+    let (n, crowded) = m.fan_out(channel, Push::Message(msg));
     m.counts.published += 1;
     m.counts.delivered += n;
     if let Some(receiver) = crowded {

@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod app;
 pub mod channels;
 pub mod command;
+pub mod history;
 pub mod live;
 pub mod rights;
 pub mod services;
@@ -44,10 +45,11 @@ pub struct CommandSpec {
 }
 
 /// Every command family's specs, in `HELP` order.
-fn families() -> [&'static [CommandSpec]; 7] {
+fn families() -> [&'static [CommandSpec]; 8] {
     [
         session::SPECS,
         channels::SPECS,
+        history::SPECS,
         tables::SPECS,
         live::SPECS,
         services::SPECS,

@@ -28,7 +28,11 @@ fn needs(c: &Command) -> Option<(Right, &str)> {
     match c {
         Command::Session(_) => None,
         Command::Channel(c) => match c {
-            ChannelCommand::Create(ch) | ChannelCommand::Drop(ch) => Some((Right::Pub, ch)),
+            ChannelCommand::Create(ch, _) | ChannelCommand::Drop(ch) => Some((Right::Pub, ch)),
+            // Reading a channel's history or members is reading the channel.
+            ChannelCommand::Replay { channel, .. } | ChannelCommand::Presence(channel) => {
+                Some((Right::Sub, channel))
+            }
             ChannelCommand::Pub { channel, .. } => Some((Right::Pub, channel)),
             ChannelCommand::Send { to, .. } => Some((Right::Pub, to)),
             // A pattern is checked channel by channel as it delivers.

@@ -121,6 +121,7 @@ impl AccountEnv {
             let sub = ChannelCommand::Sub {
                 target: target.clone(),
                 filter: None,
+                resume: None,
             };
             if self.hub.apply(self.id, sub.into()).is_ok() {
                 restored += 1;

@@ -4,6 +4,10 @@
 //! handed over every [`FLUSH_AT`] messages, before any other command, before the
 //! connection pauses for a crowded receiver and before it sleeps: one push and one
 //! wake per receiving connection for many messages.
+//!
+//! A run on a channel that keeps a history is handed over as soon as it ends, under
+//! the history's lock, where its messages get their offsets: every receiver then gets
+//! the channel's messages in offset order, whoever published them.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -77,7 +81,14 @@ impl Publisher {
     }
 
     /// Stages `data` for the receivers of `channel` and returns `PUB`'s reply.
-    pub fn publish(&mut self, routes: &Routes, me: &Outbox, channel: &str, data: Payload) -> Reply {
+    pub fn publish(
+        &mut self,
+        routes: &Routes,
+        me: &Outbox,
+        channel: &str,
+        data: Payload,
+        stats: &Stats,
+    ) -> Reply {
         self.through_manager = false;
         // Publishing on to the same channel, whose route has not changed: no lookup.
         let current = self
@@ -100,7 +111,7 @@ impl Publisher {
             .as_ref()
             .is_some_and(|r| Arc::ptr_eq(&r.route, &route))
         {
-            self.end_run();
+            self.end_run(stats);
             let slots = self.stager.slots_for(&route.fanout);
             self.held.push(route.clone());
             self.run = Some(Run {
@@ -146,8 +157,8 @@ impl Publisher {
     /// Stages a service request for its provider, behind what this connection
     /// published before it. Returns whether the provider's outbox is crowded (the
     /// connection should pause).
-    pub fn stage_request(&mut self, placed: Placed) -> bool {
-        self.end_run();
+    pub fn stage_request(&mut self, placed: Placed, stats: &Stats) -> bool {
+        self.end_run(stats);
         if !self
             .requests
             .last()
@@ -171,23 +182,40 @@ impl Publisher {
         }
     }
 
-    /// Stages the current run for its route's unfiltered receivers: one item each.
-    fn end_run(&mut self) {
-        let Some(mut run) = self.run.take() else {
+    /// Stages the current run for its route's unfiltered receivers: one item each. A
+    /// run on a history channel is numbered and handed over at once (with everything
+    /// staged before it), under the history's lock.
+    fn end_run(&mut self, stats: &Stats) {
+        let Some(run) = self.run.take() else {
             return;
         };
-        match run.messages.len() {
+        let Some(history) = run.route.history.clone() else {
+            self.stage_run(&run.slots, run.messages);
+            return;
+        };
+        let mut seq = history.lock();
+        seq.append(&run.messages);
+        let late = seq.has_late().then(|| run.messages.clone());
+        self.stage_run(&run.slots, run.messages);
+        self.stager.flush(stats);
+        if let Some(msgs) = late {
+            seq.deliver_late(&msgs, run.route.joins);
+        }
+    }
+
+    fn stage_run(&mut self, slots: &[usize], mut messages: Vec<Arc<Message>>) {
+        match messages.len() {
             0 => {}
             1 => {
-                let msg = run.messages.swap_remove(0);
-                for &idx in &run.slots {
+                let msg = messages.swap_remove(0);
+                for &idx in slots {
                     let item = OutItem::Push(Push::Message(msg.clone()));
                     self.stager.push_at(idx, item);
                 }
             }
             _ => {
-                let shared = Arc::new(MessageRun::new(run.messages));
-                for &idx in &run.slots {
+                let shared = Arc::new(MessageRun::new(messages));
+                for &idx in slots {
                     self.stager.push_at(idx, OutItem::Run(shared.clone()));
                 }
             }
@@ -200,7 +228,7 @@ impl Publisher {
         if self.held.is_empty() && self.requests.is_empty() {
             return;
         }
-        self.end_run();
+        self.end_run(stats);
         self.staged = 0;
         self.staged_deliveries = 0;
         self.stager.flush(stats);
@@ -220,8 +248,9 @@ impl Drop for Publisher {
         // Whatever is staged was answered `+OK`: it goes out even if the connection ends
         // mid-batch.
         if !self.held.is_empty() || !self.requests.is_empty() {
-            self.end_run();
-            self.stager.flush(&Stats::default());
+            let stats = Stats::default();
+            self.end_run(&stats);
+            self.stager.flush(&stats);
         }
     }
 }

@@ -415,9 +415,13 @@ impl Session {
         if let Ok(Command::Channel(ChannelCommand::Pub { channel, data })) = command {
             let waiting = self.in_flight > 0 || !self.batch.is_empty();
             if self.publisher.may_publish(waiting, &self.ctx.stats) {
-                let reply = self
-                    .publisher
-                    .publish(&self.ctx.routes, &self.outbox, &channel, data);
+                let reply = self.publisher.publish(
+                    &self.ctx.routes,
+                    &self.outbox,
+                    &channel,
+                    data,
+                    &self.ctx.stats,
+                );
                 return self.local_reply(req.format, req.id, reply);
             }
             self.publisher.sent_through_manager();

@@ -219,7 +219,8 @@ impl Ctx {
 
     /// Creates `channel`; `Ok(false)` when it already exists.
     pub fn create_channel(&self, channel: &str) -> Result<bool, ActionError> {
-        match self.channel(ChannelCommand::Create(channel.into())) {
+        let create = ChannelCommand::Create(channel.into(), Default::default());
+        match self.channel(create) {
             Ok(_) => Ok(true),
             Err(e) if e.code == "channel_exists" => Ok(false),
             Err(e) => Err(e),
@@ -233,6 +234,7 @@ impl Ctx {
         self.channel(ChannelCommand::Sub {
             target: target.into(),
             filter: None,
+            resume: None,
         })
         .map(|_| ())
     }

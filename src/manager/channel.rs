@@ -1,11 +1,13 @@
 //! A channel and the connections it delivers to.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::collections::Map;
 use crate::manager::outbox::{ConnId, Outbox};
 use crate::manager::route::{Route, Routes};
 use crate::store::expr::Expr;
+use crate::store::{History, StoredChannel};
 
 /// A subscription's `WHERE` filter on JSON messages.
 pub type Filter = Arc<Expr>;
@@ -23,6 +25,13 @@ pub struct Channel {
     routes: Arc<Routes>,
     /// Whether a change waits for the next route.
     marked: bool,
+    /// Its last messages, when it keeps them.
+    pub history: Option<Arc<History>>,
+    /// Whether its receivers are told who joins and leaves.
+    pub presence: bool,
+    /// Who started (`true`) or stopped receiving it since the manager last told its
+    /// receivers (presence channels only).
+    comings: Vec<(Arc<Outbox>, bool)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -36,11 +45,14 @@ struct Member {
     unfiltered: u32,
     filters: Vec<Filter>,
     slot: Slot,
+    /// Since when it receives the channel.
+    since: SystemTime,
 }
 
 impl Channel {
-    /// A channel without receivers; its route is published with the manager's next batch.
-    pub fn new(name: Arc<str>, routes: Arc<Routes>) -> Self {
+    /// A channel without receivers, as `stored` says (its options and history); its
+    /// route is published with the manager's next batch.
+    pub fn new(name: Arc<str>, routes: Arc<Routes>, stored: &StoredChannel) -> Self {
         routes.mark(&name);
         Channel {
             name,
@@ -49,6 +61,9 @@ impl Channel {
             filtered: Vec::new(),
             routes,
             marked: true,
+            history: stored.history.clone(),
+            presence: stored.options.presence,
+            comings: Vec::new(),
         }
     }
 
@@ -57,6 +72,8 @@ impl Channel {
         self.marked = false;
         Route {
             name: self.name.clone(),
+            history: self.history.clone(),
+            joins: self.history.as_ref().map_or(0, |h| h.joins()),
             fanout: self.fanout.clone(),
             filtered: self
                 .filtered
@@ -81,10 +98,11 @@ impl Channel {
 
     /// One more subscription of `outbox`'s connection leads here.
     pub fn add_ref(&mut self, outbox: &Arc<Outbox>, filter: Option<&Filter>) {
-        let m = self.members.entry(outbox.id).or_insert(Member {
+        let m = self.members.entry(outbox.id).or_insert_with(|| Member {
             unfiltered: 0,
             filters: Vec::new(),
             slot: Slot::Nowhere,
+            since: SystemTime::now(),
         });
         match filter {
             None => m.unfiltered += 1,
@@ -143,10 +161,39 @@ impl Channel {
             if let Some(m) = self.members.get_mut(&outbox.id) {
                 m.slot = slot;
             }
+            if self.presence && (current == Slot::Nowhere || slot == Slot::Nowhere) {
+                self.comings.push((outbox.clone(), slot != Slot::Nowhere));
+            }
         }
         if !want_fanout && !want_filtered {
             self.members.remove(&outbox.id);
         }
+    }
+
+    /// Whether connection `id` receives this channel (through any subscription).
+    pub fn has_member(&self, id: ConnId) -> bool {
+        self.members.contains_key(&id)
+    }
+
+    /// Those who receive this channel and since when.
+    pub fn members(&self) -> impl Iterator<Item = (&Arc<Outbox>, SystemTime)> {
+        self.fanout.iter().chain(&self.filtered).map(|o| {
+            let since = self
+                .members
+                .get(&o.id)
+                .map_or(SystemTime::UNIX_EPOCH, |m| m.since);
+            (o, since)
+        })
+    }
+
+    /// Who started (`true`) or stopped receiving it since the last call.
+    pub fn take_comings(&mut self) -> Vec<(Arc<Outbox>, bool)> {
+        std::mem::take(&mut self.comings)
+    }
+
+    /// Whether someone came or went since [`Channel::take_comings`].
+    pub fn has_comings(&self) -> bool {
+        !self.comings.is_empty()
     }
 
     /// Removes entry `i` of a list, fixing the index of the entry moved into its place.

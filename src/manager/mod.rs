@@ -23,8 +23,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::auth::{Auth, AuthMode, Identity, Right, Role, Roles};
 use crate::collections::{Map, Set};
 use crate::protocol::push::ByeReason;
-use crate::protocol::{Push, Reply};
+use crate::protocol::push::PresenceEvent;
+use crate::protocol::{Message, Push, Reply};
 use crate::store::expr::Predicate;
+use crate::store::History;
 use crate::store::{ChangeNote, TableStore};
 use channel::{Channel, Filter};
 use outbox::{ConnId, OutItem, Outbox};
@@ -230,6 +232,11 @@ pub struct Manager {
     pub services: services::Services,
     /// Every channel's receivers, published for connections that publish themselves.
     pub routes: Arc<route::Routes>,
+    /// Messages this batch published to channels that keep a history: they get their
+    /// offsets when they are handed over, under their histories' locks.
+    pub sequenced: Vec<(Arc<History>, Arc<Message>)>,
+    /// Histories with subscribers still resuming (see `store/history.rs`).
+    pub resuming: Vec<Arc<History>>,
 }
 
 /// Messages the manager has handled since start.
@@ -253,11 +260,11 @@ impl Manager {
         routes: Arc<route::Routes>,
     ) -> Self {
         let channels = store
-            .channel_names()
+            .channels()
             .into_iter()
-            .map(|name| {
+            .map(|(name, stored)| {
                 let name: Arc<str> = name.into();
-                (name.clone(), Channel::new(name, routes.clone()))
+                (name.clone(), Channel::new(name, routes.clone(), &stored))
             })
             .collect();
         Manager {
@@ -279,6 +286,8 @@ impl Manager {
             auth,
             services: services::Services::default(),
             routes,
+            sequenced: Vec::new(),
+            resuming: Vec::new(),
         }
     }
 
@@ -325,12 +334,7 @@ impl Manager {
             {
                 self.expire_requests();
             }
-            // Routes first: what this batch answers is true for publishers when the
-            // answers go out.
-            self.publish_routes();
-            self.stats.manager_flushing.store(true, Ordering::SeqCst);
-            self.stager.flush(&self.stats);
-            self.stats.manager_flushing.store(false, Ordering::Release);
+            self.settle();
             if stop {
                 self.close_all();
                 break;
@@ -339,11 +343,80 @@ impl Manager {
         log::debug!("channel manager stopped");
     }
 
-    /// Swaps in the routes of channels whose receivers changed (see `route.rs`).
+    /// Ends a batch: publishes the routes it changed, then hands over what it staged.
+    /// Also called mid-batch by a command that must see everything before it handed
+    /// over (a history read).
+    pub fn settle(&mut self) {
+        // Routes first: what this batch answers is true for publishers when the
+        // answers go out.
+        self.publish_routes();
+        self.stats.manager_flushing.store(true, Ordering::SeqCst);
+        self.hand_over();
+        self.stats.manager_flushing.store(false, Ordering::Release);
+    }
+
+    /// Hands what was staged to the connections. Messages to channels that keep a
+    /// history get their offsets first, and are handed over under their histories'
+    /// locks, so each receiver gets a channel's messages in offset order.
+    fn hand_over(&mut self) {
+        if self.sequenced.is_empty() {
+            self.stager.flush(&self.stats);
+        } else {
+            let sequenced = std::mem::take(&mut self.sequenced);
+            // Locked in one order (by address); publishers only ever hold one.
+            let mut histories: Vec<&Arc<History>> = sequenced.iter().map(|(h, _)| h).collect();
+            histories.sort_by_key(|h| Arc::as_ptr(h));
+            histories.dedup_by(|a, b| Arc::ptr_eq(a, b));
+            let mut locked: Vec<_> = histories.iter().map(|h| (*h, h.lock())).collect();
+            for (h, msg) in &sequenced {
+                if let Some((_, seq)) = locked.iter_mut().find(|(l, _)| Arc::ptr_eq(l, h)) {
+                    seq.append(std::slice::from_ref(msg));
+                }
+            }
+            self.stager.flush(&self.stats);
+            drop(locked);
+        }
+        if !self.resuming.is_empty() {
+            self.resuming.retain(|h| h.lock().prune());
+        }
+    }
+
+    /// Swaps in the routes of channels whose receivers changed (see `route.rs`), and
+    /// tells the receivers of presence channels who came and went.
     fn publish_routes(&mut self) {
         let channels = &mut self.channels;
-        self.routes
-            .publish(|name| channels.get_mut(name).map(Channel::route));
+        let mut comings = Vec::new();
+        self.routes.publish(|name| {
+            let chan = channels.get_mut(name)?;
+            if chan.has_comings() {
+                comings.push(chan.name.clone());
+            }
+            Some(chan.route())
+        });
+        for name in comings {
+            self.tell_presence(&name);
+        }
+    }
+
+    /// Sends `JOIN`/`LEAVE` for those who came to or left channel `name`.
+    fn tell_presence(&mut self, name: &str) {
+        let Some(chan) = self.channels.get_mut(name) else {
+            return;
+        };
+        let comings = chan.take_comings();
+        let receivers: Vec<Arc<Outbox>> = chan.members().map(|(o, _)| o.clone()).collect();
+        let channel = chan.name.clone();
+        for (outbox, joined) in comings {
+            let event = Arc::new(PresenceEvent {
+                joined,
+                channel: channel.clone(),
+                name: outbox.name(),
+                user: outbox.identity().user.clone(),
+            });
+            for r in &receivers {
+                self.push(r, Push::Presence(event.clone()));
+            }
+        }
     }
 
     /// Applies one op, counting its commands in `done`. True when the manager must stop.
@@ -496,6 +569,7 @@ impl Manager {
             if let Some(chan) = self.channels.get_mut(ch) {
                 chan.release(&c.outbox, filter.as_ref());
             }
+            self.forget_resume(id, ch);
         }
         for (p, filter) in &c.patterns {
             self.unsubscribe_pattern(&c.outbox, p, filter.as_ref());
@@ -584,6 +658,16 @@ impl Manager {
             let after = self.auth.role(&role);
             if before != after {
                 self.rewire(id, &before, &after);
+            }
+        }
+    }
+
+    /// Connection `id` stopped receiving `channel` (or left): nothing more is handed to
+    /// it late (see `store/history.rs`).
+    pub fn forget_resume(&self, id: ConnId, channel: &str) {
+        if let Some(h) = self.channels.get(channel).and_then(|c| c.history.as_ref()) {
+            if self.resuming.iter().any(|r| Arc::ptr_eq(r, h)) {
+                h.lock().forget(id);
             }
         }
     }

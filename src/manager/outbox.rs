@@ -323,6 +323,26 @@ impl Outbox {
     }
 }
 
+impl crate::store::history::LateReceiver for Outbox {
+    fn take_late(&self, msg: &Arc<crate::protocol::Message>) {
+        let size = msg.approx_len();
+        if self.queued_bytes() + size > self.limit {
+            if self.close_slow() {
+                log::warn!(
+                    "connection {} is a slow consumer: its outbox overflowed while it resumed; disconnecting it",
+                    self.id
+                );
+            }
+            self.wake();
+            return;
+        }
+        let mut items = vec![OutItem::Push(Push::Message(msg.clone()))];
+        if let Delivery::Queued { wake: true } = self.push_batch(&mut items, size) {
+            self.wake();
+        }
+    }
+}
+
 impl crate::store::journal::Waiter for Outbox {
     fn wake(&self) {
         Outbox::wake(self);

@@ -22,10 +22,16 @@ use super::stage::{Staged, Stager};
 use crate::collections::Map;
 use crate::protocol::push::Message;
 use crate::protocol::{Payload, Push};
+use crate::store::History;
 
 /// Who receives a channel's messages, as of one moment.
 pub struct Route {
     pub name: Arc<str>,
+    /// The channel's history, when it keeps one: messages get their offsets there,
+    /// and are handed over under its lock.
+    pub history: Option<Arc<History>>,
+    /// Resuming subscribers this route reaches (see `store/history.rs`).
+    pub joins: u64,
     /// Those who receive every message.
     pub fanout: Vec<Arc<Outbox>>,
     /// Those who receive only JSON messages matching one of their filters.
@@ -217,6 +223,8 @@ mod tests {
     fn empty(name: &str) -> Route {
         Route {
             name: name.into(),
+            history: None,
+            joins: 0,
             fanout: Vec::new(),
             filtered: Vec::new(),
         }

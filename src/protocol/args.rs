@@ -30,6 +30,20 @@ impl<'a> Args<'a> {
         Some(&s[..end])
     }
 
+    /// The next word, without taking it.
+    pub fn peek_word(&self) -> Option<&'a str> {
+        let s = self.rest.trim_start();
+        let end = s.find(char::is_whitespace).unwrap_or(s.len());
+        (end > 0).then(|| &s[..end])
+    }
+
+    /// The next word as a count (a non-negative integer), or `bad_args` naming `what`.
+    pub fn required_count(&mut self, what: &str) -> Result<u64, ErrorReply> {
+        let w = self.required(what)?;
+        w.parse()
+            .map_err(|_| self.error(format!("{what} must be a whole number, not '{}'", clip(w))))
+    }
+
     /// The next word, or `bad_args` naming `what` is missing.
     pub fn required(&mut self, what: &str) -> Result<&'a str, ErrorReply> {
         self.next_word()

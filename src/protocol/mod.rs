@@ -77,6 +77,14 @@ impl Payload {
         }
     }
 
+    /// The payload as a JSON value: text becomes a JSON string.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Payload::Text(s) => Value::String(s.clone()),
+            Payload::Json(v) => v.clone(),
+        }
+    }
+
     /// Approximate encoded size, used to account outbox bytes.
     pub fn approx_len(&self) -> usize {
         match self {

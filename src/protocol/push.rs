@@ -24,6 +24,9 @@ pub struct Message {
     pub channel: Arc<str>,
     pub from: Arc<str>,
     pub data: Payload,
+    /// Its place in the channel's history (offset, epoch), for a channel that keeps
+    /// one: given when the message is handed over, before anyone encodes it.
+    seq: OnceLock<(u64, Arc<str>)>,
     encodings: Encodings,
 }
 
@@ -56,8 +59,20 @@ impl Message {
             channel,
             from,
             data,
+            seq: OnceLock::new(),
             encodings: Encodings::default(),
         }
+    }
+
+    /// Gives the message its offset in its channel's history, of epoch `epoch`. Once
+    /// only: later calls change nothing.
+    pub fn set_seq(&self, offset: u64, epoch: Arc<str>) {
+        let _ = self.seq.set((offset, epoch));
+    }
+
+    /// Its offset and epoch, if its channel keeps a history.
+    pub fn seq(&self) -> Option<(u64, &Arc<str>)> {
+        self.seq.get().map(|(o, e)| (*o, e))
     }
 
     /// The encoded line, `\n` included.
@@ -109,6 +124,12 @@ impl Message {
         write_json_str(out, &self.from);
         out.extend_from_slice(b",\"data\":");
         self.data.write_json(out);
+        if let Some((offset, epoch)) = self.seq() {
+            out.extend_from_slice(b",\"offset\":");
+            super::digits::push_u64(out, offset);
+            out.extend_from_slice(b",\"epoch\":");
+            write_json_str(out, epoch);
+        }
         out.extend_from_slice(b"}\n");
     }
 }
@@ -199,6 +220,19 @@ pub enum Push {
     /// `REQ <req-id> <service> <from> [payload]`: a request for a service this client
     /// offers, to answer with `REPLY` or `FAIL`.
     Request(Arc<ServiceRequest>),
+    /// `JOIN <channel> <name>` / `LEAVE <channel> <name>`: someone started or stopped
+    /// receiving a channel created with `PRESENCE`.
+    Presence(Arc<PresenceEvent>),
+}
+
+/// A client starting or stopping to receive a presence channel.
+#[derive(Debug)]
+pub struct PresenceEvent {
+    pub joined: bool,
+    pub channel: Arc<str>,
+    pub name: Arc<str>,
+    /// The user it is logged in as, if any.
+    pub user: Option<Arc<str>>,
 }
 
 /// A request as its provider receives it.
@@ -270,6 +304,28 @@ impl Push {
                 r.data.write_json(out);
                 out.extend_from_slice(b"}\n");
             }
+            (Push::Presence(p), Format::Text) => {
+                out.extend_from_slice(if p.joined { b"JOIN " } else { b"LEAVE " });
+                out.extend_from_slice(p.channel.as_bytes());
+                out.push(b' ');
+                out.extend_from_slice(p.name.as_bytes());
+                out.push(b'\n');
+            }
+            (Push::Presence(p), Format::Json) => {
+                out.extend_from_slice(if p.joined {
+                    b"{\"event\":\"join\",\"channel\":"
+                } else {
+                    b"{\"event\":\"leave\",\"channel\":"
+                });
+                write_json_str(out, &p.channel);
+                out.extend_from_slice(b",\"name\":");
+                write_json_str(out, &p.name);
+                if let Some(user) = &p.user {
+                    out.extend_from_slice(b",\"user\":");
+                    write_json_str(out, user);
+                }
+                out.extend_from_slice(b"}\n");
+            }
             (Push::Row(e), Format::Text) => {
                 out.extend_from_slice(b"ROW ");
                 out.extend_from_slice(e.table.as_bytes());
@@ -304,6 +360,7 @@ impl Push {
             Push::Bye(_) | Push::Ping => 40,
             Push::Row(e) => e.table.len() + e.row.as_ref().map_or(0, |r| r.text.len()) + 24,
             Push::Request(r) => r.service.len() + r.from.len() + r.data.approx_len() + 48,
+            Push::Presence(p) => p.channel.len() + p.name.len() + 40,
         }
     }
 }

@@ -59,6 +59,9 @@ pub enum Reply {
     },
     /// Items as `* ...` lines then `+OK <n>` / `{"ok":true,"count":n,"<key>":[...]}`.
     List { key: &'static str, items: Vec<Item> },
+    /// A list with fields after it: items as `* ...` lines, then `+OK <n> k=v k=v` /
+    /// `{"ok":true,"count":n,"<key>":[...],"k":v,...}`. Boxed: it is rare and large.
+    Page(Box<Page>),
     /// Table rows, encoded only in the format asked for. With `one`: the row then a bare
     /// `+OK` / `{"ok":true,"<key>":{...}}`; else like `List`.
     Rows(Box<RowsReply>),
@@ -68,6 +71,14 @@ pub enum Reply {
     Value(&'static str, Box<super::Payload>),
     /// `-ERR <code> <message>` / `{"ok":false,"error":{"code":...,"message":...}}`.
     Error(ErrorReply),
+}
+
+/// What [`Reply::Page`] holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page {
+    pub key: &'static str,
+    pub items: Vec<Item>,
+    pub fields: Vec<(&'static str, Value)>,
 }
 
 /// Rows of a table with their column names.
@@ -311,6 +322,20 @@ impl Reply {
                 push_u64(out, items.len() as u64);
                 out.push(b'\n');
             }
+            Reply::Page(p) => {
+                for item in &p.items {
+                    line(out, &["* ", &item.text]);
+                }
+                out.extend_from_slice(b"+OK ");
+                push_u64(out, p.items.len() as u64);
+                for (k, v) in &p.fields {
+                    out.push(b' ');
+                    out.extend_from_slice(k.as_bytes());
+                    out.push(b'=');
+                    write_text_value(out, v);
+                }
+                out.push(b'\n');
+            }
             Reply::Rows(r) => r.text(out),
             Reply::Value(_, v) => {
                 out.extend_from_slice(b"+OK");
@@ -374,6 +399,23 @@ impl Reply {
                     write_json_value(out, &item.json);
                 }
                 out.push(b']');
+            }
+            Reply::Page(p) => {
+                out.extend_from_slice(b",\"count\":");
+                push_u64(out, p.items.len() as u64);
+                field_key(out, p.key);
+                out.push(b'[');
+                for (i, item) in p.items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_json_value(out, &item.json);
+                }
+                out.push(b']');
+                for (k, v) in &p.fields {
+                    field_key(out, k);
+                    write_json_value(out, v);
+                }
             }
             Reply::Rows(r) => r.json(out),
             Reply::Value(key, v) => {

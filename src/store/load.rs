@@ -10,7 +10,8 @@ use std::path::Path;
 use super::csv;
 use super::journal::{segment_name, segment_number};
 use super::persist::{
-    csv_path, schema_path, unguard_cell, ChannelsFile, Saved, SchemaFile, CHANNELS_FILE,
+    csv_path, schema_path, unguard_cell, ChannelsFile, HistoryHead, HistoryLine, Saved, SchemaFile,
+    CHANNELS_FILE, CLEAN_FILE, HISTORY_FILE,
 };
 use super::record::{self, Record};
 use super::schema::Schema;
@@ -34,6 +35,54 @@ pub struct LoadReport {
     pub on_disk: HashMap<String, usize>,
     /// What a person should know: CSV files changed outside the server.
     pub notes: Vec<String>,
+    /// Whether the histories were saved by a clean shutdown (they keep their epochs).
+    pub clean_histories: bool,
+}
+
+/// Puts back the channels' saved histories.
+fn load_histories(dir: &Path, store: &TableStore) -> Result<(), String> {
+    use crate::protocol::{Message, MessageKind, Payload};
+    use std::sync::Arc;
+    let path = dir.join(HISTORY_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut current: Option<(HistoryHead, Vec<super::Entry>)> = None;
+    let put = |c: Option<(HistoryHead, Vec<super::Entry>)>| {
+        if let Some((head, entries)) = c {
+            store.restore_history(&head.channel, head.epoch.into(), head.next, entries);
+        }
+    };
+    for (n, line) in text.lines().enumerate() {
+        let at = || format!("{} line {}", path.display(), n + 1);
+        if line.contains("\"channel\"") && !line.contains("\"offset\"") {
+            let head: HistoryHead =
+                serde_json::from_str(line).map_err(|e| format!("{}: {e}", at()))?;
+            put(current.take());
+            current = Some((head, Vec::new()));
+            continue;
+        }
+        let l: HistoryLine = serde_json::from_str(line).map_err(|e| format!("{}: {e}", at()))?;
+        let Some((head, entries)) = current.as_mut() else {
+            return Err(format!("{}: a message before any channel line", at()));
+        };
+        let data = match (l.text, l.json) {
+            (Some(t), None) => Payload::Text(t),
+            (None, Some(v)) => Payload::Json(v),
+            _ => return Err(format!("{}: a message needs text or json", at())),
+        };
+        let channel: Arc<str> = head.channel.as_str().into();
+        let msg = Message::new(MessageKind::Channel, channel, l.from.into(), data);
+        entries.push(super::Entry {
+            offset: l.offset,
+            at: l.at,
+            msg: Arc::new(msg),
+        });
+    }
+    put(current.take());
+    Ok(())
 }
 
 /// Loads every table and replays the journal into `store`. Refuses (with the file and
@@ -64,11 +113,21 @@ pub fn load(dir: &Path, store: &TableStore) -> Result<LoadReport, String> {
             let f: ChannelsFile =
                 serde_json::from_str(&text).map_err(|e| format!("{}: {e}", cpath.display()))?;
             for c in f.channels {
-                store.restore_channel(c, true);
+                let options = f.options.get(&c).copied().unwrap_or_default();
+                store.restore_channel(c, Some(options));
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("{}: {e}", cpath.display())),
+    }
+    report.clean_histories = dir.join(CLEAN_FILE).exists();
+    store.set_clean_histories(report.clean_histories);
+    if let Err(e) = load_histories(dir, store) {
+        // Histories are not worth refusing a start for: the channels start new ones
+        // (a new epoch tells resuming clients that they lost messages).
+        report
+            .notes
+            .push(format!("{e}; channel histories start empty"));
     }
     let oldest_segment = segments.first().copied();
     for t in &schemas {
@@ -406,12 +465,12 @@ fn apply_record(
         Record::Insert { t, row } | Record::Update { t, row } => (t, Ok(row)),
         Record::Delete { t, id } => (t, Err(id)),
         Record::Segment { .. } => return Ok(()),
-        Record::CreateChannel { c } => {
-            store.restore_channel(c, true);
+        Record::CreateChannel { c, o } => {
+            store.restore_channel(c, Some(o.unwrap_or_default()));
             return Ok(());
         }
         Record::DropChannel { c } => {
-            store.restore_channel(c, false);
+            store.restore_channel(c, None);
             return Ok(());
         }
     };

@@ -8,6 +8,7 @@
 
 pub mod csv;
 pub mod expr;
+pub mod history;
 pub mod journal;
 pub mod lex;
 pub mod load;
@@ -18,6 +19,7 @@ pub mod schema;
 pub mod table;
 /// Table cells are the wire's typed values: rows go out in replies without conversion.
 pub use crate::protocol::value;
+pub use history::{ChannelOptions, Entry, History};
 
 use std::sync::{Arc, OnceLock};
 
@@ -66,7 +68,26 @@ pub struct TableStore {
     changes: OnceLock<ChangeSink>,
     /// The channels that exist, kept here so that they are saved with the tables and
     /// come back at start. The routing layer owns channels; this is their durable copy.
-    channels: parking_lot::Mutex<std::collections::BTreeSet<String>>,
+    channels: parking_lot::Mutex<std::collections::BTreeMap<String, StoredChannel>>,
+    /// Whether the histories loaded at start were saved by a clean shutdown (they keep
+    /// their epochs; after a crash each gets a new one).
+    clean_histories: std::sync::atomic::AtomicBool,
+}
+
+/// A channel's durable copy: its options, and its history when it keeps one.
+#[derive(Clone, Default)]
+pub struct StoredChannel {
+    pub options: ChannelOptions,
+    pub history: Option<Arc<History>>,
+}
+
+impl StoredChannel {
+    fn new(options: ChannelOptions) -> StoredChannel {
+        StoredChannel {
+            options,
+            history: (options.history > 0).then(|| Arc::new(History::new(&options))),
+        }
+    }
 }
 
 /// Where changes to watched tables go (the channel manager).
@@ -206,39 +227,83 @@ impl TableStore {
         self.journal.get().map(|j| j.append(&record()))
     }
 
-    /// Records that channel `name` was created (`true`) or dropped; returns the journal
-    /// sequence number the acknowledgement must wait for, when persistent. The caller
-    /// (the one thread that owns channels) calls it in the order the changes happen.
-    pub fn channel_changed(&self, name: &str, created: bool) -> Option<u64> {
-        let mut set = self.channels.lock();
-        if created {
-            set.insert(name.to_string());
-        } else {
-            set.remove(name);
-        }
+    /// Records that channel `name` was created with `options`; returns its history
+    /// (a new one, when it keeps one) and the journal sequence number the
+    /// acknowledgement must wait for, when persistent. The caller (the one thread that
+    /// owns channels) calls it in the order the changes happen.
+    pub fn channel_created(
+        &self,
+        name: &str,
+        options: ChannelOptions,
+    ) -> (Option<Arc<History>>, Option<u64>) {
+        let stored = StoredChannel::new(options);
+        let history = stored.history.clone();
+        self.channels.lock().insert(name.to_string(), stored);
         let c = name.to_string();
-        self.log(|| {
-            if created {
-                Record::CreateChannel { c }
-            } else {
-                Record::DropChannel { c }
+        let o = (options != ChannelOptions::default()).then_some(options);
+        (history, self.log(|| Record::CreateChannel { c, o }))
+    }
+
+    /// Records that channel `name` was dropped (its history goes with it); returns the
+    /// journal sequence number the acknowledgement must wait for.
+    pub fn channel_dropped(&self, name: &str) -> Option<u64> {
+        self.channels.lock().remove(name);
+        let c = name.to_string();
+        self.log(|| Record::DropChannel { c })
+    }
+
+    /// The channels saved or journaled, sorted by name (to restore them at start).
+    pub fn channels(&self) -> Vec<(String, StoredChannel)> {
+        let channels = self.channels.lock();
+        channels
+            .iter()
+            .map(|(n, c)| (n.clone(), c.clone()))
+            .collect()
+    }
+
+    /// Adds (`Some`) or removes a channel without recording it (loading). A channel
+    /// created again gets a new history.
+    pub(crate) fn restore_channel(&self, name: String, options: Option<ChannelOptions>) {
+        let mut channels = self.channels.lock();
+        match options {
+            // A creation the snapshot already holds keeps the history saved with it.
+            Some(o) if channels.get(&name).is_some_and(|c| c.options == o) => {}
+            Some(o) => {
+                channels.insert(name, StoredChannel::new(o));
             }
-        })
-    }
-
-    /// The channels saved or journaled, sorted (to restore them at start).
-    pub fn channel_names(&self) -> Vec<String> {
-        self.channels.lock().iter().cloned().collect()
-    }
-
-    /// Adds or removes a channel without recording it (loading).
-    pub(crate) fn restore_channel(&self, name: String, present: bool) {
-        let mut set = self.channels.lock();
-        if present {
-            set.insert(name);
-        } else {
-            set.remove(&name);
+            None => {
+                channels.remove(&name);
+            }
         }
+    }
+
+    /// Puts back a channel's saved history (loading), with a new epoch unless the
+    /// histories were saved by a clean shutdown.
+    pub(crate) fn restore_history(
+        &self,
+        name: &str,
+        epoch: Arc<str>,
+        next: u64,
+        entries: Vec<Entry>,
+    ) {
+        let mut channels = self.channels.lock();
+        let Some(c) = channels.get_mut(name) else {
+            return;
+        };
+        if c.options.history == 0 {
+            return;
+        }
+        let clean = self
+            .clean_histories
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let epoch = if clean { epoch } else { history::new_epoch() };
+        c.history = Some(Arc::new(History::restore(&c.options, epoch, next, entries)));
+    }
+
+    /// Whether the histories being loaded were saved by a clean shutdown.
+    pub(crate) fn set_clean_histories(&self, clean: bool) {
+        self.clean_histories
+            .store(clean, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Adds an empty table. Returns the journal sequence number of the definition.

@@ -19,10 +19,12 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::csv::{self, Field};
+use super::history::ChannelOptions;
 use super::journal::{segment_number, sync_dir, Journal};
 use super::table::Table;
 use super::value::Value;
 use super::{read, TableStore};
+use crate::protocol::Payload;
 
 /// The channels that exist, saved with each snapshot (changes since are journaled).
 pub(super) const CHANNELS_FILE: &str = "channels.json";
@@ -31,6 +33,69 @@ pub(super) const CHANNELS_FILE: &str = "channels.json";
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct ChannelsFile {
     pub channels: Vec<String>,
+    /// The options of channels created with any.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub options: std::collections::BTreeMap<String, ChannelOptions>,
+}
+
+/// Channels' histories, saved with each snapshot: per channel a line
+/// `{"channel":…,"epoch":…,"next":…}`, then one line per kept message.
+pub(super) const HISTORY_FILE: &str = "history.jsonl";
+/// Written after the final snapshot of a clean shutdown, removed at start: the saved
+/// histories keep their epochs only when it is there.
+pub(super) const CLEAN_FILE: &str = "history.clean";
+
+/// A history file's channel line.
+#[derive(Serialize, Deserialize)]
+pub(super) struct HistoryHead {
+    pub channel: String,
+    pub epoch: String,
+    pub next: u64,
+}
+
+/// A history file's message line: `text` or `json`, as it was published.
+#[derive(Serialize, Deserialize)]
+pub(super) struct HistoryLine {
+    pub offset: u64,
+    pub at: u64,
+    pub from: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<serde_json::Value>,
+}
+
+/// Every channel's history as the history file holds it.
+fn history_jsonl(channels: &[(String, super::StoredChannel)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, c) in channels {
+        let Some(h) = &c.history else { continue };
+        // Copied under the lock (reference counts only), written after.
+        let (entries, next) = h.lock().saved();
+        let head = HistoryHead {
+            channel: name.clone(),
+            epoch: h.epoch.to_string(),
+            next,
+        };
+        let _ = serde_json::to_writer(&mut out, &head);
+        out.push(b'\n');
+        for e in entries {
+            let (text, json) = match &e.msg.data {
+                Payload::Text(t) => (Some(t.clone()), None),
+                Payload::Json(v) => (None, Some(v.clone())),
+            };
+            let line = HistoryLine {
+                offset: e.offset,
+                at: e.at,
+                from: e.msg.from.to_string(),
+                text,
+                json,
+            };
+            let _ = serde_json::to_writer(&mut out, &line);
+            out.push(b'\n');
+        }
+    }
+    out
 }
 
 pub(super) fn channels_json(f: &ChannelsFile) -> Vec<u8> {
@@ -140,10 +205,17 @@ fn snapshot(
         names.push(name);
     }
     // Channels as of now: at least every change in the older segments, which go next.
+    let stored = store.channels();
     let channels = ChannelsFile {
-        channels: store.channel_names(),
+        channels: stored.iter().map(|(n, _)| n.clone()).collect(),
+        options: stored
+            .iter()
+            .filter(|(_, c)| c.options != ChannelOptions::default())
+            .map(|(n, c)| (n.clone(), c.options))
+            .collect(),
     };
     write_atomically(&dir.join(CHANNELS_FILE), &channels_json(&channels))?;
+    write_atomically(&dir.join(HISTORY_FILE), &history_jsonl(&stored))?;
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let file = entry.file_name().to_string_lossy().into_owned();
@@ -285,6 +357,23 @@ impl Persistence {
     pub fn snapshot(&self, store: &TableStore) -> io::Result<SnapshotReport> {
         let mut on_disk = self.on_disk.lock();
         snapshot(&self.dir, store, Some(&self.journal), &mut on_disk)
+    }
+
+    /// Notes that the last snapshot was taken at a clean shutdown, so the histories it
+    /// saved are whole and keep their epochs at the next start.
+    pub fn mark_clean(&self) -> io::Result<()> {
+        write_atomically(&self.dir.join(CLEAN_FILE), b"saved at a clean shutdown\n")?;
+        sync_dir(&self.dir)
+    }
+
+    /// Removes the clean-shutdown mark once its histories are loaded: from now on a
+    /// crash must give them new epochs.
+    pub fn clear_clean_mark(&self) -> io::Result<()> {
+        match fs::remove_file(self.dir.join(CLEAN_FILE)) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Removes an undefined table's files. The journal is synced first, so that its

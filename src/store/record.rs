@@ -45,6 +45,9 @@ pub enum Record {
     #[serde(rename = "create_channel")]
     CreateChannel {
         c: String,
+        /// Its options, when not the defaults.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        o: Option<super::history::ChannelOptions>,
     },
     /// A channel was dropped.
     #[serde(rename = "drop_channel")]

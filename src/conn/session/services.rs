@@ -76,7 +76,7 @@ impl Session {
         match self.ctx.routes.services.place(&service, ask) {
             Ok(placed) => {
                 let (provider, wake_manager) = (placed.provider.clone(), placed.wake_manager);
-                if self.publisher.stage_request(placed) {
+                if self.publisher.stage_request(placed, &self.ctx.stats) {
                     // A crowded provider: pause, as a publisher does for a subscriber.
                     self.outbox.request_stall(&provider);
                 }
