@@ -7,7 +7,8 @@
 //! when `nats-server` and `redis-server` are installed (`LEVIATHAN_PEERS=0` leaves them
 //! out), with leviathan's ratio to the best of them.
 //! `cargo bench --bench pubsub -- quick` runs a shorter version of each; naming
-//! scenarios (`1to1 fanout channels latency memory storm`) runs only those.
+//! scenarios (`1to1 fanout channels latency memory storm history`) runs only those;
+//! `history` compares channels with and without a history (`pubsub/history.rs`).
 //! Every loop is bounded in count and time; nothing asserts on time.
 //! `LEVIATHAN_SERVERMAIN=/path/to/servermain` measures another build (say, the previous
 //! commit's) with the same load generator.
@@ -21,6 +22,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "pubsub/history.rs"]
+mod history;
 
 const PAYLOAD: &str = "0123456789abcdef"; // 16 bytes
 /// No scenario runs longer than this.
@@ -65,6 +68,7 @@ impl Server {
             proto: Proto::Leviathan,
             addr: self.addr,
             pid: self.child.id(),
+            create_with: "",
         }
     }
 }
@@ -93,6 +97,8 @@ struct Target {
     proto: Proto,
     addr: SocketAddr,
     pid: u32,
+    /// What leviathan's `CREATE` adds after the channel (` HISTORY 1000`, say).
+    create_with: &'static str,
 }
 
 impl Target {
@@ -132,7 +138,8 @@ impl Target {
     fn create(&self, ch: &str) {
         if self.proto == Proto::Leviathan {
             let (mut r, mut w) = connect(self.addr);
-            assert!(command(&mut r, &mut w, &format!("CREATE {ch}")).starts_with("+OK"));
+            let create = format!("CREATE {ch}{}", self.create_with);
+            assert!(command(&mut r, &mut w, &create).starts_with("+OK"));
         }
     }
 
@@ -328,10 +335,9 @@ fn fanout(server: &Target, publishers: usize, subs_per_channel: usize, per_pub: 
     let stop = Arc::new(AtomicBool::new(false));
     let delivered = Arc::new(AtomicU64::new(0));
     let mut subs = Vec::new();
-    let tag = format!(
-        "{}",
-        Instant::now().elapsed().as_nanos() ^ (publishers * 7919) as u128
-    );
+    // Channels of their own each time: scenarios run again on the same server.
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let tag = RUNS.fetch_add(1, Ordering::Relaxed);
     for p in 0..publishers {
         let ch = format!("b{tag}.{p}");
         server.create(&ch);
@@ -362,6 +368,7 @@ fn fanout(server: &Target, publishers: usize, subs_per_channel: usize, per_pub: 
             proto: server.proto,
             addr: server.addr,
             pid: server.pid,
+            create_with: server.create_with,
         };
         pubs.push(thread::spawn(move || {
             barrier.wait();
@@ -633,6 +640,7 @@ fn peer_targets(
                     proto,
                     addr: p.addr,
                     pid: p.child.id(),
+                    create_with: "",
                 },
             ))
         })
@@ -650,7 +658,9 @@ fn main() {
         .collect();
     let quick = args.iter().any(|a| a == "quick");
     // Scenario names given on the command line select scenarios; none means all.
-    let names = ["1to1", "fanout", "channels", "latency", "memory", "storm"];
+    let names = [
+        "1to1", "fanout", "channels", "latency", "memory", "storm", "history",
+    ];
     let chosen: Vec<&str> = names
         .into_iter()
         .filter(|n| args.iter().any(|a| a == n))
@@ -721,6 +731,9 @@ fn main() {
                 p50s[0].1 / b99
             );
         }
+    }
+    if run("history") {
+        history::run(&server, quick);
     }
     drop(targets);
     drop(server);

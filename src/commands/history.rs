@@ -13,7 +13,7 @@ use crate::manager::channel::Filter;
 use crate::manager::outbox::{ConnId, Delivery, OutItem};
 use crate::manager::Manager;
 use crate::protocol::args::{clip, type_name, Args, JsonArgs};
-use crate::protocol::push::MessageRun;
+use crate::protocol::push::{Epoch, MessageRun};
 use crate::protocol::reply::Page;
 use crate::protocol::{ErrorReply, Item, Message, Push, Reply};
 use crate::store::{ChannelOptions, Entry, History};
@@ -222,7 +222,10 @@ pub fn replay(
     Ok(Reply::Page(Box::new(Page {
         key: "messages",
         items: entries.iter().map(item).collect(),
-        fields: vec![("offset", json!(top)), ("epoch", json!(&*history.epoch))],
+        fields: vec![
+            ("offset", json!(top)),
+            ("epoch", json!(history.epoch.to_string())),
+        ],
     })))
 }
 
@@ -318,8 +321,8 @@ pub fn resume(
     let before = m.routes.get_versioned(channel).0;
     let mut seq = history.lock();
     let (since, epoch) = match from {
-        Some(f) => (f.since, f.epoch.as_str()),
-        None => (seq.top(), &*history.epoch),
+        Some(f) => (f.since, Epoch::parse(&f.epoch)),
+        None => (seq.top(), Some(history.epoch)),
     };
     let found = seq.resume(since, epoch, filter.map(|f| &**f));
     let bytes: usize = found.missed.iter().map(|e| e.msg.approx_len()).sum();
@@ -338,7 +341,10 @@ pub fn resume(
                 outbox.wake();
             }
         }
-        let before = before.map(|r| r as Arc<dyn std::any::Any + Send + Sync>);
+        let before = before.map(|r| {
+            let any: Arc<dyn std::any::Any + Send + Sync> = r;
+            Arc::downgrade(&any)
+        });
         seq.join(id, outbox, filter.cloned(), before);
     }
     drop(seq);
@@ -347,7 +353,7 @@ pub fn resume(
     }
     let mut fields = vec![
         ("offset", json!(found.top)),
-        ("epoch", json!(&*history.epoch)),
+        ("epoch", json!(history.epoch.to_string())),
     ];
     if from.is_some() {
         fields.insert(0, ("recovered", json!(recovered)));

@@ -2,6 +2,7 @@
 //! A published message is encoded at most once per format, lazily, and shared by every
 //! receiver through an `Arc`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::{write_json_str, Format, Payload};
@@ -24,9 +25,11 @@ pub struct Message {
     pub channel: Arc<str>,
     pub from: Arc<str>,
     pub data: Payload,
-    /// Its place in the channel's history (offset, epoch), for a channel that keeps
-    /// one: given when the message is handed over, before anyone encodes it.
-    seq: OnceLock<(u64, Arc<str>)>,
+    /// Its place in the channel's history, for a channel that keeps one (0: none):
+    /// given when the message is handed over, before anyone encodes it. Plain numbers,
+    /// not a shared string: they are written for every message of a history channel.
+    offset: AtomicU64,
+    epoch: AtomicU64,
     encodings: Encodings,
 }
 
@@ -59,20 +62,25 @@ impl Message {
             channel,
             from,
             data,
-            seq: OnceLock::new(),
+            offset: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
             encodings: Encodings::default(),
         }
     }
 
-    /// Gives the message its offset in its channel's history, of epoch `epoch`. Once
-    /// only: later calls change nothing.
-    pub fn set_seq(&self, offset: u64, epoch: Arc<str>) {
-        let _ = self.seq.set((offset, epoch));
+    /// Gives the message its offset in its channel's history, of epoch `epoch`, before
+    /// it is handed to anyone (the hand-over publishes the stores).
+    pub fn set_seq(&self, offset: u64, epoch: Epoch) {
+        self.epoch.store(epoch.0, Ordering::Relaxed);
+        self.offset.store(offset, Ordering::Relaxed);
     }
 
     /// Its offset and epoch, if its channel keeps a history.
-    pub fn seq(&self) -> Option<(u64, &Arc<str>)> {
-        self.seq.get().map(|(o, e)| (*o, e))
+    pub fn seq(&self) -> Option<(u64, Epoch)> {
+        match self.offset.load(Ordering::Relaxed) {
+            0 => None,
+            o => Some((o, Epoch(self.epoch.load(Ordering::Relaxed)))),
+        }
     }
 
     /// The encoded line, `\n` included.
@@ -127,10 +135,55 @@ impl Message {
         if let Some((offset, epoch)) = self.seq() {
             out.extend_from_slice(b",\"offset\":");
             super::digits::push_u64(out, offset);
-            out.extend_from_slice(b",\"epoch\":");
-            write_json_str(out, epoch);
+            out.extend_from_slice(b",\"epoch\":\"");
+            epoch.write(out);
+            out.push(b'"');
         }
         out.extend_from_slice(b"}\n");
+    }
+}
+
+/// A channel history's epoch: 48 random bits, chosen when the history starts, written
+/// as 12 hexadecimal digits. Another epoch means the history was lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Epoch(pub u64);
+
+impl Epoch {
+    /// A new random epoch.
+    pub fn random() -> Epoch {
+        let mut bytes = [0u8; 8];
+        if getrandom::getrandom(&mut bytes[..6]).is_err() {
+            // No randomness: the clock still tells one start from another.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64);
+            bytes = nanos.to_le_bytes();
+        }
+        Epoch(u64::from_le_bytes(bytes) & 0xffff_ffff_ffff)
+    }
+
+    /// An epoch as written (12 hexadecimal digits), if `s` is one.
+    pub fn parse(s: &str) -> Option<Epoch> {
+        if s.len() != 12 {
+            return None;
+        }
+        u64::from_str_radix(s, 16).ok().map(Epoch)
+    }
+
+    /// Appends its 12 digits.
+    pub fn write(self, out: &mut Vec<u8>) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        out.extend(
+            (0..12)
+                .rev()
+                .map(|i| HEX[(self.0 >> (i * 4)) as usize & 0xf]),
+        );
+    }
+}
+
+impl std::fmt::Display for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:012x}", self.0)
     }
 }
 

@@ -16,14 +16,14 @@
 use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use super::expr::Expr;
-use crate::protocol::push::Message;
+use crate::protocol::push::{Epoch, Message};
 use crate::protocol::Payload;
 
 /// What a channel keeps and tells, chosen at `CREATE` and saved with it.
@@ -72,9 +72,10 @@ struct Late {
     id: u64,
     receiver: Arc<dyn LateReceiver>,
     filter: Option<Arc<Expr>>,
-    /// The route current when it joined: once nobody else holds it, no publisher can
-    /// hand over without it any more.
-    before: Option<Arc<dyn Any + Send + Sync>>,
+    /// The route current when it joined: once nobody holds it, no publisher can hand
+    /// over without it any more. Weak: the manager waits for replaced routes to be let
+    /// go, and this must not count.
+    before: Option<Weak<dyn Any + Send + Sync>>,
 }
 
 struct State {
@@ -87,7 +88,7 @@ struct State {
 /// One channel's history.
 pub struct History {
     /// Chosen when the history starts; a new one means the history was lost.
-    pub epoch: Arc<str>,
+    pub epoch: Epoch,
     keep: usize,
     /// 0: no age limit.
     ttl_ms: u64,
@@ -113,30 +114,16 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A new random epoch: 12 hexadecimal digits.
-pub fn new_epoch() -> Arc<str> {
-    let mut bytes = [0u8; 6];
-    if getrandom::getrandom(&mut bytes).is_err() {
-        // No randomness: the clock still tells one start from another.
-        bytes.copy_from_slice(&unix_ms().to_le_bytes()[..6]);
-    }
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
-        .into()
-}
-
 impl History {
     /// An empty history of a new epoch, keeping `options.history` messages.
     pub fn new(options: &ChannelOptions) -> History {
-        History::restore(options, new_epoch(), 1, Vec::new())
+        History::restore(options, Epoch::random(), 1, Vec::new())
     }
 
     /// A history as saved: its epoch, the next offset and its entries (oldest first).
     pub fn restore(
         options: &ChannelOptions,
-        epoch: Arc<str>,
+        epoch: Epoch,
         next: u64,
         entries: Vec<Entry>,
     ) -> History {
@@ -190,7 +177,7 @@ impl Sequencer<'_> {
         for msg in msgs {
             let offset = s.next;
             s.next += 1;
-            msg.set_seq(offset, h.epoch.clone());
+            msg.set_seq(offset, h.epoch);
             s.entries.push_back(Entry {
                 offset,
                 at: now,
@@ -237,11 +224,11 @@ impl Sequencer<'_> {
 
     /// Whether a client that saw everything up to `since` in `epoch` can be given all
     /// it missed, and what that is.
-    pub fn resume(&mut self, since: u64, epoch: &str, filter: Option<&Expr>) -> Resume {
+    pub fn resume(&mut self, since: u64, epoch: Option<Epoch>, filter: Option<&Expr>) -> Resume {
         self.trim(unix_ms());
         let top = self.top();
         let first = self.state.entries.front().map_or(top + 1, |e| e.offset);
-        let recovered = epoch == &*self.history.epoch && since <= top && since + 1 >= first;
+        let recovered = epoch == Some(self.history.epoch) && since <= top && since + 1 >= first;
         let missed = if recovered {
             let mut missed = self.since(Some(since), None);
             missed.retain(|e| passes(filter, &e.msg));
@@ -264,7 +251,7 @@ impl Sequencer<'_> {
         id: u64,
         receiver: Arc<dyn LateReceiver>,
         filter: Option<Arc<Expr>>,
-        before: Option<Arc<dyn Any + Send + Sync>>,
+        before: Option<Weak<dyn Any + Send + Sync>>,
     ) {
         let no = self.history.joins.fetch_add(1, Ordering::AcqRel) + 1;
         self.state.late.retain(|l| l.id != id);
@@ -287,7 +274,7 @@ impl Sequencer<'_> {
     pub fn prune(&mut self) -> bool {
         self.state
             .late
-            .retain(|l| l.before.as_ref().is_some_and(|b| Arc::strong_count(b) > 1));
+            .retain(|l| l.before.as_ref().is_some_and(|b| b.strong_count() > 0));
         !self.state.late.is_empty()
     }
 
@@ -364,13 +351,17 @@ mod tests {
         let h = History::new(&options(3));
         let mut s = h.lock();
         s.append(&(0..5).map(|i| msg(&i.to_string())).collect::<Vec<_>>());
-        let epoch = h.epoch.clone();
-        let r = s.resume(2, &epoch, None);
+        let epoch = Some(h.epoch);
+        let r = s.resume(2, epoch, None);
         assert!(r.recovered);
         assert_eq!(r.missed.len(), 3);
-        assert!(s.resume(5, &epoch, None).recovered, "nothing missed");
-        assert!(!s.resume(1, &epoch, None).recovered, "offset 2 is gone");
-        assert!(!s.resume(3, "other", None).recovered, "another epoch");
-        assert!(!s.resume(9, &epoch, None).recovered, "from the future");
+        assert!(s.resume(5, epoch, None).recovered, "nothing missed");
+        assert!(!s.resume(1, epoch, None).recovered, "offset 2 is gone");
+        assert!(
+            !s.resume(3, Some(Epoch(7)), None).recovered,
+            "another epoch"
+        );
+        assert!(!s.resume(3, None, None).recovered, "no epoch");
+        assert!(!s.resume(9, epoch, None).recovered, "from the future");
     }
 }

@@ -52,7 +52,8 @@ fn load_histories(dir: &Path, store: &TableStore) -> Result<(), String> {
     let mut current: Option<(HistoryHead, Vec<super::Entry>)> = None;
     let put = |c: Option<(HistoryHead, Vec<super::Entry>)>| {
         if let Some((head, entries)) = c {
-            store.restore_history(&head.channel, head.epoch.into(), head.next, entries);
+            let epoch = crate::protocol::push::Epoch::parse(&head.epoch);
+            store.restore_history(&head.channel, epoch, head.next, entries);
         }
     };
     for (n, line) in text.lines().enumerate() {

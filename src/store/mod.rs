@@ -282,7 +282,7 @@ impl TableStore {
     pub(crate) fn restore_history(
         &self,
         name: &str,
-        epoch: Arc<str>,
+        epoch: Option<crate::protocol::push::Epoch>,
         next: u64,
         entries: Vec<Entry>,
     ) {
@@ -296,7 +296,10 @@ impl TableStore {
         let clean = self
             .clean_histories
             .load(std::sync::atomic::Ordering::Relaxed);
-        let epoch = if clean { epoch } else { history::new_epoch() };
+        let epoch = match epoch {
+            Some(e) if clean => e,
+            _ => crate::protocol::push::Epoch::random(),
+        };
         c.history = Some(Arc::new(History::restore(&c.options, epoch, next, entries)));
     }
 
