@@ -125,8 +125,15 @@ pub enum Event {
     },
     /// The client is connected again. Its name, subscriptions and watches were sent
     /// again; `not_restored` says which the server refused, and why (a channel that no
-    /// longer exists, a name taken meanwhile), so nothing is lost silently.
-    Reconnected { not_restored: Vec<String> },
+    /// longer exists, a name taken meanwhile), so nothing is lost silently. Channels
+    /// that keep a history were resumed from the last message received: what was
+    /// published meanwhile arrived before this event, except on the channels in
+    /// `lost`, whose history no longer held all of it (reload them with `REPLAY`).
+    /// Messages on channels without a history published while disconnected are gone.
+    Reconnected {
+        not_restored: Vec<String>,
+        lost: Vec<String>,
+    },
 }
 
 /// Client settings.
@@ -174,6 +181,9 @@ struct Restore {
     watches: BTreeMap<String, Option<String>>,
     /// Services offered.
     serves: std::collections::BTreeSet<String>,
+    /// History channels → the offset of the last message received and its epoch: a
+    /// reconnection resumes after it.
+    positions: BTreeMap<String, (u64, String)>,
 }
 
 impl Restore {
@@ -203,12 +213,17 @@ impl Restore {
             }
             Some("sub") => {
                 if let Some(c) = s("channel") {
+                    let h = &reply["history"];
+                    if let (Some(o), Some(e)) = (h["offset"].as_u64(), h["epoch"].as_str()) {
+                        self.position(&c, o, e);
+                    }
                     self.subs.insert(c, s("where"));
                 }
             }
             Some("unsub") => {
                 if let Some(c) = s("channel") {
                     self.subs.remove(&c);
+                    self.positions.remove(&c);
                 }
             }
             Some("watch") => {
@@ -225,6 +240,21 @@ impl Restore {
         }
     }
 
+    /// Notes that everything up to `offset` of `epoch` on `channel` was received (or
+    /// will be: a subscription's starting point). Replies and messages arrive on
+    /// different threads, so within an epoch the highest wins; a new epoch replaces
+    /// the old one.
+    fn position(&mut self, channel: &str, offset: u64, epoch: &str) {
+        match self.positions.get_mut(channel) {
+            Some((o, e)) if e == epoch => *o = (*o).max(offset),
+            Some(p) => *p = (offset, epoch.to_string()),
+            None => {
+                self.positions
+                    .insert(channel.to_string(), (offset, epoch.to_string()));
+            }
+        }
+    }
+
     /// The requests that bring it back, each with how to name it to a person.
     fn requests(&self) -> Vec<(String, Value)> {
         let mut reqs = Vec::new();
@@ -235,7 +265,11 @@ impl Restore {
             reqs.push((format!("NAME {n}"), json!({"op": "name", "name": n})));
         }
         for (target, filter) in &self.subs {
-            let r = with_where(json!({"op": "sub", "channel": target}), filter.as_deref());
+            let mut r = with_where(json!({"op": "sub", "channel": target}), filter.as_deref());
+            if let Some((offset, epoch)) = self.positions.get(target) {
+                r["since"] = Value::from(*offset);
+                r["epoch"] = Value::from(epoch.as_str());
+            }
             reqs.push((format!("SUB {target}"), r));
         }
         for (table, filter) in &self.watches {
@@ -693,6 +727,15 @@ impl Inner {
                 if ev == "req" && self.answer_request(&v) {
                     continue;
                 }
+                if ev == "msg" {
+                    if let (Some(c), Some(o), Some(e)) = (
+                        v["channel"].as_str(),
+                        v["offset"].as_u64(),
+                        v["epoch"].as_str(),
+                    ) {
+                        self.restore.lock().position(c, o, e);
+                    }
+                }
                 if let Some(e) = event(ev, &v) {
                     let _ = self.events.send(e);
                 }
@@ -751,6 +794,7 @@ impl Inner {
         let reqs = self.restore.lock().requests();
         let mut waiting = Vec::new();
         for (what, mut req) in reqs {
+            let sent = req.clone();
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             req["id"] = Value::from(id);
             let (tx, rx) = may::sync::mpsc::channel();
@@ -758,19 +802,25 @@ impl Inner {
             if self.write(&req).is_err() {
                 self.pending.lock().remove(&id);
             }
-            waiting.push((what, rx));
+            waiting.push((what, sent, rx));
         }
         let inner = self.clone();
         let report = move || {
             let mut not_restored = Vec::new();
-            for (what, rx) in waiting {
+            let mut lost = Vec::new();
+            for (what, sent, rx) in waiting {
                 match rx.recv_timeout(inner.opts.timeout) {
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(reply)) => {
+                        if reply["history"]["recovered"] == Value::Bool(false) {
+                            lost.extend(sent["channel"].as_str().map(str::to_string));
+                        }
+                        inner.restore.lock().accepted(&sent, &reply);
+                    }
                     Ok(Err(e)) => not_restored.push(format!("{what}: {e}")),
                     Err(_) => not_restored.push(format!("{what}: no reply in time")),
                 }
             }
-            let _ = inner.events.send(Event::Reconnected { not_restored });
+            let _ = inner.events.send(Event::Reconnected { not_restored, lost });
         };
         if std::thread::Builder::new()
             .name("leviathan-restore".into())

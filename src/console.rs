@@ -88,6 +88,56 @@ struct State {
     subs: std::collections::BTreeMap<String, String>,
     /// Table → the WATCH line.
     watches: std::collections::BTreeMap<String, String>,
+    /// History channels subscribed by name → the offset of the last message received
+    /// and its epoch: a reconnection resumes after it (`SUB … SINCE … EPOCH …`).
+    positions: std::collections::BTreeMap<String, (u64, String)>,
+    /// Channels whose `SUB` (typed, or sent again after a reconnection) awaits its
+    /// reply → the text `MSG` lines received on it meanwhile. A subscriber of a
+    /// history channel gets every message after the reply's offset, in order, so the
+    /// reply's offset plus this count is the last one received (text lines carry no
+    /// offset).
+    counting: std::collections::BTreeMap<String, u64>,
+}
+
+/// The `offset=`, `epoch=` and `recovered=` of a `SUB` reply on a history channel
+/// (text or JSON).
+fn history_fields(status: &str) -> Option<(u64, String, Option<bool>)> {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(status) {
+        let h = &v["history"];
+        let offset = h["offset"].as_u64()?;
+        let epoch = h["epoch"].as_str()?.to_string();
+        return Some((offset, epoch, h["recovered"].as_bool()));
+    }
+    let field = |k: &str| {
+        status
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(k)?.strip_prefix('='))
+    };
+    let offset = field("offset")?.parse().ok()?;
+    let epoch = field("epoch")?.to_string();
+    Some((offset, epoch, field("recovered").map(|r| r == "true")))
+}
+
+/// The channel of a `SUB` line that could resume (an exact channel without `WHERE`),
+/// and whether it is JSON.
+fn resumable_sub(line: &str) -> Option<(String, bool)> {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+        let ok = v["op"]
+            .as_str()
+            .is_some_and(|o| o.eq_ignore_ascii_case("sub"))
+            && v.get("where").is_none();
+        let c = v["channel"].as_str().filter(|c| ok && is_exact(c))?;
+        return Some((c.to_string(), true));
+    }
+    let mut words = line.split_whitespace();
+    let verb = words.next()?;
+    let c = words.next()?;
+    (verb.eq_ignore_ascii_case("SUB") && words.next().is_none() && is_exact(c))
+        .then(|| (c.to_string(), false))
+}
+
+fn is_exact(channel: &str) -> bool {
+    !channel.split('.').any(|t| t == "*" || t == ">")
 }
 
 impl State {
@@ -128,10 +178,13 @@ impl State {
             }
             "LOGOUT" => self.session = None,
             "SUB" => {
+                self.started(&arg, status);
                 self.subs.insert(arg, line.to_string());
             }
             "UNSUB" => {
                 self.subs.remove(&arg);
+                self.positions.remove(&arg);
+                self.counting.remove(&arg);
             }
             "WATCH" => {
                 self.watches.insert(arg, line.to_string());
@@ -143,10 +196,95 @@ impl State {
         }
     }
 
-    fn lines(&self) -> Vec<String> {
+    /// A `SUB` of `channel` was answered `status`: on a history channel, notes where
+    /// its messages start (a resume that recovered keeps the position it resumed
+    /// from). Returns the reply's `recovered=`, if any.
+    fn started(&mut self, channel: &str, status: &str) -> Option<bool> {
+        let counted = self.counting.remove(channel).unwrap_or(0);
+        let Some((offset, epoch, recovered)) = history_fields(status) else {
+            // A subscription renewed (the server says nothing new): what came
+            // meanwhile still counts.
+            if let Some((o, _)) = self.positions.get_mut(channel) {
+                *o += counted;
+            }
+            return None;
+        };
+        let base = match (recovered, self.positions.get(channel)) {
+            (Some(true), Some((o, e))) if *e == epoch => *o,
+            _ => offset,
+        };
+        self.position(channel, base + counted, &epoch);
+        recovered
+    }
+
+    /// Everything up to `offset` of `epoch` on `channel` was received; within an epoch
+    /// the highest wins, a new epoch replaces the old one.
+    fn position(&mut self, channel: &str, offset: u64, epoch: &str) {
+        match self.positions.get_mut(channel) {
+            Some((o, e)) if e == epoch => *o = (*o).max(offset),
+            _ => {
+                self.positions
+                    .insert(channel.to_string(), (offset, epoch.to_string()));
+            }
+        }
+    }
+
+    /// A push arrived: a message on a history channel moves its position on.
+    fn pushed(&mut self, line: &str) {
+        if let Some(rest) = line.strip_prefix("MSG ") {
+            let channel = rest.split(' ').next().unwrap_or_default();
+            if let Some(n) = self.counting.get_mut(channel) {
+                *n += 1;
+            } else if let Some((o, _)) = self.positions.get_mut(channel) {
+                *o += 1;
+            }
+        } else if line.starts_with('{') {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                return;
+            };
+            if let (Some(c), Some(o), Some(e)) = (
+                v["channel"].as_str(),
+                v["offset"].as_u64(),
+                v["epoch"].as_str(),
+            ) {
+                if v["event"] == "msg" && self.subs.contains_key(c) {
+                    self.position(c, o, e);
+                }
+            }
+        }
+    }
+
+    /// A line is about to be sent: a `SUB` of a channel starts counting its messages.
+    fn sending(&mut self, line: &str) {
+        if let Some((channel, false)) = resumable_sub(line) {
+            self.counting.insert(channel, 0);
+        }
+    }
+
+    /// The lines that bring this connection's state back; history channels resume
+    /// after the last message received.
+    fn lines(&mut self) -> Vec<String> {
         let mut v: Vec<String> = self.session.iter().cloned().collect();
         v.extend(self.name.iter().cloned());
-        v.extend(self.subs.values().cloned());
+        let mut subs = Vec::new();
+        for (channel, line) in &self.subs {
+            let Some(((offset, epoch), (_, json))) =
+                self.positions.get(channel).zip(resumable_sub(line))
+            else {
+                subs.push(line.clone());
+                continue;
+            };
+            if json {
+                let mut req: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+                req["since"] = (*offset).into();
+                req["epoch"] = epoch.as_str().into();
+                subs.push(req.to_string());
+            } else {
+                subs.push(format!("SUB {channel} SINCE {offset} EPOCH {epoch}"));
+                self.counting.insert(channel.clone(), 0);
+            }
+        }
+        v.extend(subs);
         v.extend(self.watches.values().cloned());
         v
     }
@@ -208,6 +346,7 @@ impl Console {
         }
         // Drop replies left over from a command that timed out.
         while self.replies.try_recv().is_ok() {}
+        self.state.lock().sending(line);
         {
             let mut w = self.writer.lock();
             let Some(s) = w.as_mut() else {
@@ -347,6 +486,15 @@ impl Reader {
                     if let Some(line) = restoring.next() {
                         if r.ok() {
                             self.notice(format!("restored: {line}"));
+                            if let Some((channel, _)) = resumable_sub(&line)
+                                .or_else(|| resumed_channel(&line).map(|c| (c, false)))
+                            {
+                                if self.state.lock().started(&channel, &r.status) == Some(false) {
+                                    self.notice(format!(
+                                        "messages published on {channel} while disconnected are lost: its history no longer holds them all (REPLAY {channel} shows what it keeps)"
+                                    ));
+                                }
+                            }
                         } else {
                             failed += 1;
                             let why = format_reply(
@@ -377,10 +525,26 @@ impl Reader {
                         });
                     }
                 }
-                Kind::Push => self.out.print(format_push(&l, self.style)),
+                Kind::Push => {
+                    self.state.lock().pushed(&l);
+                    self.out.print(format_push(&l, self.style))
+                }
             }
         }
     }
+}
+
+/// The channel a resuming `SUB … SINCE …` line (text or JSON) names.
+fn resumed_channel(line: &str) -> Option<String> {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+        return v["channel"].as_str().map(str::to_string);
+    }
+    let mut words = line.split_whitespace();
+    let verb = words.next()?;
+    let channel = words.next()?;
+    let since = words.next()?;
+    (verb.eq_ignore_ascii_case("SUB") && since.eq_ignore_ascii_case("SINCE"))
+        .then(|| channel.to_string())
 }
 
 /// The server's `PING` push (text or JSON) to a client that has been silent.

@@ -162,7 +162,8 @@ fn reconnects_and_restores_name_and_subscriptions() {
     assert_eq!(
         next_event(&c),
         Event::Reconnected {
-            not_restored: vec![]
+            not_restored: vec![],
+            lost: vec![]
         }
     );
     assert!(started.elapsed() < Duration::from_secs(8));
@@ -247,7 +248,7 @@ fn a_reconnection_says_what_it_could_not_restore() {
     // An in-memory server comes back: no channel news, no table t.
     let _second = restart_on(addr);
     let not_restored = match next_event(&c) {
-        Event::Reconnected { not_restored } => not_restored,
+        Event::Reconnected { not_restored, .. } => not_restored,
         other => panic!("{other:?}"),
     };
     assert_eq!(not_restored.len(), 2, "{not_restored:?}");
@@ -292,7 +293,8 @@ fn a_logged_in_client_resumes_its_session_after_a_restart() {
     assert_eq!(
         next_event(&c),
         Event::Reconnected {
-            not_restored: vec![]
+            not_restored: vec![],
+            lost: vec![]
         }
     );
     let me = c.call("whoami", serde_json::json!({})).unwrap();
@@ -307,4 +309,67 @@ fn a_logged_in_client_resumes_its_session_after_a_restart() {
     );
     c.logout().unwrap();
     c.close();
+}
+
+#[test]
+fn history_channels_resume_after_a_reconnect_and_say_what_was_lost() {
+    let server = common::start();
+    let relay = common::Relay::start(server.local_addr());
+    let direct = Client::connect(&server.local_addr().to_string()).unwrap();
+    direct
+        .call(
+            "create",
+            serde_json::json!({"channel": "news", "history": 10}),
+        )
+        .unwrap();
+    direct.create("plain").unwrap();
+    let c = reconnecting_client(relay.addr);
+    c.subscribe("news").unwrap();
+    c.subscribe("plain").unwrap();
+    let text = |e: Event| match e {
+        Event::Message(d) => d.data.as_str().unwrap_or_default().to_string(),
+        other => panic!("{other:?}"),
+    };
+    for i in 1..=3 {
+        direct.publish("news", &format!("m{i}")).unwrap();
+    }
+    for i in 1..=3 {
+        assert_eq!(text(next_event(&c)), format!("m{i}"));
+    }
+    // Away while four more are published; back, it gets them first, in order.
+    relay.cut();
+    assert_eq!(next_event(&c), Event::Disconnected);
+    for i in 4..=7 {
+        direct.publish("news", &format!("m{i}")).unwrap();
+    }
+    direct.publish("plain", "gone").unwrap();
+    relay.open();
+    for i in 4..=7 {
+        assert_eq!(text(next_event(&c)), format!("m{i}"));
+    }
+    assert_eq!(
+        next_event(&c),
+        Event::Reconnected {
+            not_restored: vec![],
+            lost: vec![]
+        }
+    );
+    direct.publish("news", "m8").unwrap();
+    assert_eq!(text(next_event(&c)), "m8", "live again, nothing twice");
+    // Away for longer than the history holds: told so.
+    relay.cut();
+    assert_eq!(next_event(&c), Event::Disconnected);
+    for i in 9..=30 {
+        direct.publish("news", &format!("m{i}")).unwrap();
+    }
+    relay.open();
+    assert_eq!(
+        next_event(&c),
+        Event::Reconnected {
+            not_restored: vec![],
+            lost: vec!["news".to_string()]
+        }
+    );
+    direct.publish("news", "m31").unwrap();
+    assert_eq!(text(next_event(&c)), "m31");
 }

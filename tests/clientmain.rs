@@ -209,3 +209,73 @@ fn it_says_when_the_server_goes_away_and_when_it_is_back() {
         "{stderr}"
     );
 }
+
+#[test]
+fn after_a_reconnect_it_resumes_history_channels_and_says_what_was_lost() {
+    let server = common::start();
+    let addr = server.local_addr();
+    let relay = common::Relay::start(addr);
+    let mut admin = Client::connect(addr);
+    admin.ok("NAME admin");
+    admin.ok("CREATE news HISTORY 100");
+    let child = Command::new(env!("CARGO_BIN_EXE_clientmain"))
+        .args([relay.addr.ip().to_string(), relay.addr.port().to_string()])
+        .args(["--wait", "6"])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"NAME reader\nSUB news\n")
+        .unwrap();
+    let receivers = |admin: &mut Client, want: &str| {
+        for _ in 0..250 {
+            if admin.ok("PUB news probe") == want {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("never {want}");
+    };
+    receivers(&mut admin, "+OK 1");
+    admin.ok("PUB news m1");
+    admin.ok("PUB news m2");
+    std::thread::sleep(Duration::from_millis(200));
+    relay.cut();
+    receivers(&mut admin, "+OK 0");
+    admin.ok("PUB news m3");
+    admin.ok("PUB news m4");
+    relay.open();
+    receivers(&mut admin, "+OK 1");
+    admin.ok("PUB news m5");
+    std::thread::sleep(Duration::from_millis(300));
+    // Away for longer than the history keeps.
+    relay.cut();
+    receivers(&mut admin, "+OK 0");
+    for i in 0..120 {
+        admin.ok(&format!("PUB news lost{i}"));
+    }
+    relay.open();
+    receivers(&mut admin, "+OK 1");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let got: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("[news] admin: "))
+        .filter(|m| m.starts_with('m'))
+        .collect();
+    assert_eq!(got, ["m1", "m2", "m3", "m4", "m5"], "{stdout}\n{stderr}");
+    assert!(stderr.contains("restored: NAME reader"), "{stderr}");
+    assert!(stderr.contains("restored: SUB news SINCE "), "{stderr}");
+    assert!(
+        stderr.contains("messages published on news while disconnected are lost"),
+        "{stderr}"
+    );
+}

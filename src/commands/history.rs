@@ -329,26 +329,25 @@ pub fn resume(
     // More than half its outbox would make it a slow consumer at once: it is told to
     // reload (REPLAY in parts) instead.
     let recovered = found.recovered && bytes * 2 <= outbox.limit();
-    if recovered {
-        if !found.missed.is_empty() {
-            let mut msgs: Vec<Arc<Message>> = found.missed.into_iter().map(|e| e.msg).collect();
-            let item = if msgs.len() == 1 {
-                OutItem::Push(Push::Message(msgs.swap_remove(0)))
-            } else {
-                OutItem::Run(Arc::new(MessageRun::new(msgs)))
-            };
-            if let Delivery::Queued { wake: true } = outbox.push_batch(&mut vec![item], bytes) {
-                outbox.wake();
-            }
+    if recovered && !found.missed.is_empty() {
+        let mut msgs: Vec<Arc<Message>> = found.missed.into_iter().map(|e| e.msg).collect();
+        let item = if msgs.len() == 1 {
+            OutItem::Push(Push::Message(msgs.swap_remove(0)))
+        } else {
+            OutItem::Run(Arc::new(MessageRun::new(msgs)))
+        };
+        if let Delivery::Queued { wake: true } = outbox.push_batch(&mut vec![item], bytes) {
+            outbox.wake();
         }
-        let before = before.map(|r| {
-            let any: Arc<dyn std::any::Any + Send + Sync> = r;
-            Arc::downgrade(&any)
-        });
-        seq.join(id, outbox, filter.cloned(), before);
     }
+    // Recovered or not, it gets everything after the newest message from here on.
+    let before = before.map(|r| {
+        let any: Arc<dyn std::any::Any + Send + Sync> = r;
+        Arc::downgrade(&any)
+    });
+    seq.join(id, outbox, filter.cloned(), before);
     drop(seq);
-    if recovered && !m.resuming.iter().any(|h| Arc::ptr_eq(h, &history)) {
+    if !m.resuming.iter().any(|h| Arc::ptr_eq(h, &history)) {
         m.resuming.push(history.clone());
     }
     let mut fields = vec![

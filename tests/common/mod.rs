@@ -408,3 +408,84 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A TCP relay between clients and a server that a test can cut, to make a client
+/// lose its connection while the server goes on: [`Relay::cut`] closes every
+/// connection through it and turns new ones away until [`Relay::open`].
+pub struct Relay {
+    pub addr: SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    /// Relays connections to `to`, open.
+    pub fn start(to: SocketAddr) -> Relay {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (o, s, c) = (open.clone(), stop.clone(), conns.clone());
+        std::thread::spawn(move || {
+            // Until the relay is dropped, and at most ten minutes.
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                if !o.load(Ordering::Relaxed) {
+                    continue; // dropped: turned away
+                }
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = TcpStream::connect(to) else {
+                    continue;
+                };
+                let pairs = [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                ];
+                for (mut from, mut into) in pairs {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                let mut c = c.lock().unwrap();
+                c.push(client);
+                c.push(server);
+            }
+        });
+        Relay {
+            addr,
+            open,
+            stop,
+            conns,
+        }
+    }
+
+    /// Closes every relayed connection and turns new ones away.
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::Relaxed);
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.cut();
+    }
+}
