@@ -126,10 +126,11 @@ pub enum Event {
     /// The client is connected again. Its name, subscriptions and watches were sent
     /// again; `not_restored` says which the server refused, and why (a channel that no
     /// longer exists, a name taken meanwhile), so nothing is lost silently. Channels
-    /// that keep a history were resumed from the last message received: what was
-    /// published meanwhile arrived before this event, except on the channels in
-    /// `lost`, whose history no longer held all of it (reload them with `REPLAY`).
-    /// Messages on channels without a history published while disconnected are gone.
+    /// that keep a history were resumed from the last message received, and watches
+    /// from the last row change: what happened meanwhile arrived before this event,
+    /// except for those in `lost` (`SUB <channel>`, `WATCH <table>`), whose server
+    /// no longer held all of it (reload them: `REPLAY`, `SELECT`). Messages on
+    /// channels without a history published while disconnected are gone.
     Reconnected {
         not_restored: Vec<String>,
         lost: Vec<String>,
@@ -184,6 +185,8 @@ struct Restore {
     /// History channels → the offset of the last message received and its epoch: a
     /// reconnection resumes after it.
     positions: BTreeMap<String, (u64, String)>,
+    /// Watched tables → the number of the last row change received.
+    watched_up_to: BTreeMap<String, u64>,
 }
 
 impl Restore {
@@ -228,12 +231,16 @@ impl Restore {
             }
             Some("watch") => {
                 if let Some(t) = s("table") {
+                    if let Some(seq) = reply["watch"]["seq"].as_u64() {
+                        self.watched(&t, seq);
+                    }
                     self.watches.insert(t, s("where"));
                 }
             }
             Some("unwatch") => {
                 if let Some(t) = s("table") {
                     self.watches.remove(&t);
+                    self.watched_up_to.remove(&t);
                 }
             }
             _ => {}
@@ -255,6 +262,12 @@ impl Restore {
         }
     }
 
+    /// Notes that the changes of `table` up to `seq` were received (or will be).
+    fn watched(&mut self, table: &str, seq: u64) {
+        let up_to = self.watched_up_to.entry(table.to_string()).or_default();
+        *up_to = (*up_to).max(seq);
+    }
+
     /// The requests that bring it back, each with how to name it to a person.
     fn requests(&self) -> Vec<(String, Value)> {
         let mut reqs = Vec::new();
@@ -273,7 +286,10 @@ impl Restore {
             reqs.push((format!("SUB {target}"), r));
         }
         for (table, filter) in &self.watches {
-            let r = with_where(json!({"op": "watch", "table": table}), filter.as_deref());
+            let mut r = with_where(json!({"op": "watch", "table": table}), filter.as_deref());
+            if let Some(seq) = self.watched_up_to.get(table) {
+                r["since"] = Value::from(*seq);
+            }
             reqs.push((format!("WATCH {table}"), r));
         }
         for service in &self.serves {
@@ -727,6 +743,9 @@ impl Inner {
                 if ev == "req" && self.answer_request(&v) {
                     continue;
                 }
+                if let ("row", Some(t), Some(seq)) = (ev, v["table"].as_str(), v["seq"].as_u64()) {
+                    self.restore.lock().watched(t, seq);
+                }
                 if ev == "msg" {
                     if let (Some(c), Some(o), Some(e)) = (
                         v["channel"].as_str(),
@@ -811,8 +830,11 @@ impl Inner {
             for (what, sent, rx) in waiting {
                 match rx.recv_timeout(inner.opts.timeout) {
                     Ok(Ok(reply)) => {
-                        if reply["history"]["recovered"] == Value::Bool(false) {
-                            lost.extend(sent["channel"].as_str().map(str::to_string));
+                        let gone = Value::Bool(false);
+                        if reply["history"]["recovered"] == gone
+                            || reply["watch"]["recovered"] == gone
+                        {
+                            lost.push(what.clone());
                         }
                         inner.restore.lock().accepted(&sent, &reply);
                     }

@@ -323,9 +323,20 @@ fn history_channels_resume_after_a_reconnect_and_say_what_was_lost() {
         )
         .unwrap();
     direct.create("plain").unwrap();
+    direct
+        .call(
+            "define",
+            serde_json::json!({"table": "t", "columns": ["n:int"]}),
+        )
+        .unwrap();
     let c = reconnecting_client(relay.addr);
     c.subscribe("news").unwrap();
     c.subscribe("plain").unwrap();
+    c.watch("t", None).unwrap();
+    let row = |e: Event| match e {
+        Event::Row { row: Some(r), .. } => r["n"].as_i64().unwrap(),
+        other => panic!("{other:?}"),
+    };
     let text = |e: Event| match e {
         Event::Message(d) => d.data.as_str().unwrap_or_default().to_string(),
         other => panic!("{other:?}"),
@@ -343,10 +354,17 @@ fn history_channels_resume_after_a_reconnect_and_say_what_was_lost() {
         direct.publish("news", &format!("m{i}")).unwrap();
     }
     direct.publish("plain", "gone").unwrap();
+    for n in [1, 2] {
+        direct
+            .call("insert", serde_json::json!({"table": "t", "row": {"n": n}}))
+            .unwrap();
+    }
     relay.open();
     for i in 4..=7 {
         assert_eq!(text(next_event(&c)), format!("m{i}"));
     }
+    assert_eq!(row(next_event(&c)), 1, "row changes missed come too");
+    assert_eq!(row(next_event(&c)), 2);
     assert_eq!(
         next_event(&c),
         Event::Reconnected {
@@ -367,7 +385,7 @@ fn history_channels_resume_after_a_reconnect_and_say_what_was_lost() {
         next_event(&c),
         Event::Reconnected {
             not_restored: vec![],
-            lost: vec!["news".to_string()]
+            lost: vec!["SUB news".to_string()]
         }
     );
     direct.publish("news", "m31").unwrap();

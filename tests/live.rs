@@ -10,7 +10,7 @@ fn watch_pushes_every_change() {
     let mut w = Client::connect(server.local_addr());
     let mut c = Client::connect(server.local_addr());
     c.ok("DEFINE users name:str age:int?");
-    assert_eq!(w.ok("WATCH users"), "+OK");
+    assert!(w.ok("WATCH users").starts_with("+OK seq="));
     c.ok("INSERT users name=alice age=30");
     assert_eq!(w.push(), "ROW users insert id=1 name=alice age=30");
     c.ok("UPDATE users 1 age=31");
@@ -36,7 +36,7 @@ fn watch_where_sends_rows_entering_or_leaving_the_filter() {
     let mut c = Client::connect(server.local_addr());
     c.ok("DEFINE users name:str age:int");
     c.ok("INSERT users name=young age=10");
-    assert_eq!(w.ok("WATCH users WHERE age >= 18"), "+OK");
+    assert!(w.ok("WATCH users WHERE age >= 18").starts_with("+OK seq="));
     c.ok("INSERT users name=kid age=5");
     c.ok("INSERT users name=adult age=40");
     assert_eq!(w.push(), "ROW users insert id=3 name=adult age=40");
@@ -60,15 +60,17 @@ fn watch_in_json_and_errors() {
     let mut w = Client::connect(server.local_addr());
     let mut c = Client::connect(server.local_addr());
     c.ok("DEFINE t n:int");
-    assert_eq!(
-        w.json(json!({"op":"watch","table":"t","where":"n > 1"})),
-        json!({"ok":true})
-    );
+    let r = w.json(json!({"op":"watch","table":"t","where":"n > 1"}));
+    let from = r["watch"]["seq"]
+        .as_u64()
+        .expect("the change number it starts after");
     c.ok("INSERT t n=2");
     let ev: serde_json::Value = serde_json::from_str(&w.push()).unwrap();
+    let seq = ev["seq"].as_u64().expect("each change is numbered");
+    assert!(seq > from, "{seq} after {from}");
     assert_eq!(
         ev,
-        json!({"event":"row","table":"t","change":"insert","row":{"id":1,"n":2}})
+        json!({"event":"row","table":"t","change":"insert","row":{"id":1,"n":2},"seq":seq})
     );
     let err = |w: &mut Client, req| w.json(req)["error"]["code"].as_str().unwrap().to_string();
     assert_eq!(
@@ -166,4 +168,140 @@ fn pattern_subscription_with_a_filter() {
     assert_eq!(ev["channel"], "t.a");
     assert_eq!(s.json(json!({"op":"ping"}))["pong"], "");
     assert!(s.seen_pushes.is_empty(), "{:?}", s.seen_pushes);
+}
+
+#[test]
+fn watch_since_gives_the_missed_changes_or_says_it_cannot() {
+    let server = start();
+    let addr = server.local_addr();
+    let mut c = Client::connect(addr);
+    c.ok("DEFINE t n:int");
+    c.ok("DEFINE never n:int");
+    c.ok("INSERT t n=1");
+    let mut w = Client::connect(addr);
+    let r = w.ok("WATCH t");
+    let seq = |l: &str| -> u64 {
+        l.split_whitespace()
+            .find_map(|f| f.strip_prefix("seq="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no seq= in {l}"))
+    };
+    let from = seq(&r);
+    drop(w);
+    // Missed while away: an insert, an update, a delete, and one the filter skips.
+    c.ok("INSERT t n=2");
+    c.ok("UPDATE t 1 n=10");
+    c.ok("INSERT t n=0");
+    c.ok("DELETE t 2");
+    let mut w = Client::connect(addr);
+    let (reply, pushes) = w.request(&format!("WATCH t SINCE {from} WHERE n > 0"));
+    assert_eq!(
+        pushes,
+        [
+            "ROW t insert id=2 n=2",
+            "ROW t update id=1 n=10",
+            "ROW t delete id=2 n=2"
+        ]
+    );
+    assert!(reply[0].starts_with("+OK recovered=true seq="), "{reply:?}");
+    let resumed = seq(&reply[0]);
+    w.seen_pushes.clear();
+    // Then live, nothing twice.
+    c.ok("INSERT t n=5");
+    assert_eq!(w.push(), "ROW t insert id=4 n=5");
+    // In JSON, each missed change carries its number.
+    let mut j = Client::connect(addr);
+    let r = j.json(json!({"op":"watch","table":"t","since":resumed}));
+    assert_eq!(r["watch"]["recovered"], true, "{r}");
+    let ev: serde_json::Value = serde_json::from_str(&j.push()).unwrap();
+    assert_eq!(ev["row"]["n"], 5, "{ev}");
+    assert!(ev["seq"].as_u64().unwrap() > resumed);
+    // A table nobody watched keeps nothing; nor does one whose changes went past
+    // what it keeps.
+    let mut x = Client::connect(addr);
+    let (reply, pushes) = x.request("WATCH never SINCE 1");
+    assert!(
+        reply[0].starts_with("+OK recovered=false seq="),
+        "{reply:?}"
+    );
+    assert!(pushes.is_empty());
+    let lines = (0..1100).map(|i| format!("INSERT t n={i}"));
+    c.pipelined(lines, 100);
+    let (reply, pushes) = x.request(&format!("WATCH t SINCE {resumed}"));
+    assert!(
+        reply[0].starts_with("+OK recovered=false seq="),
+        "{reply:?}"
+    );
+    assert!(pushes.is_empty(), "{}", pushes.len());
+    assert!(x.ok("WATCH t SINCE x").starts_with("-ERR bad_args"));
+}
+
+#[test]
+fn watch_since_under_a_running_writer_gives_every_change_once_in_order() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let server = start();
+    let addr = server.local_addr();
+    let mut c = Client::connect(addr);
+    c.ok("DEFINE t n:int");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let lines = (n..n + 10).map(|i| format!("INSERT t n={i}"));
+                c.pipelined(lines, 10);
+                n += 10;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    // Another watcher throughout, so changes keep flowing to the channel manager
+    // while the resuming one is away and while it comes back.
+    let mut other = Client::connect(addr);
+    assert!(other.ok("WATCH t").starts_with("+OK"));
+    let drain = std::thread::spawn(move || while other.line_or_eof_quick().is_some() {});
+    let mut w = Client::connect(addr);
+    let r = w.json(json!({"op":"watch","table":"t"}));
+    let mut last_seq = r["watch"]["seq"].as_u64().unwrap();
+    let mut last_n: Option<i64> = None;
+    let mut seen = 0;
+    let mut take = |l: &str, last_seq: &mut u64| {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let s = v["seq"].as_u64().unwrap();
+        assert!(s > *last_seq, "{s} after {last_seq}");
+        *last_seq = s;
+        let n = v["row"]["n"].as_i64().unwrap();
+        if let Some(prev) = last_n {
+            assert_eq!(n, prev + 1, "a change missed or repeated");
+        }
+        last_n = Some(n);
+        seen += 1;
+    };
+    for _ in 0..8 {
+        for _ in 0..50 {
+            let l = w.push();
+            take(&l, &mut last_seq);
+        }
+        drop(w);
+        std::thread::sleep(Duration::from_millis(20));
+        w = Client::connect(addr);
+        w.send(&json!({"op":"watch","table":"t","since":last_seq}).to_string());
+        loop {
+            let l = w.line();
+            if l.contains(r#""ok":"#) {
+                assert!(l.contains(r#""recovered":true"#), "{l}");
+                break;
+            }
+            take(&l, &mut last_seq);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    drop(server);
+    drain.join().unwrap();
+    assert!(seen >= 400, "{seen}");
 }

@@ -11,7 +11,14 @@ use crate::manager::{Manager, Watcher};
 use crate::protocol::args::clip;
 use crate::protocol::{ErrorReply, Reply};
 use crate::store::expr::Expr;
-use crate::store::read;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::manager::watch;
+use crate::protocol::push::RowEvent;
+use crate::protocol::Push;
+use crate::store::write;
 
 /// The live-data family: watching tables. Applied by the channel manager.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,6 +27,8 @@ pub enum LiveCommand {
     Watch {
         table: String,
         filter: Option<Box<Expr>>,
+        /// Resume: the changes after this number first.
+        since: Option<u64>,
     },
     Unwatch {
         table: String,
@@ -35,24 +44,37 @@ impl From<LiveCommand> for Command {
 pub static SPECS: &[CommandSpec] = &[
     CommandSpec {
         name: "WATCH",
-        usage: "WATCH <table> [WHERE <expr>]",
-        json: r#"{"op":"watch","table":"users","where":"age > 20"}"#,
-        summary: "receive ROW <table> insert|update|delete <row> for each matching change",
+        usage: "WATCH <table> [SINCE <seq>] [WHERE <expr>]",
+        json: r#"{"op":"watch","table":"users","where":"age > 20","since":1733222333444555}"#,
+        summary: "receive ROW <table> insert|update|delete <row> for each matching change; answered +OK seq=<n>, SINCE <n> first gives the changes missed after it",
         parse_text: |mut a| {
             let table = a.required("table")?.to_string();
+            let since = if a.peek_word().is_some_and(|w| w.eq_ignore_ascii_case("SINCE")) {
+                a.next_word();
+                Some(a.required_count("seq")?)
+            } else {
+                None
+            };
             let filter = super::tables::text_where(&mut a)?;
             ok(LiveCommand::Watch {
                 table,
                 filter: filter.map(Box::new),
+                since,
             })
         },
         parse_json: |mut a| {
             let table = a.required_str("table")?;
             let filter = super::tables::json_where(&mut a)?;
+            let since = match a.take("since") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+                Some(_) => return Err(a.error("'since' must be a whole number".into())),
+            };
             a.finish()?;
             ok(LiveCommand::Watch {
                 table,
                 filter: filter.map(Box::new),
+                since,
             })
         },
     },
@@ -77,9 +99,11 @@ pub static SPECS: &[CommandSpec] = &[
 /// Applies `WATCH` / `UNWATCH` on the manager thread.
 pub fn apply(m: &mut Manager, id: ConnId, cmd: LiveCommand) -> Reply {
     match cmd {
-        LiveCommand::Watch { table, filter } => {
-            watch(m, id, table, filter.map(|f| *f)).unwrap_or_else(Reply::Error)
-        }
+        LiveCommand::Watch {
+            table,
+            filter,
+            since,
+        } => watch(m, id, table, filter.map(|f| *f), since).unwrap_or_else(Reply::Error),
         LiveCommand::Unwatch { table } => {
             let watching = m
                 .clients
@@ -98,11 +122,15 @@ pub fn apply(m: &mut Manager, id: ConnId, cmd: LiveCommand) -> Reply {
     }
 }
 
+/// `WATCH`: answered `+OK seq=<n>` (every change after `n` will come); with `since`,
+/// the changes after it that the table still keeps come first (`recovered=true`), or
+/// none when it no longer keeps them all (`recovered=false`: reload).
 fn watch(
     m: &mut Manager,
     id: ConnId,
     table: String,
     filter: Option<crate::store::expr::Expr>,
+    since: Option<u64>,
 ) -> Result<Reply, ErrorReply> {
     let tref = m.store.get(&table).ok_or_else(|| {
         ErrorReply::new(
@@ -119,16 +147,57 @@ fn watch(
             "this connection holds its maximum of {max} subscriptions and watches (--max-subscriptions)"
         )));
     }
-    // A short read lock on this OS thread, to check the filter against the schema.
-    let t = read(&tref);
+    // A short write lock on this OS thread: no change is being made while the
+    // watcher's starting point is read, and the table starts keeping its changes.
+    let mut t = write(&tref);
     let filter = filter.map(|e| super::tables::compile(&e, &t)).transpose()?;
+    let from = m.store.change_seq.current();
+    let mut missed = Vec::new();
+    let recovered = since.map(|s| match t.log.since(s) {
+        Some(changes) => {
+            for c in changes {
+                if watch::passes(filter.as_ref(), c.before.as_deref(), c.after.as_deref()) {
+                    let row_change = super::tables::row_change(
+                        &t,
+                        c.seq,
+                        c.kind,
+                        c.before.clone(),
+                        c.after.clone(),
+                    );
+                    missed.push(Push::Row(Arc::new(RowEvent {
+                        table: table.clone(),
+                        change: c.kind.as_str(),
+                        row: Some(row_change.item),
+                        seq: Some(c.seq),
+                    })));
+                }
+            }
+            true
+        }
+        None => false,
+    });
+    t.log.activate(from);
     client.watching.insert(table.clone());
+    let outbox = client.outbox.clone();
     let watcher = Watcher {
-        outbox: client.outbox.clone(),
+        outbox: outbox.clone(),
         filter,
+        from,
     };
     m.watches.entry(table).or_default().insert(id, watcher);
     // Set before the reply goes out, so every write after the client's +OK reports.
     t.watched.store(true, Ordering::Relaxed);
-    Ok(Reply::Done(None))
+    drop(t);
+    // Staged with the manager's batch, before any change it passes on later.
+    for push in missed {
+        m.push(&outbox, push);
+    }
+    let mut fields = vec![("seq", json!(from))];
+    if let Some(r) = recovered {
+        fields.insert(0, ("recovered", json!(r)));
+    }
+    Ok(Reply::Record {
+        key: "watch",
+        fields,
+    })
 }

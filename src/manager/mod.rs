@@ -10,7 +10,7 @@ pub mod route;
 pub mod services;
 pub mod stage;
 pub mod stats;
-mod watch;
+pub mod watch;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -190,6 +190,9 @@ pub struct Watcher {
     pub outbox: Arc<Outbox>,
     /// Checked against a row before and after each change.
     pub filter: Option<Predicate>,
+    /// Changes up to this number were given to it when it started (or need not be):
+    /// later ones only.
+    pub from: u64,
 }
 
 /// A connection that has ended, for `HISTORY`.

@@ -12,6 +12,17 @@ use crate::protocol::push::RowEvent;
 use crate::protocol::Push;
 use crate::store::{read, ChangeNote};
 
+/// Whether a watcher with `filter` hears of a change: the row matches it before or
+/// after (so it also learns when a row leaves its filter).
+pub fn passes(
+    filter: Option<&crate::store::expr::Predicate>,
+    before: Option<&[crate::store::value::Value]>,
+    after: Option<&[crate::store::value::Value]>,
+) -> bool {
+    filter
+        .is_none_or(|p| before.is_some_and(|r| p.matches(r)) || after.is_some_and(|r| p.matches(r)))
+}
+
 impl Manager {
     /// Stops connection `id` watching `table`.
     pub fn unwatch(&mut self, id: ConnId, table: &str) {
@@ -43,12 +54,15 @@ impl Manager {
                         table: table.clone(),
                         change: ch.kind.as_str(),
                         row: Some(ch.item),
+                        seq: Some(ch.seq),
                     });
                     for w in watchers.values() {
-                        let hit = w.filter.as_ref().is_none_or(|p| {
-                            ch.before.as_deref().is_some_and(|r| p.matches(r))
-                                || ch.after.as_deref().is_some_and(|r| p.matches(r))
-                        });
+                        // A resumed watcher was given the changes up to `from` already.
+                        if ch.seq <= w.from {
+                            continue;
+                        }
+                        let hit =
+                            passes(w.filter.as_ref(), ch.before.as_deref(), ch.after.as_deref());
                         if hit {
                             deliveries.push((w.outbox.clone(), Push::Row(event.clone())));
                         }
@@ -66,6 +80,7 @@ impl Manager {
                     table: table.clone(),
                     change: "drop",
                     row: None,
+                    seq: None,
                 });
                 for (id, w) in watchers {
                     self.push(&w.outbox, Push::Row(event.clone()));

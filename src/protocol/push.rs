@@ -304,6 +304,9 @@ pub struct RowEvent {
     /// `insert`, `update`, `delete`, or `drop` (the table was removed; no row).
     pub change: &'static str,
     pub row: Option<super::Item>,
+    /// The change's number, for a watcher that resumes (`WATCH … SINCE`); none for
+    /// `drop`.
+    pub seq: Option<u64>,
 }
 
 impl Push {
@@ -399,6 +402,10 @@ impl Push {
                 if let Some(row) = &e.row {
                     out.extend_from_slice(b",\"row\":");
                     super::write_json_value(out, &row.json);
+                }
+                if let Some(seq) = e.seq {
+                    out.extend_from_slice(b",\"seq\":");
+                    super::digits::push_u64(out, seq);
                 }
                 out.extend_from_slice(b"}\n");
             }

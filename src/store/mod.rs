@@ -6,6 +6,7 @@
 //! taken with [`read`]/[`write`], which yield to other coroutines while the lock is
 //! busy instead of parking the worker thread.
 
+pub mod changes;
 pub mod csv;
 pub mod expr;
 pub mod history;
@@ -72,6 +73,8 @@ pub struct TableStore {
     /// Whether the histories loaded at start were saved by a clean shutdown (they keep
     /// their epochs; after a crash each gets a new one).
     clean_histories: std::sync::atomic::AtomicBool,
+    /// Numbers the changes of watched tables.
+    pub change_seq: changes::ChangeSeq,
 }
 
 /// A channel's durable copy: its options, and its history when it keeps one.
@@ -106,6 +109,8 @@ pub enum ChangeNote {
 
 /// One row's change.
 pub struct RowChange {
+    /// Its number (see `changes.rs`).
+    pub seq: u64,
     pub kind: ChangeKind,
     /// The row before (update, delete).
     pub before: Option<Vec<Value>>,

@@ -25,6 +25,8 @@ pub struct Table {
     /// Set by the channel manager while someone watches this table, so writers report
     /// their changes only when someone listens.
     pub watched: AtomicBool,
+    /// Its recent changes, once it was watched (for watchers that resume).
+    pub log: super::changes::ChangeLog,
 }
 
 impl Table {
@@ -36,6 +38,7 @@ impl Table {
             next_id: 1,
             bytes: 0,
             watched: AtomicBool::new(false),
+            log: Default::default(),
         }
     }
 

@@ -24,6 +24,7 @@ use parse::{
 };
 pub(crate) use parse::{json_object, json_where, text_where, whole_expr};
 pub use parse::{Assignments, Query, RawValue, Target};
+pub(crate) use write::row_change;
 
 /// Why `UPDATE … SET` and `DELETE` need an id or a `WHERE`: neither touches every row
 /// by accident.

@@ -13,6 +13,7 @@ use super::parse::{Assignments, Target};
 use super::read::row_item;
 use super::Applied;
 use crate::protocol::{ErrorReply, Reply};
+use crate::store::changes::LoggedChange;
 use crate::store::journal::Record;
 use crate::store::schema::{check_name, Schema};
 use crate::store::table::Table;
@@ -64,13 +65,14 @@ pub(super) fn insert(store: &TableStore, table: String, values: Assignments) -> 
         t: table.clone(),
         row: row_json(row),
     });
-    if t.watched.load(Ordering::Relaxed) {
+    if t.watched.load(Ordering::Relaxed) || t.log.is_active() {
         let row = row.to_vec();
-        let change = row_change(&t, ChangeKind::Insert, None, Some(row));
-        store.notify(ChangeNote::Rows {
+        report(
+            store,
+            &mut t,
             table,
-            changes: vec![change],
-        });
+            vec![(ChangeKind::Insert, None, Some(row))],
+        );
     }
     let reply = Reply::Count {
         key: "row_id",
@@ -109,13 +111,10 @@ pub(super) fn update(
         });
     }
     let n = updated.len() as u64;
-    if t.watched.load(Ordering::Relaxed) && !updated.is_empty() {
-        let changes = updated
-            .into_iter()
-            .map(|(b, a)| row_change(&t, ChangeKind::Update, Some(b), Some(a)))
-            .collect();
-        store.notify(ChangeNote::Rows { table, changes });
-    }
+    let changes = updated
+        .into_iter()
+        .map(|(b, a)| (ChangeKind::Update, Some(b), Some(a)));
+    report(store, &mut t, table, changes.collect());
     Ok((Reply::Count { key: "count", n }, seq))
 }
 
@@ -137,19 +136,51 @@ pub(super) fn delete(store: &TableStore, table: String, target: Target) -> Appli
         }
     }
     let n = removed.len() as u64;
-    if t.watched.load(Ordering::Relaxed) && !removed.is_empty() {
-        let changes = removed
-            .into_iter()
-            .map(|b| row_change(&t, ChangeKind::Delete, Some(b), None))
-            .collect();
-        store.notify(ChangeNote::Rows { table, changes });
-    }
+    let changes = removed
+        .into_iter()
+        .map(|b| (ChangeKind::Delete, Some(b), None));
+    report(store, &mut t, table, changes.collect());
     Ok((Reply::Count { key: "count", n }, seq))
 }
 
+/// A row's change: its kind, the row before and after.
+type Change = (ChangeKind, Option<Vec<Value>>, Option<Vec<Value>>);
+
+/// Numbers `changes`, keeps them for resuming watchers and tells the watchers, when
+/// the table is logged or watched; nothing otherwise. Called under the table's write
+/// lock, so watchers and the log see its changes in the order they were made.
+fn report(store: &TableStore, t: &mut Table, table: String, changes: Vec<Change>) {
+    let watched = t.watched.load(Ordering::Relaxed);
+    if changes.is_empty() || !(watched || t.log.is_active()) {
+        return;
+    }
+    let mut told = Vec::new();
+    for (kind, before, after) in changes {
+        let seq = store.change_seq.next();
+        if t.log.is_active() {
+            t.log.push(LoggedChange {
+                seq,
+                kind,
+                before: before.clone(),
+                after: after.clone(),
+            });
+        }
+        if watched {
+            told.push(row_change(t, seq, kind, before, after));
+        }
+    }
+    if !told.is_empty() {
+        store.notify(ChangeNote::Rows {
+            table,
+            changes: told,
+        });
+    }
+}
+
 /// A change as watchers are told of it.
-fn row_change(
+pub(crate) fn row_change(
     t: &Table,
+    seq: u64,
     kind: ChangeKind,
     before: Option<Vec<Value>>,
     after: Option<Vec<Value>>,
@@ -159,6 +190,7 @@ fn row_change(
         .or(before.as_ref())
         .map_or(&[][..], |r| &r[..]);
     RowChange {
+        seq,
         kind,
         item: row_item(&t.schema, shown),
         before,
