@@ -186,6 +186,15 @@ fn acl_roles_limit_what_a_user_may_do_and_patterns_never_leak() {
     );
     assert_eq!(rita.ok("WATCH salaries"), "-ERR forbidden read salaries");
     assert_eq!(rita.ok("CREATE news.mine"), "-ERR forbidden pub news.mine");
+    // A channel's history and members are read like the channel.
+    assert_eq!(
+        rita.ok("REPLAY secret.plans"),
+        "-ERR forbidden sub secret.plans"
+    );
+    assert_eq!(
+        rita.ok("PRESENCE secret.plans"),
+        "-ERR forbidden sub secret.plans"
+    );
     // What the pattern delivers: only channels rita may read, also ones made later.
     let r = rita.json(json!({"op":"pub","channel":"news.sport","data":1}));
     assert_eq!(r["error"]["message"], "pub news.sport");

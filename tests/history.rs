@@ -85,6 +85,30 @@ fn create_options_replay_and_offsets_in_text_and_json() {
         "a resume on a channel already received would repeat what it got"
     );
     assert_eq!(c.ok("PUB plain hi"), "+OK 0");
+    // The same errors in JSON.
+    for (req, code) in [
+        (json!({"op":"replay","channel":"plain"}), "no_history"),
+        (json!({"op":"replay","channel":"nope"}), "no_such_channel"),
+        (
+            json!({"op":"replay","channel":"news","last":-1}),
+            "bad_args",
+        ),
+        (json!({"op":"presence","channel":"news"}), "no_presence"),
+        (json!({"op":"create","channel":"x","ttl":5}), "bad_args"),
+        (
+            json!({"op":"create","channel":"x","presence":"yes"}),
+            "bad_args",
+        ),
+        (
+            json!({"op":"sub","channel":"plain","since":1,"epoch":epoch}),
+            "no_history",
+        ),
+    ] {
+        let r = c.json(req.clone());
+        assert_eq!(r["error"]["code"], code, "{req}: {r}");
+    }
+    let r = c.json(json!({"op":"create","channel":"room","presence":true,"history":2,"ttl":9}));
+    assert_eq!(r["ok"], true, "{r}");
 }
 
 #[test]
@@ -341,4 +365,26 @@ fn a_clean_restart_keeps_history_and_epoch_and_a_crash_changes_the_epoch() {
     assert!(reply[0].starts_with("+OK recovered=false"), "{reply:?}");
     // The channel kept its options.
     assert_eq!(c.push(), format!("JOIN news {}", c.name));
+}
+
+#[test]
+fn messages_older_than_the_ttl_are_gone() {
+    let server = common::start();
+    let mut c = Client::connect(server.local_addr());
+    c.ok("CREATE short HISTORY 10 TTL 1");
+    c.ok("PUB short old");
+    std::thread::sleep(Duration::from_millis(1100));
+    c.ok("PUB short new");
+    let (lines, _) = c.request("REPLAY short");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("* 2 ") && lines[0].ends_with(" new"));
+    let epoch = field(&lines[1], "epoch").to_string();
+    let mut r = Client::connect(server.local_addr());
+    let (reply, pushes) = r.request(&format!("SUB short SINCE 0 EPOCH {epoch}"));
+    assert_eq!(
+        reply,
+        [format!("+OK recovered=false offset=2 epoch={epoch}")],
+        "offset 1 expired"
+    );
+    assert!(pushes.is_empty());
 }

@@ -309,9 +309,16 @@ fn channels(m: &Manager) -> Reply {
             .into_iter()
             .map(|c| {
                 let n = c.subscriber_count();
+                let mut json = json!({"name": &*c.name, "subscribers": n});
+                if let Some(h) = &c.history {
+                    json["history"] = json!(h.keep());
+                }
+                if c.presence {
+                    json["presence"] = json!(true);
+                }
                 Item {
                     text: format!("{} {n}", c.name),
-                    json: json!({"name": &*c.name, "subscribers": n}),
+                    json,
                 }
             })
             .collect(),
