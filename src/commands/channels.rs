@@ -346,13 +346,13 @@ fn subscribe(
         }
         history::check_resume(m, id, &target)?;
     }
-    let starts_history = kind == Target::Channel
-        && m.channels
-            .get(target.as_str())
-            .is_some_and(|c| c.history.is_some() && !c.has_member(id));
-    if starts_history {
-        // Everything published before is handed over (and has its offset) first.
-        m.settle();
+    let history = m
+        .channels
+        .get(target.as_str())
+        .filter(|c| kind == Target::Channel && !c.has_member(id))
+        .and_then(|c| c.history.clone());
+    if let Some(h) = history {
+        history::settle_for(m, &h);
         subscribe_to(m, id, &target, kind, filter.clone())?;
         return history::resume(m, id, &target, resume, filter.as_ref());
     }

@@ -203,6 +203,16 @@ fn history_of(m: &Manager, name: &str) -> Result<Arc<History>, ErrorReply> {
     chan.history.clone().ok_or_else(|| no_history(name))
 }
 
+/// Ends the manager's batch early when it published messages to `history` that are
+/// not numbered yet (they are numbered when handed over, at the end of a batch): a
+/// read of the history must see them, and a subscriber starting now must not be
+/// counted among their receivers.
+pub fn settle_for(m: &mut Manager, history: &Arc<History>) {
+    if m.sequenced.iter().any(|(h, _)| Arc::ptr_eq(h, history)) {
+        m.settle();
+    }
+}
+
 /// `REPLAY`.
 pub fn replay(
     m: &mut Manager,
@@ -211,10 +221,7 @@ pub fn replay(
     last: Option<usize>,
 ) -> Result<Reply, ErrorReply> {
     let history = history_of(m, channel)?;
-    if m.sequenced.iter().any(|(h, _)| Arc::ptr_eq(h, &history)) {
-        // Messages this batch published there get their offsets first.
-        m.settle();
-    }
+    settle_for(m, &history);
     let (entries, top) = {
         let mut seq = history.lock();
         (seq.since(since, last), seq.top())
@@ -303,8 +310,9 @@ pub fn check_resume(m: &Manager, id: ConnId, channel: &str) -> Result<(), ErrorR
 /// Starts connection `id`, just subscribed to `channel` with `filter`, after offset
 /// `from` (a resume), or after the newest message: the missed messages are handed to
 /// it now, and publishers still on an older route hand it what they publish from here
-/// on (see `store/history.rs`). The caller settled the manager's batch before it
-/// subscribed, so everything published before is in the history.
+/// on (see `store/history.rs`). The caller settled what the manager's batch published
+/// there before it subscribed ([`settle_for`]), so everything published before is
+/// in the history.
 pub fn resume(
     m: &mut Manager,
     id: ConnId,
