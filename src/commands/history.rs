@@ -56,8 +56,8 @@ pub static SPECS: &[CommandSpec] = &[
         },
         parse_json: |mut a| {
             let channel = a.required_str("channel")?;
-            let since = json_count(&mut a, "since")?;
-            let last = json_count(&mut a, "last")?.map(|n| n as usize);
+            let since = a.optional_count("since")?;
+            let last = a.optional_count("last")?.map(|n| n as usize);
             a.finish()?;
             ok(ChannelCommand::Replay {
                 channel,
@@ -104,8 +104,8 @@ pub fn text_options(a: &mut Args) -> Result<ChannelOptions, ErrorReply> {
 
 /// `"history"`, `"ttl"` and `"presence"` of a JSON `create`.
 pub fn json_options(a: &mut JsonArgs) -> Result<ChannelOptions, ErrorReply> {
-    let history = json_count(a, "history")?;
-    let ttl = json_count(a, "ttl")?;
+    let history = a.optional_count("history")?;
+    let ttl = a.optional_count("ttl")?;
     let presence = match a.take("presence") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
@@ -145,17 +145,6 @@ fn check_options(
     Ok(o)
 }
 
-fn json_count(a: &mut JsonArgs, key: &str) -> Result<Option<u64>, ErrorReply> {
-    match a.take(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
-        Some(v) => Err(a.error(format!(
-            "'{key}' must be a whole number, got {}",
-            type_name(&v)
-        ))),
-    }
-}
-
 /// `SINCE <offset> EPOCH <epoch>` after `SUB <channel>`, if there.
 pub fn text_resume(a: &mut Args) -> Result<Option<Box<ResumeFrom>>, ErrorReply> {
     if !a
@@ -178,7 +167,7 @@ pub fn text_resume(a: &mut Args) -> Result<Option<Box<ResumeFrom>>, ErrorReply> 
 
 /// `"since"` and `"epoch"` of a JSON `sub`, if there.
 pub fn json_resume(a: &mut JsonArgs) -> Result<Option<Box<ResumeFrom>>, ErrorReply> {
-    let since = json_count(a, "since")?;
+    let since = a.optional_count("since")?;
     let epoch = a.optional_str("epoch")?;
     match (since, epoch) {
         (None, None) => Ok(None),

@@ -65,11 +65,7 @@ pub static SPECS: &[CommandSpec] = &[
         parse_json: |mut a| {
             let table = a.required_str("table")?;
             let filter = super::tables::json_where(&mut a)?;
-            let since = match a.take("since") {
-                None | Some(serde_json::Value::Null) => None,
-                Some(serde_json::Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
-                Some(_) => return Err(a.error("'since' must be a whole number".into())),
-            };
+            let since = a.optional_count("since")?;
             a.finish()?;
             ok(LiveCommand::Watch {
                 table,

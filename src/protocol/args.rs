@@ -119,6 +119,19 @@ impl JsonArgs {
         }
     }
 
+    /// A field that may be absent or null, else must be a count (a non-negative
+    /// integer).
+    pub fn optional_count(&mut self, key: &str) -> Result<Option<u64>, ErrorReply> {
+        match self.fields.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+            Some(other) => Err(self.error(format!(
+                "'{key}' must be a count, got {}",
+                type_name(&other)
+            ))),
+        }
+    }
+
     /// A field, if present, whatever its type.
     pub fn take(&mut self, key: &str) -> Option<Value> {
         self.fields.remove(key)

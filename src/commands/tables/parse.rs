@@ -224,11 +224,7 @@ pub(crate) fn json_where(a: &mut JsonArgs) -> Result<Option<Expr>, ErrorReply> {
 }
 
 pub(super) fn json_count(a: &mut JsonArgs, key: &str) -> Result<Option<usize>, ErrorReply> {
-    match a.take(key) {
-        None | Some(Json::Null) => Ok(None),
-        Some(Json::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64().map(|n| n as usize)),
-        Some(o) => Err(a.error(format!("'{key}' must be a count, got {}", type_name(&o)))),
-    }
+    Ok(a.optional_count(key)?.map(|n| n as usize))
 }
 
 // ---- applying ----
