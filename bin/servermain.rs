@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use leviathan::auth::AuthSettings;
+use leviathan::server::HttpPort;
 use leviathan::store::StoreLimits;
 use leviathan::{App, Config};
 
@@ -125,6 +126,13 @@ struct Args {
     /// Seconds a session (a LOGIN's token) lasts
     #[arg(long, default_value_t = 24 * 3600)]
     session_ttl: u64,
+    /// Port of the HTTP side (/healthz, /metrics, /api/…), on the same address
+    /// (default: the main port + 1; 0 picks a free one; the URL is logged)
+    #[arg(long, conflicts_with = "no_http")]
+    http_port: Option<u16>,
+    /// No HTTP side
+    #[arg(long)]
+    no_http: bool,
 }
 
 fn main() -> ExitCode {
@@ -165,6 +173,11 @@ fn main() -> ExitCode {
         },
         request_timeout: Duration::from_secs_f64(args.request_timeout.clamp(0.001, 86_400.0)),
         max_pending_requests: args.max_pending_requests.max(1),
+        http: match (args.no_http, args.http_port) {
+            (true, _) => HttpPort::Off,
+            (false, Some(p)) => HttpPort::Port(p),
+            (false, None) => HttpPort::NextToMain,
+        },
         ..Config::default()
     };
     App::new().config(config).run(&args.host, args.port)

@@ -225,6 +225,9 @@ impl App {
             log::error!("cannot install the signal handlers: {e}");
             return ExitCode::FAILURE;
         }
+        if let Some(http) = server.lock().http_addr() {
+            log::info!("HTTP on http://{http}/ (/healthz, /metrics, /api/…)");
+        }
         log::info!(
             "leviathan {} listening on {} (text, JSON and WebSocket)",
             env!("CARGO_PKG_VERSION"),

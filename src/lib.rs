@@ -47,6 +47,7 @@ pub mod conn;
 pub mod console;
 pub mod coop;
 pub mod framework;
+pub mod http;
 pub mod manager;
 pub mod protocol;
 pub mod server;

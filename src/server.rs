@@ -16,6 +16,7 @@ use crate::auth::{Auth, AuthSettings};
 use crate::commands::table_api::Tables;
 use crate::conn::{self, ConnContext, ConnSettings};
 use crate::framework::{Framework, Hub};
+use crate::http::{Health, HttpContext};
 use crate::manager::liveness::Liveness;
 pub use crate::manager::stats::Stats;
 use crate::manager::{ChannelOp, Manager, ManagerSettings};
@@ -90,6 +91,19 @@ pub struct Config {
     /// Service requests one connection may have waiting; past it, it stops reading
     /// until answers come back.
     pub max_pending_requests: usize,
+    /// The HTTP port (health, metrics, API).
+    pub http: HttpPort,
+}
+
+/// Where the HTTP side listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpPort {
+    /// No HTTP port.
+    Off,
+    /// The main port + 1 (a free port if that one is taken, logged).
+    NextToMain,
+    /// This port on the main address; 0 picks a free one (logged).
+    Port(u16),
 }
 
 impl Default for Config {
@@ -128,6 +142,7 @@ impl Default for Config {
             },
             request_timeout: Duration::from_secs(5),
             max_pending_requests: 256,
+            http: HttpPort::NextToMain,
         }
     }
 }
@@ -164,10 +179,14 @@ impl Server {
             .set_workers(config.workers.max(1))
             .set_stack_size(config.stack_size / 8);
         let local_addr = listener.local_addr()?;
-        set_backlog(
-            &listener,
-            config.listen_backlog.unwrap_or_else(system_backlog),
-        )?;
+        let backlog = config.listen_backlog.unwrap_or_else(system_backlog);
+        set_backlog(&listener, backlog)?;
+        // Bound before anything starts, so a port in use stops the start at once.
+        let http_listener = bind_http(local_addr, config.http, backlog)?;
+        let http_addr = http_listener
+            .as_ref()
+            .map(StdListener::local_addr)
+            .transpose()?;
         listener.set_nonblocking(true)?;
         // SAFETY: the fd comes from a listener we own and give up here, so the may
         // listener becomes its only owner.
@@ -232,6 +251,7 @@ impl Server {
             tcp_keepalive: config.tcp_keepalive,
             input_budget: config.input_budget,
             max_pending_requests: config.max_pending_requests,
+            http_port: http_addr.map(|a| a.port()),
             parse: ParseLimits {
                 max_json_depth: config.max_json_depth,
             },
@@ -250,6 +270,16 @@ impl Server {
             return Err(io::Error::other(why));
         }
         framework.start_intervals(&hub);
+        let http_ctx = Arc::new(HttpContext::new(
+            hub.clone(),
+            stats.clone(),
+            store.clone(),
+            auth.clone(),
+        ));
+        let http = match http_listener {
+            Some(l) => Some(crate::http::start(l, http_ctx.clone())?),
+            None => None,
+        };
         let ctx = Arc::new(ConnContext::new(
             settings,
             store.clone(),
@@ -263,6 +293,7 @@ impl Server {
             let ctx = ctx.clone();
             may::go!(move || conn::accept_loop(listener, ctx))
         };
+        http_ctx.set_health(Health::Serving);
         Ok(ServerHandle {
             store,
             persistence,
@@ -276,8 +307,39 @@ impl Server {
             hub,
             auth: auth_handle,
             acl_file,
+            http,
+            http_ctx,
+            http_addr,
         })
     }
+}
+
+/// Binds the HTTP port `port` asks for, on the main port's address.
+fn bind_http(main: SocketAddr, port: HttpPort, backlog: u32) -> io::Result<Option<StdListener>> {
+    let at = |p: u16| SocketAddr::new(main.ip(), p);
+    let listener = match port {
+        HttpPort::Off => return Ok(None),
+        HttpPort::Port(p) => StdListener::bind(at(p)).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on HTTP port {p}: {e}"))
+        })?,
+        HttpPort::NextToMain => {
+            let next = main.port().checked_add(1).filter(|_| main.port() != 0);
+            match next.map(|p| StdListener::bind(at(p))) {
+                Some(Ok(l)) => l,
+                other => {
+                    if let Some(Err(e)) = other {
+                        log::warn!(
+                            "HTTP: port {} (the main port + 1) is not free ({e}); using a free one",
+                            main.port() + 1
+                        );
+                    }
+                    StdListener::bind(at(0))?
+                }
+            }
+        }
+    };
+    set_backlog(&listener, backlog)?;
+    Ok(Some(listener))
 }
 
 /// A running server.
@@ -294,9 +356,18 @@ pub struct ServerHandle {
     hub: Hub,
     auth: Arc<Auth>,
     acl_file: Option<std::path::PathBuf>,
+    /// The HTTP side's acceptor, cancelled at shutdown.
+    http: Option<may::coroutine::JoinHandle<()>>,
+    http_ctx: Arc<HttpContext>,
+    http_addr: Option<SocketAddr>,
 }
 
 impl ServerHandle {
+    /// Where the HTTP side listens (`None` with `HttpPort::Off`).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
     /// The address the server listens on (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -334,6 +405,7 @@ impl ServerHandle {
         if self.ctx.stopping.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.http_ctx.set_health(Health::Stopping);
         // The acceptor sleeps in accept(); a connection of our own wakes it to see
         // the flag.
         let mut wake_addr = self.local_addr;
@@ -365,6 +437,12 @@ impl ServerHandle {
         }
         if let Some(p) = self.persistence.take() {
             p.close(&self.store);
+        }
+        if let Some(h) = self.http.take() {
+            // SAFETY: cancelling the acceptor coroutine, which owns the HTTP listener:
+            // it ends at its next blocking point and frees the port.
+            unsafe { h.coroutine().cancel() };
+            let _ = h.join();
         }
     }
 }

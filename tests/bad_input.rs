@@ -141,13 +141,39 @@ fn client_vanishing_mid_line_harms_no_one() {
 #[test]
 fn plain_http_gets_a_helpful_error() {
     use std::io::{Read, Write};
+    let get = |addr, path: &str| {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(common::WAIT)).unwrap();
+        let head = format!("GET {path} HTTP/1.1\r\nHost: localhost:1234\r\n\r\n");
+        s.write_all(head.as_bytes()).unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        resp
+    };
+    // With an HTTP port (the default), a redirect to it.
     let server = start();
-    let mut s = std::net::TcpStream::connect(server.local_addr()).unwrap();
-    s.set_read_timeout(Some(common::WAIT)).unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
+    let http = server.http_addr().expect("an HTTP port by default").port();
+    let resp = get(server.local_addr(), "/metrics");
+    assert!(resp.starts_with("HTTP/1.1 307 "), "{resp}");
+    assert!(
+        resp.contains(&format!(
+            "\r\nLocation: http://localhost:{http}/metrics\r\n"
+        )),
+        "{resp}"
+    );
+    assert!(resp.contains(&format!("port {http}")), "{resp}");
+    assert!(
+        !resp.contains("HELLO"),
+        "HTTP clients never see the greeting"
+    );
+    // Without one, how to connect.
+    let config = leviathan::Config {
+        http: leviathan::server::HttpPort::Off,
+        ..leviathan::Config::default()
+    };
+    let server = common::start_with(config);
+    assert!(server.http_addr().is_none());
+    let resp = get(server.local_addr(), "/");
     assert!(resp.starts_with("HTTP/1.1 426 "), "{resp}");
     assert!(
         resp.contains("WebSocket") && resp.contains("telnet"),

@@ -19,6 +19,7 @@ const FLOORS: &[(&str, u32)] = &[
     ("commands", 5),
     ("framework", 6),
     ("conn", 7),
+    ("http", 7),
     ("server", 8),
     ("app", 9),
 ];

@@ -34,6 +34,8 @@ pub struct ConnSettings {
     pub input_budget: usize,
     /// Service requests one connection may have waiting.
     pub max_pending_requests: usize,
+    /// The HTTP side's port, named to plain HTTP requests on the main port.
+    pub http_port: Option<u16>,
     /// What the request parser refuses before doing expensive work.
     pub parse: ParseLimits,
 }

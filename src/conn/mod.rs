@@ -172,6 +172,7 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
     let max_line = ctx.settings.max_line;
     let mut busy = crate::coop::Slice::of(ctx.settings.slice);
     let mut input = InputShare::new(&ctx);
+    let stats = ctx.stats.clone();
     let Some(mut session) = Session::start(ctx, id, outbox, addr, Transport::Tcp, None) else {
         return;
     };
@@ -196,8 +197,9 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
                         );
                     }
                 }
-                Ok(_) => {
+                Ok(n) => {
                     progress = true;
+                    stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                     session.outbox.note_input();
                     if let Some(answers) = reader.telnet_replies() {
                         // Telnet shows nothing more until its Ctrl-C is answered, and
@@ -223,8 +225,11 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
         let durable = session.output_durable();
         if durable {
             match write_out(&mut stream, &mut session.out, &mut written) {
-                Ok(true) => progress = true,
-                Ok(false) => {}
+                Ok(0) => {}
+                Ok(n) => {
+                    progress = true;
+                    stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 Err(e) => {
                     log::debug!("connection {id}: write failed: {e}");
                     return;
@@ -373,16 +378,16 @@ fn read_into(stream: &mut TcpStream, reader: &mut LineReader) -> io::Result<usiz
     Ok(n)
 }
 
-/// Writes as much of `out[*written..]` as the socket takes. `Ok(true)` when anything was
-/// written. Clears `out` once it is all written.
-fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>, written: &mut usize) -> io::Result<bool> {
-    let mut any = false;
+/// Writes as much of `out[*written..]` as the socket takes; returns how many bytes.
+/// Clears `out` once it is all written.
+fn write_out(stream: &mut TcpStream, out: &mut Vec<u8>, written: &mut usize) -> io::Result<usize> {
+    let mut any = 0;
     while *written < out.len() {
         match stream.inner_mut().write(&out[*written..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 *written += n;
-                any = true;
+                any += n;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

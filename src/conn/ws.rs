@@ -32,6 +32,8 @@ pub struct PrefixStream {
     /// Bytes handed to tungstenite since it last returned a whole message: about what
     /// it holds of a message still arriving, for the input budget and the line timeout.
     unfinished: usize,
+    /// Where the bytes read and written are counted.
+    stats: Arc<crate::manager::stats::Stats>,
 }
 
 impl Read for PrefixStream {
@@ -49,13 +51,20 @@ impl Read for PrefixStream {
         }
         let n = self.stream.inner_mut().read(buf)?;
         self.unfinished += n;
+        self.stats
+            .bytes_in
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
     }
 }
 
 impl Write for PrefixStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.stream.inner_mut().write(buf)
+        let n = self.stream.inner_mut().write(buf)?;
+        self.stats
+            .bytes_out
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -75,10 +84,14 @@ pub(crate) fn serve_http(
         pos: 0,
         stream,
         unfinished: 0,
+        stats: ctx.stats.clone(),
     };
     match classify(&s.prefix) {
         Ok(true) => {}
-        Ok(false) => return http_error(s.stream, 426, "Upgrade Required", ""),
+        Ok(false) => match ctx.settings.http_port {
+            Some(port) => return point_at_http(s.stream, &s.prefix, port),
+            None => return http_error(s.stream, 426, "Upgrade Required", ""),
+        },
         Err(why) => return http_error(s.stream, 400, "Bad Request", &why),
     }
     let fixed = match requested_format(&s.prefix) {
@@ -232,6 +245,54 @@ fn classify(head: &[u8]) -> Result<bool, String> {
                 .contains("websocket")
     });
     Ok(req.method == Some("GET") && upgrade)
+}
+
+/// Answers a plain HTTP request on the main port with a redirect to the same path on
+/// the HTTP port (a browser lands on the console), saying so in the body.
+fn point_at_http(mut stream: TcpStream, head: &[u8], port: u16) {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let _ = req.parse(head);
+    let path = req.path.filter(|p| p.starts_with('/')).unwrap_or("/");
+    let host = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("host"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .map(host_part)
+        // Only a plain host name or address goes into the Location header.
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-[]:".contains(c))
+        })
+        .unwrap_or("127.0.0.1");
+    let url = format!("http://{host}:{port}{path}");
+    let body = format!(
+        "leviathan {}: this port speaks text lines, JSON and WebSocket; HTTP (health,          metrics, the API) is served on port {port}: {url}\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let resp = format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nLocation: {url}\r\n\
+         Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = write_until(
+        &mut stream,
+        resp.as_bytes(),
+        Instant::now() + Duration::from_secs(2),
+    );
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+/// The host of a `Host` header, without its port (`[::1]:7000` → `[::1]`).
+fn host_part(host: &str) -> &str {
+    let host = host.trim();
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    }
 }
 
 fn http_error(mut stream: TcpStream, status: u16, reason: &str, detail: &str) {

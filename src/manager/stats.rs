@@ -24,4 +24,8 @@ pub struct Stats {
     /// whose earlier `PUB` went through the manager publishes itself only once that
     /// batch is out, so its messages keep their order.
     pub manager_flushing: AtomicBool,
+    /// Bytes read from clients' sockets (TCP lines and WebSocket frames).
+    pub bytes_in: AtomicU64,
+    /// Bytes written to clients' sockets.
+    pub bytes_out: AtomicU64,
 }

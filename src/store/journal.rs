@@ -165,6 +165,13 @@ impl Journal {
         seq
     }
 
+    /// Records appended that are not durable yet (written and synced, as the policy
+    /// asks).
+    pub fn pending_records(&self) -> u64 {
+        let next = self.buf.lock().next_seq;
+        (next - 1).saturating_sub(self.durable.load(Ordering::Acquire))
+    }
+
     /// Whether `seq` is durable by this journal's policy.
     pub fn is_durable(&self, seq: u64) -> bool {
         self.durable.load(Ordering::Acquire) >= seq

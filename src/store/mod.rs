@@ -75,6 +75,9 @@ pub struct TableStore {
     clean_histories: std::sync::atomic::AtomicBool,
     /// Numbers the changes of watched tables.
     pub change_seq: changes::ChangeSeq,
+    /// Snapshots taken since start, and how long the last one took (milliseconds).
+    pub snapshots: std::sync::atomic::AtomicU64,
+    pub last_snapshot_millis: std::sync::atomic::AtomicU64,
 }
 
 /// A channel's durable copy: its options, and its history when it keeps one.

@@ -356,7 +356,11 @@ impl Persistence {
     /// Takes a snapshot now (one at a time). Call it from an OS thread: it does file I/O.
     pub fn snapshot(&self, store: &TableStore) -> io::Result<SnapshotReport> {
         let mut on_disk = self.on_disk.lock();
-        snapshot(&self.dir, store, Some(&self.journal), &mut on_disk)
+        let report = snapshot(&self.dir, store, Some(&self.journal), &mut on_disk)?;
+        use std::sync::atomic::Ordering::Relaxed;
+        store.snapshots.fetch_add(1, Relaxed);
+        store.last_snapshot_millis.store(report.millis, Relaxed);
+        Ok(report)
     }
 
     /// Notes that the last snapshot was taken at a clean shutdown, so the histories it

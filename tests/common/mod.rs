@@ -489,3 +489,79 @@ impl Drop for Relay {
         self.cut();
     }
 }
+
+/// An HTTP response as a test reads it.
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header lines, `Name: value`, as sent.
+    pub headers: Vec<String>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find_map(|h| {
+            let (n, v) = h.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("a JSON body ({e}): {}", self.body))
+    }
+}
+
+/// Sends one HTTP/1.1 request (`extra` header lines, `body`) on a new connection and
+/// reads one response by its Content-Length (bounded by the read timeout).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &[&str],
+    body: &str,
+) -> HttpResponse {
+    let mut s = TcpStream::connect(addr).expect("connect to the HTTP port");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for h in extra {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut r = BufReader::new(s);
+    let mut status_line = String::new();
+    r.read_line(&mut status_line).expect("a status line");
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("a status: {status_line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("a header line");
+        let line = line.trim_end().to_string();
+        if line.is_empty() {
+            break;
+        }
+        headers.push(line);
+    }
+    let mut resp = HttpResponse {
+        status,
+        headers,
+        body: String::new(),
+    };
+    let len: usize = resp
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .expect("a Content-Length");
+    let mut body = vec![0u8; len];
+    std::io::Read::read_exact(&mut r, &mut body).expect("the whole body");
+    resp.body = String::from_utf8(body).expect("a UTF-8 body");
+    resp
+}

@@ -1,0 +1,290 @@
+//! The HTTP side (DESIGN section 12): health, Prometheus metrics and a JSON API on a
+//! port of its own (`--http-port`, default the main port + 1), served by
+//! `may_minihttp` on the same `may` runtime as the main port. Every API route is a
+//! wire command run through the channel manager like an action's, checked against the
+//! caller's rights like a client's, and answered with the wire's JSON reply (errors
+//! carry the same codes).
+
+mod metrics;
+
+use std::io::{self, Read};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use may_minihttp::{HttpService, HttpServiceFactory, Request, Response};
+
+use crate::auth::{Auth, AuthMode, Identity};
+use crate::commands::channels::ChannelCommand;
+use crate::commands::services::ServiceCommand;
+use crate::commands::session::SessionCommand;
+use crate::commands::{rights, Command};
+use crate::framework::Hub;
+use crate::manager::stats::Stats;
+use crate::manager::SERVER_ID;
+use crate::protocol::{ErrorReply, Format, Reply};
+use crate::store::TableStore;
+
+/// Where the server is in its life, for `/healthz`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    Starting = 0,
+    Serving = 1,
+    Stopping = 2,
+}
+
+/// What every HTTP request may reach.
+pub struct HttpContext {
+    /// Runs commands on the channel manager.
+    pub(crate) hub: Hub,
+    pub stats: Arc<Stats>,
+    pub store: Arc<TableStore>,
+    pub auth: Arc<Auth>,
+    health: AtomicU8,
+}
+
+impl HttpContext {
+    pub(crate) fn new(
+        hub: Hub,
+        stats: Arc<Stats>,
+        store: Arc<TableStore>,
+        auth: Arc<Auth>,
+    ) -> Self {
+        HttpContext {
+            hub,
+            stats,
+            store,
+            auth,
+            health: AtomicU8::new(Health::Starting as u8),
+        }
+    }
+
+    /// Says where the server is now.
+    pub fn set_health(&self, h: Health) {
+        self.health.store(h as u8, Ordering::Release);
+    }
+
+    fn health(&self) -> Health {
+        match self.health.load(Ordering::Acquire) {
+            1 => Health::Serving,
+            2 => Health::Stopping,
+            _ => Health::Starting,
+        }
+    }
+}
+
+/// Serves HTTP on `listener` (bound by the caller) until the returned coroutine is
+/// cancelled.
+pub fn start(
+    listener: std::net::TcpListener,
+    ctx: Arc<HttpContext>,
+) -> io::Result<may::coroutine::JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    // SAFETY: the fd comes from a listener we own and give up here, so the may
+    // listener becomes its only owner.
+    let listener = unsafe { may::net::TcpListener::from_raw_fd(listener.into_raw_fd()) };
+    Factory(ctx).start_on(listener)
+}
+
+/// The largest body read (and dropped) on a route that takes none.
+const MAX_IGNORED_BODY: usize = 64 << 10;
+
+struct Factory(Arc<HttpContext>);
+
+impl HttpServiceFactory for Factory {
+    type Service = Service;
+
+    fn new_service(&self, _id: usize) -> Service {
+        Service(self.0.clone())
+    }
+}
+
+struct Service(Arc<HttpContext>);
+
+/// What a route answers.
+struct Answer {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn text(status: u16, body: impl Into<String>) -> Answer {
+        Answer {
+            status,
+            content_type: "Content-Type: text/plain; charset=utf-8",
+            body: body.into().into_bytes(),
+        }
+    }
+
+    /// A wire reply as JSON, with the status its error code calls for.
+    fn reply(reply: &Reply) -> Answer {
+        let mut body = Vec::new();
+        reply.encode(Format::Json, None, &mut body);
+        let status = match reply {
+            Reply::Error(e) => status_of(&e.code),
+            _ => 200,
+        };
+        Answer {
+            status,
+            content_type: "Content-Type: application/json",
+            body,
+        }
+    }
+
+    fn error(code: &'static str, message: String) -> Answer {
+        Answer::reply(&Reply::Error(ErrorReply::new(code, message)))
+    }
+}
+
+/// The HTTP status of a wire error code.
+fn status_of(code: &str) -> u16 {
+    match code {
+        "unauthorized" => 401,
+        "forbidden" => 403,
+        "not_found" => 404,
+        "method_not_allowed" => 405,
+        "limit_reached" => 429,
+        "unavailable" => 503,
+        c if c.starts_with("no_such_") => 404,
+        _ => 400,
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+impl HttpService for Service {
+    fn call(&mut self, req: Request, rsp: &mut Response) -> io::Result<()> {
+        let answer = route(&self.0, req);
+        rsp.status_code(answer.status as usize, reason(answer.status));
+        rsp.header(answer.content_type);
+        rsp.header("Cache-Control: no-store");
+        rsp.body_vec(answer.body);
+        Ok(())
+    }
+}
+
+/// The API routes: each a wire command.
+fn api_command(path: &str) -> Option<Command> {
+    Some(match path {
+        "/api/info" => Command::Session(SessionCommand::Info),
+        "/api/clients" => Command::Session(SessionCommand::Clients),
+        "/api/channels" => Command::Channel(ChannelCommand::Channels),
+        "/api/services" => Command::Service(Box::new(ServiceCommand::Services)),
+        _ => return None,
+    })
+}
+
+fn route(ctx: &HttpContext, req: Request) -> Answer {
+    let method = req.method().to_string();
+    let path = req.path().split('?').next().unwrap_or("").to_string();
+    let bearer = header(&req, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
+    // Nothing here reads a body yet: a small one is read and dropped; past that, or
+    // with a Content-Length that is no number, the connection is answered and ends
+    // (the body's bytes would be read as the next request, which fails to parse).
+    match req.content_length() {
+        Ok(n) if n.unwrap_or(0) <= MAX_IGNORED_BODY => {
+            let _ = req.body().bytes().count();
+        }
+        Ok(_) => return Answer::text(413, "this route takes no body\n"),
+        Err(()) => return Answer::error("bad_args", "Content-Length is not a number".into()),
+    }
+    match (method.as_str(), path.as_str()) {
+        ("GET", "/healthz") => match ctx.health() {
+            Health::Serving => Answer::text(200, "ok\n"),
+            Health::Starting => Answer::text(503, "starting\n"),
+            Health::Stopping => Answer::text(503, "stopping\n"),
+        },
+        ("GET", "/metrics") => Answer {
+            status: 200,
+            content_type: "Content-Type: text/plain; version=0.0.4; charset=utf-8",
+            body: metrics::render(ctx).into_bytes(),
+        },
+        (_, "/healthz" | "/metrics") => Answer::error(
+            "method_not_allowed",
+            format!("{path} answers GET only"),
+        ),
+        (m, p) => match api_command(p) {
+            Some(command) if m == "GET" => api(ctx, bearer.as_deref(), command),
+            Some(_) => Answer::error("method_not_allowed", format!("{p} answers GET only")),
+            None => Answer::error(
+                "not_found",
+                format!(
+                    "no route {p}; there are /healthz, /metrics, /api/info, /api/clients, /api/channels, /api/services"
+                ),
+            ),
+        },
+    }
+}
+
+/// The value of header `name` (any case), if present and UTF-8.
+fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.headers()
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+}
+
+/// Runs an API command for the caller, checked against its rights as the same command
+/// on the wire would be: the user of the session token it brings (`Authorization:
+/// Bearer <token>`, from `LOGIN`), else a guest (refused under `--auth required`).
+fn api(ctx: &HttpContext, bearer: Option<&str>, command: Command) -> Answer {
+    let identity = match caller(ctx, bearer) {
+        Ok(i) => i,
+        Err(e) => return Answer::reply(&Reply::Error(e)),
+    };
+    let role = ctx.auth.role(&identity.role);
+    if let Err(e) = rights::check(ctx.auth.mode, &identity, &role, &command) {
+        return Answer::reply(&Reply::Error(e));
+    }
+    match ctx.hub.apply(SERVER_ID, command) {
+        Ok(reply) => Answer::reply(&reply),
+        Err(e) => Answer::reply(&Reply::Error(e)),
+    }
+}
+
+/// Who is asking: the user of the session token it brings, else a guest, as an
+/// anonymous client on the wire is; under `--auth required` a session is needed.
+fn caller(ctx: &HttpContext, bearer: Option<&str>) -> Result<Identity, ErrorReply> {
+    let unauthorized = |why: &str| {
+        ErrorReply::new(
+            "unauthorized",
+            format!("{why}: send Authorization: Bearer <session token> (LOGIN gives one)"),
+        )
+    };
+    let token = match (ctx.auth.mode, bearer) {
+        (AuthMode::Off, _) | (AuthMode::Optional, None) => return Ok(Identity::guest()),
+        (AuthMode::Required, None) => return Err(unauthorized("this server requires logging in")),
+        (_, Some(t)) => t,
+    };
+    let (hash, session) = ctx
+        .auth
+        .sessions
+        .find(token)
+        .ok_or_else(|| unauthorized("the session token is invalid or expired"))?;
+    let account = ctx
+        .auth
+        .users
+        .get(&session.user)
+        .ok_or_else(|| unauthorized("the session's user no longer exists"))?;
+    Ok(Identity {
+        user: Some(Arc::from(session.user.as_str())),
+        role: Arc::from(account.role.as_str()),
+        session: Some(hash),
+    })
+}

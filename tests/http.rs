@@ -1,0 +1,229 @@
+//! The HTTP side over real sockets: health, Prometheus metrics read by a real parser,
+//! the JSON API with the wire's errors and rights, and the port flags of servermain.
+
+mod common;
+
+use common::{http, Client, ServerProcess};
+use leviathan::Config;
+
+fn get(addr: std::net::SocketAddr, path: &str) -> common::HttpResponse {
+    http(addr, "GET", path, &[], "")
+}
+
+/// `/metrics` parsed by prometheus-parse, as name (with labels) → value.
+fn scrape(addr: std::net::SocketAddr) -> std::collections::BTreeMap<String, f64> {
+    let r = get(addr, "/metrics");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
+        "{:?}",
+        r.headers
+    );
+    // Every line is a comment or `name[{labels}] value`, every family has HELP and TYPE,
+    // and counters end in _total.
+    let mut typed = std::collections::BTreeMap::new();
+    for line in r.body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            assert!(name.starts_with("leviathan_"), "{line}");
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "{line}");
+            }
+            typed.insert(name.to_string(), kind.to_string());
+        } else if !line.starts_with("# HELP ") {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(typed.contains_key(name), "{line} has no # TYPE before it");
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+    let lines = r.body.lines().map(|l| Ok(l.to_string()));
+    let parsed = prometheus_parse::Scrape::parse(lines).expect("the Prometheus text format");
+    assert!(parsed.docs.len() >= 20, "{:?}", parsed.docs);
+    parsed
+        .samples
+        .into_iter()
+        .map(|s| {
+            let v = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                other => panic!("{other:?}"),
+            };
+            let labels = s.labels.to_string();
+            let key = if labels.is_empty() {
+                s.metric
+            } else {
+                format!("{}{{{labels}}}", s.metric)
+            };
+            (key, v)
+        })
+        .collect()
+}
+
+#[test]
+fn health_and_metrics_follow_what_clients_do() {
+    let server = common::start();
+    let addr = server.http_addr().expect("an HTTP port by default");
+    assert_eq!(addr.port(), server.local_addr().port() + 1, "main port + 1");
+    let r = get(addr, "/healthz");
+    assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
+    let before = scrape(addr);
+    assert_eq!(before["leviathan_up"], 1.0);
+    assert_eq!(before["leviathan_connections"], 0.0);
+    let mut a = Client::connect(server.local_addr());
+    let mut b = Client::connect(server.local_addr());
+    a.ok("CREATE news");
+    b.ok("SUB news");
+    for i in 0..5 {
+        a.ok(&format!("PUB news m{i}"));
+    }
+    for _ in 0..5 {
+        b.push();
+    }
+    a.ok("DEFINE users name:str");
+    a.ok("INSERT users name=ann");
+    a.ok("INSERT users name=bob");
+    let during = scrape(addr);
+    assert_eq!(during["leviathan_connections"], 2.0);
+    assert_eq!(during["leviathan_clients"], 2.0);
+    assert_eq!(during["leviathan_channels"], 1.0);
+    assert_eq!(during["leviathan_subscriptions"], 1.0);
+    assert_eq!(during["leviathan_messages_published_total"], 5.0);
+    assert_eq!(during["leviathan_messages_delivered_total"], 5.0);
+    assert_eq!(during[r#"leviathan_table_rows{table="users"}"#], 2.0);
+    assert!(during["leviathan_connections_total"] >= before["leviathan_connections_total"] + 2.0);
+    assert!(during["leviathan_received_bytes_total"] > before["leviathan_received_bytes_total"]);
+    assert!(during["leviathan_sent_bytes_total"] > before["leviathan_sent_bytes_total"]);
+    assert!(during["leviathan_resident_memory_bytes"] > 1e6);
+    drop((a, b));
+    let deadline = std::time::Instant::now() + common::WAIT;
+    while scrape(addr)["leviathan_connections"] != 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections never went"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_api_answers_with_the_wire_replies_and_errors() {
+    let server = common::start();
+    let addr = server.http_addr().unwrap();
+    let mut c = Client::connect(server.local_addr());
+    c.ok("NAME ann");
+    c.ok("CREATE news");
+    c.ok("SUB news");
+    c.ok("SERVE echo");
+    let info = get(addr, "/api/info");
+    assert_eq!(info.status, 200);
+    assert_eq!(info.header("content-type"), Some("application/json"));
+    let v = info.json();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["info"]["channels"], 1, "{v}");
+    let v = get(addr, "/api/clients").json();
+    assert_eq!(v["count"], 1, "{v}");
+    assert_eq!(v["clients"][0]["name"], "ann");
+    assert_eq!(
+        v["clients"][0]["addr"],
+        serde_json::Value::Null,
+        "guests see no addresses"
+    );
+    let v = get(addr, "/api/channels").json();
+    assert_eq!(v["channels"][0]["name"], "news");
+    assert_eq!(v["channels"][0]["subscribers"], 1);
+    let v = get(addr, "/api/services").json();
+    assert_eq!(v["services"][0]["service"], "echo", "{v}");
+    assert_eq!(v["services"][0]["providers"], 1, "{v}");
+    // Errors: JSON, the wire's shape, a fitting status.
+    let r = get(addr, "/api/nope");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "not_found");
+    let r = http(addr, "DELETE", "/api/info", &[], "");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.json()["error"]["code"], "method_not_allowed");
+    let r = http(addr, "GET", "/api/info", &["Content-Length: x"], "");
+    assert_eq!(r.status, 400);
+    let r = http(
+        addr,
+        "GET",
+        "/api/info",
+        &["Authorization: Bearer nonsense"],
+        "",
+    );
+    assert_eq!(
+        r.status, 401,
+        "a bad token is refused, not taken as a guest"
+    );
+    assert_eq!(r.json()["error"]["code"], "unauthorized");
+}
+
+#[test]
+fn under_auth_required_the_api_needs_a_session_and_checks_rights() {
+    let config = Config {
+        auth: leviathan::auth::AuthSettings {
+            mode: leviathan::auth::AuthMode::Required,
+            admin_password: Some("s3cret-pass".into()),
+            ..Config::default().auth
+        },
+        ..Config::default()
+    };
+    let server = common::start_with(config);
+    let addr = server.http_addr().unwrap();
+    let r = get(addr, "/api/clients");
+    assert_eq!(r.status, 401);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Authorization: Bearer"));
+    // Health and metrics stay open.
+    assert_eq!(get(addr, "/healthz").status, 200);
+    assert_eq!(get(addr, "/metrics").status, 200);
+    let mut c = Client::connect(server.local_addr());
+    let login = c.ok("LOGIN admin s3cret-pass");
+    let token = login
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("session="))
+        .expect("a session token")
+        .to_string();
+    let bearer = format!("Authorization: Bearer {token}");
+    let r = http(addr, "GET", "/api/clients", &[&bearer], "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["clients"][0]["name"], "admin");
+    assert!(
+        v["clients"][0]["addr"].is_null(),
+        "the server's own view shows none"
+    );
+}
+
+#[test]
+fn servermain_logs_the_http_url_and_honours_the_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ServerProcess::start(dir.path(), &["--in-memory", "--http-port", "0"]).unwrap();
+    let line = s
+        .startup_log
+        .iter()
+        .find(|l| l.contains("HTTP on http://"))
+        .unwrap_or_else(|| panic!("{:?}", s.startup_log));
+    let url = line.split("HTTP on http://").nth(1).unwrap();
+    let http_addr: std::net::SocketAddr = url.split('/').next().unwrap().parse().unwrap();
+    assert_ne!(http_addr.port(), 0);
+    assert_eq!(get(http_addr, "/healthz").status, 200);
+    drop(s);
+    let s = ServerProcess::start(dir.path(), &["--in-memory", "--no-http"]).unwrap();
+    assert!(
+        !s.startup_log.iter().any(|l| l.contains("HTTP on")),
+        "{:?}",
+        s.startup_log
+    );
+    // A port that is taken stops the start, saying which.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let err = ServerProcess::start(dir.path(), &["--in-memory", "--http-port", &port])
+        .err()
+        .expect("servermain refuses to start");
+    assert!(err.contains(&format!("HTTP port {port}")), "{err}");
+}
