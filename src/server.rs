@@ -275,6 +275,11 @@ impl Server {
             stats.clone(),
             store.clone(),
             auth.clone(),
+            framework.clone(),
+            ParseLimits {
+                max_json_depth: config.max_json_depth,
+            },
+            config.max_line,
         ));
         let http = match http_listener {
             Some(l) => Some(crate::http::start(l, http_ctx.clone())?),

@@ -227,3 +227,89 @@ fn servermain_logs_the_http_url_and_honours_the_flags() {
         .expect("servermain refuses to start");
     assert!(err.contains(&format!("HTTP port {port}")), "{err}");
 }
+
+#[test]
+fn tables_publish_and_calls_over_the_api() {
+    use leviathan::framework::{ActionError, Answer, Ctx};
+    #[derive(serde::Deserialize)]
+    struct Echo {
+        text: String,
+    }
+    fn echo(_ctx: &mut Ctx, req: Echo) -> Result<Answer, ActionError> {
+        Ok(Answer::new(req.text))
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = leviathan::App::new()
+        .action("echo", "answers with the text it is given", echo)
+        .start(listener)
+        .unwrap();
+    let addr = server.http_addr().unwrap();
+    let mut c = Client::connect(server.local_addr());
+    c.ok("DEFINE users name:str age:int");
+    c.ok("INSERT users name=ann age=30");
+    c.ok("INSERT users name=\"bob, jr\" age=12");
+    c.ok("INSERT users name==cmd age=40");
+    // Rows as JSON, with the WHERE language, order and limit from the query string.
+    let r = get(
+        addr,
+        "/api/tables/users?where=age%20%3E%2020&order=age+desc&limit=1",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(
+        v["rows"],
+        serde_json::json!([{"id":3,"name":"=cmd","age":40}]),
+        "{v}"
+    );
+    // And as CSV, formulas guarded as in the data folder.
+    let r = get(addr, "/api/tables/users.csv?order=id");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/csv; charset=utf-8"));
+    assert_eq!(
+        r.body,
+        "id,name,age\n1,ann,30\n2,\"bob, jr\",12\n3,'=cmd,40\n"
+    );
+    for (path, status, code) in [
+        ("/api/tables/nope", 404, "no_such_table"),
+        ("/api/tables/users?where=age%20%3E", 400, "bad_args"),
+        ("/api/tables/users?limit=lots", 400, "bad_args"),
+        ("/api/tables/users?frob=1", 400, "bad_args"),
+        ("/api/tables/us%20ers", 400, "bad_args"),
+        ("/api/tables/users?where=%ZZ", 400, "bad_args"),
+    ] {
+        let r = get(addr, path);
+        assert_eq!(r.status, status, "{path}: {}", r.body);
+        assert_eq!(r.json()["error"]["code"], code, "{path}: {}", r.body);
+    }
+    // Publishing: a subscriber gets it, from the server.
+    c.ok("CREATE news");
+    c.ok("SUB news");
+    let body = r#"{"channel":"news","data":{"x":1}}"#;
+    let r = http(addr, "POST", "/api/publish", &[], body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["receivers"], 1);
+    assert_eq!(c.push(), r#"MSG news server {"x":1}"#);
+    for (body, status, code) in [
+        ("{", 400, "bad_json"),
+        ("[1]", 400, "bad_args"),
+        (r#"{"channel":"nope","data":1}"#, 404, "no_such_channel"),
+        (r#"{"channel":"news"}"#, 400, "bad_args"),
+    ] {
+        let r = http(addr, "POST", "/api/publish", &[], body);
+        assert_eq!(r.status, status, "{body}: {}", r.body);
+        assert_eq!(r.json()["error"]["code"], code, "{body}: {}", r.body);
+    }
+    assert_eq!(get(addr, "/api/publish").status, 405);
+    // Calling an action.
+    let r = http(addr, "POST", "/api/call/echo", &[], r#"{"text":"hi"}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["result"], "hi", "{}", r.body);
+    let r = http(addr, "POST", "/api/call/nope", &[], "{}");
+    assert_eq!(r.json()["error"]["code"], "no_such_action", "{}", r.body);
+    let r = http(addr, "POST", "/api/call/echo", &[], r#"{"wrong":1}"#);
+    assert_eq!(r.json()["error"]["code"], "bad_args", "{}", r.body);
+    // A body over --max-line is refused unread.
+    let big = "x".repeat((1 << 20) + 1);
+    let r = http(addr, "POST", "/api/publish", &[], &big);
+    assert_eq!(r.status, 413);
+}

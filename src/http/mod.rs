@@ -5,6 +5,7 @@
 //! caller's rights like a client's, and answered with the wire's JSON reply (errors
 //! carry the same codes).
 
+mod api;
 mod metrics;
 
 use std::io::{self, Read};
@@ -19,10 +20,10 @@ use crate::commands::channels::ChannelCommand;
 use crate::commands::services::ServiceCommand;
 use crate::commands::session::SessionCommand;
 use crate::commands::{rights, Command};
-use crate::framework::Hub;
+use crate::framework::{Framework, Hub};
 use crate::manager::stats::Stats;
 use crate::manager::SERVER_ID;
-use crate::protocol::{ErrorReply, Format, Reply};
+use crate::protocol::{ErrorReply, Format, ParseLimits, Reply};
 use crate::store::TableStore;
 
 /// Where the server is in its life, for `/healthz`.
@@ -41,6 +42,11 @@ pub struct HttpContext {
     pub stats: Arc<Stats>,
     pub store: Arc<TableStore>,
     pub auth: Arc<Auth>,
+    pub(crate) framework: Arc<Framework>,
+    /// What the wire's parser refuses (a published body is parsed as a request).
+    pub parse: ParseLimits,
+    /// The largest request body taken (`--max-line`, as for a request line).
+    pub max_body: usize,
     health: AtomicU8,
 }
 
@@ -50,12 +56,18 @@ impl HttpContext {
         stats: Arc<Stats>,
         store: Arc<TableStore>,
         auth: Arc<Auth>,
+        framework: Arc<Framework>,
+        parse: ParseLimits,
+        max_body: usize,
     ) -> Self {
         HttpContext {
             hub,
             stats,
             store,
             auth,
+            framework,
+            parse,
+            max_body,
             health: AtomicU8::new(Health::Starting as u8),
         }
     }
@@ -86,9 +98,6 @@ pub fn start(
     let listener = unsafe { may::net::TcpListener::from_raw_fd(listener.into_raw_fd()) };
     Factory(ctx).start_on(listener)
 }
-
-/// The largest body read (and dropped) on a route that takes none.
-const MAX_IGNORED_BODY: usize = 64 << 10;
 
 struct Factory(Arc<HttpContext>);
 
@@ -189,22 +198,80 @@ fn api_command(path: &str) -> Option<Command> {
     })
 }
 
+/// The request's body, whole, up to `max` bytes. A body past that, or a
+/// Content-Length that is no number, is answered without reading it: the connection
+/// then ends (its bytes would be read as the next request, which fails to parse).
+fn read_body(req: Request, max: usize) -> Result<Vec<u8>, Answer> {
+    match req.content_length() {
+        Ok(n) if n.unwrap_or(0) <= max => {
+            let mut body = Vec::with_capacity(n.unwrap_or(0));
+            req.body()
+                .read_to_end(&mut body)
+                .map_err(|e| Answer::error("bad_args", format!("reading the body failed: {e}")))?;
+            Ok(body)
+        }
+        Ok(_) => Err(Answer::text(
+            413,
+            format!("a body is at most {max} bytes (--max-line)\n"),
+        )),
+        Err(()) => Err(Answer::error(
+            "bad_args",
+            "Content-Length is not a number".into(),
+        )),
+    }
+}
+
 fn route(ctx: &HttpContext, req: Request) -> Answer {
     let method = req.method().to_string();
-    let path = req.path().split('?').next().unwrap_or("").to_string();
+    let full = req.path().to_string();
+    let (path, query) = full.split_once('?').unwrap_or((&full, ""));
     let bearer = header(&req, "authorization")
         .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
-    // Nothing here reads a body yet: a small one is read and dropped; past that, or
-    // with a Content-Length that is no number, the connection is answered and ends
-    // (the body's bytes would be read as the next request, which fails to parse).
-    match req.content_length() {
-        Ok(n) if n.unwrap_or(0) <= MAX_IGNORED_BODY => {
-            let _ = req.body().bytes().count();
+    let body = match read_body(req, ctx.max_body) {
+        Ok(b) => b,
+        Err(answer) => return answer,
+    };
+    let bearer = bearer.as_deref();
+    if let Some(rest) = path.strip_prefix("/api/tables/") {
+        if method != "GET" {
+            return Answer::error("method_not_allowed", format!("{path} answers GET only"));
         }
-        Ok(_) => return Answer::text(413, "this route takes no body\n"),
-        Err(()) => return Answer::error("bad_args", "Content-Length is not a number".into()),
+        let (table, csv) = match rest.strip_suffix(".csv") {
+            Some(t) => (t, true),
+            None => (rest, false),
+        };
+        let command = api::query_params(query).and_then(|p| api::select(table, &p));
+        return match command {
+            Ok(c) => run(ctx, bearer, c, |ctx, c| {
+                let reply = crate::commands::apply_local(c, &ctx.store).0;
+                if csv {
+                    api::csv_answer(&reply)
+                } else {
+                    Answer::reply(&reply)
+                }
+            }),
+            Err(e) => Answer::reply(&Reply::Error(e)),
+        };
     }
-    match (method.as_str(), path.as_str()) {
+    if let Some(action) = path.strip_prefix("/api/call/") {
+        if method != "POST" {
+            return Answer::error("method_not_allowed", format!("{path} answers POST only"));
+        }
+        return match api::call_command(action, &body) {
+            Ok(c) => run(ctx, bearer, c, |ctx, c| Answer::reply(&api::call(ctx, c))),
+            Err(e) => Answer::reply(&Reply::Error(e)),
+        };
+    }
+    if path == "/api/publish" {
+        if method != "POST" {
+            return Answer::error("method_not_allowed", format!("{path} answers POST only"));
+        }
+        return match api::publish(ctx, &body) {
+            Ok(c) => run(ctx, bearer, c, via_manager),
+            Err(e) => Answer::reply(&Reply::Error(e)),
+        };
+    }
+    match (method.as_str(), path) {
         ("GET", "/healthz") => match ctx.health() {
             Health::Serving => Answer::text(200, "ok\n"),
             Health::Starting => Answer::text(503, "starting\n"),
@@ -220,12 +287,13 @@ fn route(ctx: &HttpContext, req: Request) -> Answer {
             format!("{path} answers GET only"),
         ),
         (m, p) => match api_command(p) {
-            Some(command) if m == "GET" => api(ctx, bearer.as_deref(), command),
+            Some(command) if m == "GET" => run(ctx, bearer, command, via_manager),
             Some(_) => Answer::error("method_not_allowed", format!("{p} answers GET only")),
             None => Answer::error(
                 "not_found",
                 format!(
-                    "no route {p}; there are /healthz, /metrics, /api/info, /api/clients, /api/channels, /api/services"
+                    "no route {}; there are /healthz, /metrics, /api/info, /api/clients, /api/channels, /api/services, /api/tables/<table>[.csv], POST /api/publish, POST /api/call/<action>",
+                    crate::protocol::args::clip(p)
                 ),
             ),
         },
@@ -240,10 +308,16 @@ fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
         .and_then(|h| std::str::from_utf8(h.value).ok())
 }
 
-/// Runs an API command for the caller, checked against its rights as the same command
-/// on the wire would be: the user of the session token it brings (`Authorization:
-/// Bearer <token>`, from `LOGIN`), else a guest (refused under `--auth required`).
-fn api(ctx: &HttpContext, bearer: Option<&str>, command: Command) -> Answer {
+/// Runs an API command for the caller with `apply`, once it is checked against the
+/// caller's rights as the same command on the wire would be: the user of the session
+/// token it brings (`Authorization: Bearer <token>`, from `LOGIN`), else a guest
+/// (refused under `--auth required`).
+fn run(
+    ctx: &HttpContext,
+    bearer: Option<&str>,
+    command: Command,
+    apply: impl FnOnce(&HttpContext, Command) -> Answer,
+) -> Answer {
     let identity = match caller(ctx, bearer) {
         Ok(i) => i,
         Err(e) => return Answer::reply(&Reply::Error(e)),
@@ -252,6 +326,11 @@ fn api(ctx: &HttpContext, bearer: Option<&str>, command: Command) -> Answer {
     if let Err(e) = rights::check(ctx.auth.mode, &identity, &role, &command) {
         return Answer::reply(&Reply::Error(e));
     }
+    apply(ctx, command)
+}
+
+/// Applies a command on the channel manager, as the server itself.
+fn via_manager(ctx: &HttpContext, command: Command) -> Answer {
     match ctx.hub.apply(SERVER_ID, command) {
         Ok(reply) => Answer::reply(&reply),
         Err(e) => Answer::reply(&Reply::Error(e)),

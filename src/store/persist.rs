@@ -268,13 +268,21 @@ pub struct SnapshotReport {
 }
 
 pub(super) fn table_csv(t: &Table) -> Vec<u8> {
-    let mut out = Vec::with_capacity(t.len() * 32 + 64);
-    csv::write_record(
-        &mut out,
-        t.schema.columns.iter().map(|c| Field::Text(&c.name)),
-    );
-    let mut cells: Vec<String> = Vec::with_capacity(t.schema.columns.len());
-    for row in t.rows() {
+    let names = t.schema.columns.iter().map(|c| c.name.as_str());
+    rows_csv(names, t.rows().map(|r| &r[..]), t.len())
+}
+
+/// Rows as a CSV file: a header of column names, then one line per row, text cells
+/// that look like spreadsheet formulas guarded ([`guard_cell`]); `n` rows expected.
+pub fn rows_csv<'a>(
+    columns: impl Iterator<Item = &'a str>,
+    rows: impl Iterator<Item = &'a [Value]>,
+    n: usize,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * 32 + 64);
+    csv::write_record(&mut out, columns.map(Field::Text));
+    let mut cells: Vec<String> = Vec::new();
+    for row in rows {
         cells.clear();
         cells.extend(row.iter().map(|v| match v {
             Value::Str(s) => guard_cell(s).into_owned(),
