@@ -133,6 +133,10 @@ struct Args {
     /// No HTTP side
     #[arg(long)]
     no_http: bool,
+    /// API keys for the HTTP API, one a line: NAME ROLE SHA256-OF-THE-KEY (the key
+    /// itself is never stored; sha256sum gives the hash)
+    #[arg(long)]
+    api_key_file: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -178,6 +182,7 @@ fn main() -> ExitCode {
             (false, Some(p)) => HttpPort::Port(p),
             (false, None) => HttpPort::NextToMain,
         },
+        api_key_file: args.api_key_file.clone(),
         ..Config::default()
     };
     App::new().config(config).run(&args.host, args.port)

@@ -16,6 +16,7 @@ use crate::auth::{Auth, AuthSettings};
 use crate::commands::table_api::Tables;
 use crate::conn::{self, ConnContext, ConnSettings};
 use crate::framework::{Framework, Hub};
+use crate::http::keys::ApiKeys;
 use crate::http::{Health, HttpContext};
 use crate::manager::liveness::Liveness;
 pub use crate::manager::stats::Stats;
@@ -93,6 +94,8 @@ pub struct Config {
     pub max_pending_requests: usize,
     /// The HTTP port (health, metrics, API).
     pub http: HttpPort,
+    /// API keys for the HTTP API: `<name> <role> <sha256 of the key>` a line.
+    pub api_key_file: Option<PathBuf>,
 }
 
 /// Where the HTTP side listens.
@@ -143,6 +146,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(5),
             max_pending_requests: 256,
             http: HttpPort::NextToMain,
+            api_key_file: None,
         }
     }
 }
@@ -183,6 +187,10 @@ impl Server {
         set_backlog(&listener, backlog)?;
         // Bound before anything starts, so a port in use stops the start at once.
         let http_listener = bind_http(local_addr, config.http, backlog)?;
+        let api_keys = match &config.api_key_file {
+            Some(path) => ApiKeys::load(path).map_err(io::Error::other)?,
+            None => ApiKeys::default(),
+        };
         let http_addr = http_listener
             .as_ref()
             .map(StdListener::local_addr)
@@ -280,6 +288,7 @@ impl Server {
                 max_json_depth: config.max_json_depth,
             },
             config.max_line,
+            api_keys,
         ));
         let http = match http_listener {
             Some(l) => Some(crate::http::start(l, http_ctx.clone())?),

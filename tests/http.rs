@@ -313,3 +313,60 @@ fn tables_publish_and_calls_over_the_api() {
     let r = http(addr, "POST", "/api/publish", &[], &big);
     assert_eq!(r.status, 413);
 }
+
+#[test]
+fn api_keys_act_with_their_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let hash = |k: &str| leviathan::auth::token_hash(k);
+    std::fs::write(
+        &keys,
+        format!(
+            "# name role sha256\nops admin {}\nnobody nothing {}\n",
+            hash("ops-key-1"),
+            hash("weak-key-2")
+        ),
+    )
+    .unwrap();
+    let config = Config {
+        auth: leviathan::auth::AuthSettings {
+            mode: leviathan::auth::AuthMode::Required,
+            ..Config::default().auth
+        },
+        api_key_file: Some(keys.clone()),
+        ..Config::default()
+    };
+    let server = common::start_with(config.clone());
+    let addr = server.http_addr().unwrap();
+    let mut c = Client::connect(server.local_addr());
+    assert!(c.ok("LOGIN nobody x").starts_with("-ERR"), "no users here");
+    let with = |key: &str, path: &str| {
+        let auth = format!("Authorization: Bearer {key}");
+        http(addr, "GET", path, &[&auth], "")
+    };
+    let r = with("ops-key-1", "/api/channels");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = with("ops-key-1", "/api/tables/t");
+    assert_eq!(
+        r.json()["error"]["code"],
+        "no_such_table",
+        "admins may read any table"
+    );
+    let r = with("weak-key-2", "/api/tables/t");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["error"]["message"], "read t");
+    let r = with("not-a-key", "/api/channels");
+    assert_eq!(r.status, 401);
+    drop(server);
+    // A key file with the key itself in it (not its hash) stops the start, naming the line.
+    std::fs::write(&keys, "ops admin ops-key-1\n").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = leviathan::Server::start(listener, config)
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("line 1") && text.contains("SHA-256"),
+        "{text}"
+    );
+}

@@ -6,6 +6,7 @@
 //! carry the same codes).
 
 mod api;
+pub mod keys;
 mod metrics;
 
 use std::io::{self, Read};
@@ -47,6 +48,8 @@ pub struct HttpContext {
     pub parse: ParseLimits,
     /// The largest request body taken (`--max-line`, as for a request line).
     pub max_body: usize,
+    /// Keys programs without an account bring (`--api-key-file`).
+    pub keys: keys::ApiKeys,
     health: AtomicU8,
 }
 
@@ -59,6 +62,7 @@ impl HttpContext {
         framework: Arc<Framework>,
         parse: ParseLimits,
         max_body: usize,
+        keys: keys::ApiKeys,
     ) -> Self {
         HttpContext {
             hub,
@@ -68,6 +72,7 @@ impl HttpContext {
             framework,
             parse,
             max_body,
+            keys,
             health: AtomicU8::new(Health::Starting as u8),
         }
     }
@@ -337,13 +342,16 @@ fn via_manager(ctx: &HttpContext, command: Command) -> Answer {
     }
 }
 
-/// Who is asking: the user of the session token it brings, else a guest, as an
-/// anonymous client on the wire is; under `--auth required` a session is needed.
+/// Who is asking: the API key or the user of the session token it brings, else a
+/// guest, as an anonymous client on the wire is; under `--auth required` a key or a
+/// session is needed.
 fn caller(ctx: &HttpContext, bearer: Option<&str>) -> Result<Identity, ErrorReply> {
     let unauthorized = |why: &str| {
         ErrorReply::new(
             "unauthorized",
-            format!("{why}: send Authorization: Bearer <session token> (LOGIN gives one)"),
+            format!(
+                "{why}: send Authorization: Bearer <session token> (LOGIN gives one) or an API key"
+            ),
         )
     };
     let token = match (ctx.auth.mode, bearer) {
@@ -351,6 +359,13 @@ fn caller(ctx: &HttpContext, bearer: Option<&str>) -> Result<Identity, ErrorRepl
         (AuthMode::Required, None) => return Err(unauthorized("this server requires logging in")),
         (_, Some(t)) => t,
     };
+    if let Some(key) = ctx.keys.find(token) {
+        return Ok(Identity {
+            user: Some(Arc::from(format!("key:{}", key.name).as_str())),
+            role: Arc::from(key.role.as_str()),
+            session: None,
+        });
+    }
     let (hash, session) = ctx
         .auth
         .sessions
