@@ -17,7 +17,7 @@ use crate::commands::table_api::Tables;
 use crate::conn::{self, ConnContext, ConnSettings};
 use crate::framework::{Framework, Hub};
 use crate::http::keys::ApiKeys;
-use crate::http::{Health, HttpContext};
+use crate::http::{Health, HttpContext, HttpSettings};
 use crate::manager::liveness::Liveness;
 pub use crate::manager::stats::Stats;
 use crate::manager::{ChannelOp, Manager, ManagerSettings};
@@ -284,11 +284,13 @@ impl Server {
             store.clone(),
             auth.clone(),
             framework.clone(),
-            ParseLimits {
-                max_json_depth: config.max_json_depth,
+            HttpSettings {
+                parse: ParseLimits {
+                    max_json_depth: config.max_json_depth,
+                },
+                max_body: config.max_line,
+                keys: api_keys,
             },
-            config.max_line,
-            api_keys,
         ));
         let http = match http_listener {
             Some(l) => Some(crate::http::start(l, http_ctx.clone())?),

@@ -130,7 +130,7 @@ pub fn publish(ctx: &HttpContext, body: &[u8]) -> Result<Command, ErrorReply> {
     };
     obj.insert("op".into(), Value::from("pub"));
     let line = serde_json::to_vec(&v).unwrap_or_default();
-    let req = commands::parse_request(&line, &ctx.parse)
+    let req = commands::parse_request(&line, &ctx.settings.parse)
         .ok_or_else(|| ErrorReply::new("bad_args", "an empty request".into()))?;
     req.command
 }

@@ -44,13 +44,18 @@ pub struct HttpContext {
     pub store: Arc<TableStore>,
     pub auth: Arc<Auth>,
     pub(crate) framework: Arc<Framework>,
+    pub settings: HttpSettings,
+    health: AtomicU8,
+}
+
+/// The HTTP side's own settings (the assembly fills them in from its `Config`).
+pub struct HttpSettings {
     /// What the wire's parser refuses (a published body is parsed as a request).
     pub parse: ParseLimits,
     /// The largest request body taken (`--max-line`, as for a request line).
     pub max_body: usize,
     /// Keys programs without an account bring (`--api-key-file`).
     pub keys: keys::ApiKeys,
-    health: AtomicU8,
 }
 
 impl HttpContext {
@@ -60,9 +65,7 @@ impl HttpContext {
         store: Arc<TableStore>,
         auth: Arc<Auth>,
         framework: Arc<Framework>,
-        parse: ParseLimits,
-        max_body: usize,
-        keys: keys::ApiKeys,
+        settings: HttpSettings,
     ) -> Self {
         HttpContext {
             hub,
@@ -70,9 +73,7 @@ impl HttpContext {
             store,
             auth,
             framework,
-            parse,
-            max_body,
-            keys,
+            settings,
             health: AtomicU8::new(Health::Starting as u8),
         }
     }
@@ -232,7 +233,7 @@ fn route(ctx: &HttpContext, req: Request) -> Answer {
     let (path, query) = full.split_once('?').unwrap_or((&full, ""));
     let bearer = header(&req, "authorization")
         .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
-    let body = match read_body(req, ctx.max_body) {
+    let body = match read_body(req, ctx.settings.max_body) {
         Ok(b) => b,
         Err(answer) => return answer,
     };
@@ -359,7 +360,7 @@ fn caller(ctx: &HttpContext, bearer: Option<&str>) -> Result<Identity, ErrorRepl
         (AuthMode::Required, None) => return Err(unauthorized("this server requires logging in")),
         (_, Some(t)) => t,
     };
-    if let Some(key) = ctx.keys.find(token) {
+    if let Some(key) = ctx.settings.keys.find(token) {
         return Ok(Identity {
             user: Some(Arc::from(format!("key:{}", key.name).as_str())),
             role: Arc::from(key.role.as_str()),
