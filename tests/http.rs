@@ -33,7 +33,12 @@ fn scrape(addr: std::net::SocketAddr) -> std::collections::BTreeMap<String, f64>
             typed.insert(name.to_string(), kind.to_string());
         } else if !line.starts_with("# HELP ") {
             let name = line.split(['{', ' ']).next().unwrap();
-            assert!(typed.contains_key(name), "{line} has no # TYPE before it");
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|b| typed.get(*b).is_some_and(|k| k == "histogram"))
+                .unwrap_or(name);
+            assert!(typed.contains_key(base), "{line} has no # TYPE before it");
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
@@ -49,6 +54,12 @@ fn scrape(addr: std::net::SocketAddr) -> std::collections::BTreeMap<String, f64>
                 prometheus_parse::Value::Counter(v)
                 | prometheus_parse::Value::Gauge(v)
                 | prometheus_parse::Value::Untyped(v) => v,
+                // A histogram by its count (the +Inf bucket), its buckets in order.
+                prometheus_parse::Value::Histogram(buckets) => {
+                    let counts: Vec<f64> = buckets.iter().map(|b| b.count).collect();
+                    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+                    counts.last().copied().unwrap_or(0.0)
+                }
                 other => panic!("{other:?}"),
             };
             let labels = s.labels.to_string();
@@ -85,7 +96,15 @@ fn health_and_metrics_follow_what_clients_do() {
     a.ok("DEFINE users name:str");
     a.ok("INSERT users name=ann");
     a.ok("INSERT users name=bob");
+    // One request in 16 per connection is timed.
+    for _ in 0..48 {
+        b.ok("PING");
+    }
     let during = scrape(addr);
+    let timed = |family: &str| {
+        during[&format!(r#"leviathan_request_duration_seconds{{family="{family}"}}"#)]
+    };
+    assert!(timed("session") >= 3.0, "{during:?}");
     assert_eq!(during["leviathan_connections"], 2.0);
     assert_eq!(during["leviathan_clients"], 2.0);
     assert_eq!(during["leviathan_channels"], 1.0);

@@ -26,6 +26,7 @@ use crate::commands::tables::TableCommand;
 use crate::commands::Command;
 use crate::framework::{Ctx, Headers, Hub};
 use crate::manager::outbox::{ConnId, OutItem, Outbox};
+use crate::manager::stats::SAMPLE_EVERY;
 use crate::manager::{ChannelOp, Transport};
 use crate::protocol::push::ByeReason;
 use crate::protocol::{guess_format, ErrorReply, Format, FormatChoice, Push, Reply};
@@ -62,6 +63,8 @@ enum Pending {
     Manager {
         format: Format,
         id: Option<Value>,
+        /// When it was read, and its family, if its latency is measured.
+        at: Timing,
     },
     /// The answer to a request running elsewhere (an action's coroutine), which comes
     /// back through the outbox as `OutItem::Answer(token, …)`.
@@ -69,6 +72,7 @@ enum Pending {
         token: u64,
         format: Format,
         id: Option<Value>,
+        at: Timing,
     },
     Ready(Vec<u8>),
     /// The reply to a table write whose journal record is `seq`.
@@ -76,6 +80,22 @@ enum Pending {
     /// A `SELECT` to stream once everything before it is out.
     Stream(Box<(RowStream, Format, Option<Value>)>),
     Quit,
+}
+
+/// A timed request's command family (index in `stats::FAMILIES`) and when it was read.
+type Timing = Option<(u8, std::time::Instant)>;
+
+/// The family of `c`, as an index in `stats::FAMILIES`.
+fn family(c: &Command) -> u8 {
+    match c {
+        Command::Session(_) => 0,
+        Command::Channel(_) => 1,
+        Command::Live(_) => 2,
+        Command::Table(_) => 3,
+        Command::App(_) => 4,
+        Command::Account(_) => 5,
+        Command::Service(_) => 6,
+    }
 }
 
 /// A reply to a table write that is encoded but must not be written before its journal
@@ -109,6 +129,11 @@ pub struct Session {
     in_flight: usize,
     /// `PUB`s this connection delivers itself.
     publisher: Publisher,
+    /// Requests read so far (the latency of one in `SAMPLE_EVERY` is measured).
+    requests_read: u32,
+    /// The request being handled, if its latency is measured: its family and when it
+    /// was read. Taken by the reply that waits for it, else observed when it is done.
+    timing: Timing,
     /// Commands parsed but not yet sent to the manager: sent together by `send_batch`.
     batch: Vec<Command>,
     /// Items taken from the outbox and not yet encoded.
@@ -216,6 +241,8 @@ impl Session {
             pending: VecDeque::new(),
             in_flight: 0,
             publisher: Publisher::default(),
+            requests_read: 0,
+            timing: None,
             batch: Vec::new(),
             inbox: VecDeque::new(),
             out: hello.into_bytes(),
@@ -392,11 +419,34 @@ impl Session {
         self.flush_ready();
     }
 
-    /// Handles one request line (without its `\n`).
+    /// Handles one request line (without its `\n`), timing one request in
+    /// [`SAMPLE_EVERY`].
     pub fn handle_line(&mut self, line: &[u8]) {
+        self.requests_read = self.requests_read.wrapping_add(1);
+        let started = self
+            .requests_read
+            .is_multiple_of(SAMPLE_EVERY)
+            .then(std::time::Instant::now);
         let Some(req) = commands::parse_request(line, &self.ctx.settings.parse) else {
             return;
         };
+        if let (Some(t), Ok(c)) = (started, &req.command) {
+            self.timing = Some((family(c), t));
+        }
+        self.handle_request(req);
+        // Answered here: timed now (a reply that waits took it).
+        let done = self.timing.take();
+        self.observe(done);
+    }
+
+    /// Records how long a timed request took, now that its reply is ready.
+    fn observe(&self, timing: Timing) {
+        if let Some((family, at)) = timing {
+            self.ctx.stats.latency[family as usize].observe(at.elapsed());
+        }
+    }
+
+    fn handle_request(&mut self, req: commands::Request) {
         if !self.fixed {
             self.format = req.format;
         }
@@ -431,6 +481,7 @@ impl Session {
             self.pending.push_back(Pending::Manager {
                 format: req.format,
                 id: req.id,
+                at: self.timing.take(),
             });
             return;
         }
@@ -500,6 +551,7 @@ impl Session {
                 self.pending.push_back(Pending::Manager {
                     format: req.format,
                     id: req.id,
+                    at: self.timing.take(),
                 });
             }
         }
@@ -598,8 +650,13 @@ impl Session {
         let token = self.next_token;
         self.next_token += 1;
         self.calls += 1;
-        self.pending
-            .push_back(Pending::Answer { token, format, id });
+        let at = self.timing.take();
+        self.pending.push_back(Pending::Answer {
+            token,
+            format,
+            id,
+            at,
+        });
         self.call_queue.run(Call { token, work }, &self.outbox);
         token
     }
@@ -875,9 +932,13 @@ impl Session {
         if self.account_waiting == Some(token) {
             self.account_waiting = None;
         }
-        let Some(Pending::Answer { format, id, .. }) = self.pending.remove(at) else {
+        let Some(Pending::Answer {
+            format, id, at: t, ..
+        }) = self.pending.remove(at)
+        else {
             return;
         };
+        self.observe(t);
         if at == 0 {
             reply.encode(format, id.as_ref(), &mut self.out);
             self.flush_ready();
@@ -899,15 +960,17 @@ impl Session {
             if self.in_flight == 0 {
                 self.listing = false;
             }
-            let Some(Pending::Manager { format, id }) = self.pending.remove(at) else {
+            let Some(Pending::Manager { format, id, at: t }) = self.pending.remove(at) else {
                 return;
             };
+            self.observe(t);
             let slot = self.waiting(format, id, reply, durable);
             self.pending.insert(at, slot);
             return;
         }
         match self.pending.pop_front() {
-            Some(Pending::Manager { format, id }) => {
+            Some(Pending::Manager { format, id, at }) => {
+                self.observe(at);
                 self.in_flight -= 1;
                 if self.in_flight == 0 {
                     // A listing is always the last request sent, so its reply is in.

@@ -11,6 +11,7 @@ use super::HttpContext;
 use crate::commands::services::ServiceCommand;
 use crate::commands::session::SessionCommand;
 use crate::commands::Command;
+use crate::manager::stats::{FAMILIES, LATENCY_BOUNDS_US};
 use crate::manager::SERVER_ID;
 use crate::protocol::Reply;
 
@@ -195,6 +196,36 @@ pub fn render(ctx: &HttpContext) -> String {
         "Journal records appended but not yet durable (written and synced as --fsync asks).",
         pending as f64,
     );
+    family(
+        &mut out,
+        "request_duration_seconds",
+        "histogram",
+        "Time from a request read to its reply ready, per command family (one request in 16 per connection is timed).",
+    );
+    for (i, name) in FAMILIES.iter().enumerate() {
+        let (counts, sum_us) = s.latency[i].snapshot();
+        for (bound, n) in LATENCY_BOUNDS_US.iter().zip(&counts) {
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "leviathan_request_duration_seconds_bucket{{family=\"{name}\",le=\"{le}\"}} {n}"
+            );
+        }
+        let total = counts.last().copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "leviathan_request_duration_seconds_bucket{{family=\"{name}\",le=\"+Inf\"}} {total}"
+        );
+        let _ = writeln!(
+            out,
+            "leviathan_request_duration_seconds_sum{{family=\"{name}\"}} {}",
+            sum_us as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "leviathan_request_duration_seconds_count{{family=\"{name}\"}} {total}"
+        );
+    }
     one(
         &mut out,
         "snapshots_total",

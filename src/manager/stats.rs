@@ -1,7 +1,8 @@
 //! Counters that connections and the manager keep and anyone may read while the
 //! server runs.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 /// Counters anyone may read while the server runs.
 #[derive(Debug, Default)]
@@ -28,4 +29,57 @@ pub struct Stats {
     pub bytes_in: AtomicU64,
     /// Bytes written to clients' sockets.
     pub bytes_out: AtomicU64,
+    /// How long requests take, from the line read to the reply ready, per command
+    /// family ([`FAMILIES`]); sampled (one request in [`SAMPLE_EVERY`] per connection).
+    pub latency: [Histogram; FAMILIES.len()],
+}
+
+/// The command families whose request latency is measured, by index.
+pub const FAMILIES: [&str; 7] = [
+    "session", "channel", "live", "table", "app", "account", "service",
+];
+
+/// One request in this many (per connection) has its latency measured: reading the
+/// clock for each would cost the publish path a few percent.
+pub const SAMPLE_EVERY: u32 = 16;
+
+/// Upper bounds of the latency buckets, in microseconds (then +Inf).
+pub const LATENCY_BOUNDS_US: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+    5_000_000,
+];
+
+/// A latency histogram with fixed buckets, updated without locks.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative), the last for +Inf.
+    buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        let i = LATENCY_BOUNDS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bound (the last is +Inf, the total) and the sum in
+    /// microseconds.
+    pub fn snapshot(&self) -> (Vec<u64>, u64) {
+        let mut total = 0;
+        let counts = self
+            .buckets
+            .iter()
+            .map(|b| {
+                total += b.load(Ordering::Relaxed);
+                total
+            })
+            .collect();
+        (counts, self.sum_us.load(Ordering::Relaxed))
+    }
 }

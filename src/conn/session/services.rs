@@ -42,11 +42,17 @@ impl Session {
         let token = REQUEST | self.next_token;
         self.next_token += 1;
         self.requests += 1;
+        let at = self.timing.take();
         if format == Format::Json && id.is_some() {
+            // Answered whenever ready, out of order: not timed.
             self.detached.push((token, id));
         } else {
-            self.pending
-                .push_back(Pending::Answer { token, format, id });
+            self.pending.push_back(Pending::Answer {
+                token,
+                format,
+                id,
+                at,
+            });
         }
         if let ServiceCommand::Req { token: t, .. } = &mut c {
             *t = token;
@@ -94,7 +100,8 @@ impl Session {
         if self.waiting_on_manager() {
             self.batch.push(Command::Service(Box::new(c)));
             self.in_flight += 1;
-            self.pending.push_back(Pending::Manager { format, id });
+            let at = self.timing.take();
+            self.pending.push_back(Pending::Manager { format, id, at });
             return;
         }
         let result = match c {
