@@ -26,6 +26,14 @@ pub fn listening_addr(
 pub struct Servermain {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Its HTTP port, when it logged one.
+    pub http: Option<SocketAddr>,
+}
+
+/// The address in a log line `HTTP on http://ADDR/ …`, if it is one.
+pub fn http_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("HTTP on http://").nth(1)?;
+    rest.split('/').next()?.parse().ok()
 }
 
 impl Servermain {
@@ -44,9 +52,10 @@ impl Servermain {
             .spawn()
             .expect("start servermain");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = listening_addr(&mut lines, |_| {});
+        let mut http = None;
+        let addr = listening_addr(&mut lines, |l| http = http.or(http_addr(l)));
         std::thread::spawn(move || lines.for_each(drop));
-        Servermain { child, addr }
+        Servermain { child, addr, http }
     }
 }
 

@@ -62,7 +62,9 @@ pub trait HttpServiceFactory: Send + Sized + 'static {
                     let id = stream.as_raw_fd() as usize;
                     #[cfg(windows)]
                     let id = stream.as_raw_socket() as usize;
-                    // t_c!(stream.set_nodelay(true));
+                    // leviathan patch: replies go out at once (one write per batch of
+                    // pipelined requests already), not after the peer's delayed ACK.
+                    let _ = stream.set_nodelay(true);
                     let service = self.new_service(id);
                     let builder = may::coroutine::Builder::new().id(id);
                     go!(
