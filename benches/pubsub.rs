@@ -44,6 +44,7 @@ impl Server {
             .args(["127.0.0.1", "0", "--in-memory"])
             .args(extra)
             .env("RUST_LOG", "warn,servermain=info,leviathan::app=info")
+            .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start servermain");

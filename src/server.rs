@@ -379,6 +379,37 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
+    /// Runs a wire command (text form) as the server itself, for its operator, and
+    /// returns the reply. Call it from an OS thread: it waits for the channel manager.
+    pub fn operate(&self, line: &str) -> crate::protocol::Reply {
+        use crate::protocol::Reply;
+        let line = line.trim();
+        let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let command = match crate::commands::parse_text(verb, rest) {
+            Ok(c) => c,
+            Err(e) => return Reply::Error(e),
+        };
+        if command.is_local() {
+            return crate::commands::apply_local(command, &self.store).0;
+        }
+        self.hub
+            .apply(crate::manager::SERVER_ID, command)
+            .unwrap_or_else(Reply::Error)
+    }
+
+    /// Closes connection `id` at once with `BYE kicked`; false when there is none.
+    pub fn kick(&self, id: u64) -> bool {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let op = ChannelOp::Cut {
+            id,
+            reason: crate::protocol::push::ByeReason::Kicked,
+            done: Box::new(move |found| {
+                let _ = tx.send(found);
+            }),
+        };
+        self.ctx.ops.send(op).is_ok() && rx.recv_timeout(Duration::from_secs(5)).unwrap_or(false)
+    }
+
     /// Where the HTTP side listens (`None` with `HttpPort::Off`).
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr

@@ -48,6 +48,7 @@ impl Servermain {
             .args(args)
             .envs(envs.iter().copied())
             .env("RUST_LOG", "warn,leviathan::app=info")
+            .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start servermain");

@@ -80,6 +80,13 @@ pub enum ChannelOp<C> {
         id: ConnId,
         done: Box<dyn FnOnce(Option<ClientInfo>) + Send>,
     },
+    /// Close connection `id` at once with `BYE <reason>`; `done` says whether there was
+    /// such a connection.
+    Cut {
+        id: ConnId,
+        reason: ByeReason,
+        done: Box<dyn FnOnce(bool) + Send>,
+    },
     /// The connection is gone.
     Disconnect { id: ConnId },
     /// A service request was sent that times out before any the manager knew of: it
@@ -504,6 +511,14 @@ impl Manager {
                 } = *ask;
                 let requester = requests::Requester::Callback(done);
                 self.send_request(from, &service, to.as_deref(), data, timeout, requester);
+            }
+            ChannelOp::Cut { id, reason, done } => {
+                let outbox = self.clients.get(&id).map(|c| c.outbox.clone());
+                if let Some(o) = &outbox {
+                    o.cut(reason);
+                    o.wake();
+                }
+                done(outbox.is_some());
             }
             ChannelOp::Disconnect { id } => self.disconnect(id),
             ChannelOp::RolesChanged(old) => self.roles_changed(&old),

@@ -231,6 +231,8 @@ pub enum ByeReason {
     InputBudget,
     /// Too many failed logins on this connection.
     Unauthorized,
+    /// The server's operator closed it (`kick` on the server console).
+    Kicked,
 }
 
 impl ByeReason {
@@ -242,17 +244,19 @@ impl ByeReason {
             ByeReason::LineTimeout => "line_timeout",
             ByeReason::InputBudget => "input_budget",
             ByeReason::Unauthorized => "unauthorized",
+            ByeReason::Kicked => "kicked",
         }
     }
 
     /// Every reason, for code that stores one as a number.
-    pub const ALL: [ByeReason; 6] = [
+    pub const ALL: [ByeReason; 7] = [
         ByeReason::Shutdown,
         ByeReason::SlowConsumer,
         ByeReason::StaleConnection,
         ByeReason::LineTimeout,
         ByeReason::InputBudget,
         ByeReason::Unauthorized,
+        ByeReason::Kicked,
     ];
 }
 

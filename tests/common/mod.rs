@@ -331,6 +331,8 @@ impl ServerProcess {
             .current_dir(dir)
             .env("RUST_LOG", rust_log)
             .envs(envs.iter().copied())
+            // Not the test's terminal: a server on a terminal reads operator commands.
+            .stdin(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
         if let Some(uid) = uid {
             cmd.uid(uid).gid(uid);

@@ -4,6 +4,8 @@
 //! tasks=…)`), then runs it the way `servermain` does, or starts it on a bound
 //! listener for tests. `servermain` itself is an `App` with nothing registered.
 
+pub mod operator;
+
 use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -221,6 +223,7 @@ impl App {
         };
         let server = Arc::new(parking_lot::Mutex::new(server));
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+        operator::start_if_terminal(&server, stop_tx.clone());
         if let Err(e) = handle_signals(&server, stop_tx) {
             log::error!("cannot install the signal handlers: {e}");
             return ExitCode::FAILURE;
