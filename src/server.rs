@@ -290,6 +290,7 @@ impl Server {
                 },
                 max_body: config.max_line,
                 keys: api_keys,
+                main_port: local_addr.port(),
             },
         ));
         let http = match http_listener {

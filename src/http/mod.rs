@@ -56,7 +56,14 @@ pub struct HttpSettings {
     pub max_body: usize,
     /// Keys programs without an account bring (`--api-key-file`).
     pub keys: keys::ApiKeys,
+    /// The main port, which the web console's WebSocket connects to.
+    pub main_port: u16,
 }
+
+/// The web console's files, built into the binary (no CDN: it works offline).
+const CONSOLE_HTML: &str = include_str!("console/index.html");
+const CONSOLE_JS: &str = include_str!("console/console.js");
+const CONSOLE_CSS: &str = include_str!("console/console.css");
 
 impl HttpContext {
     pub(crate) fn new(
@@ -278,6 +285,31 @@ fn route(ctx: &HttpContext, req: Request) -> Answer {
         };
     }
     match (method.as_str(), path) {
+        ("GET", "/" | "/index.html") => Answer {
+            status: 200,
+            content_type: "Content-Type: text/html; charset=utf-8",
+            body: CONSOLE_HTML.as_bytes().to_vec(),
+        },
+        ("GET", "/console.js") => Answer {
+            status: 200,
+            content_type: "Content-Type: text/javascript; charset=utf-8",
+            body: CONSOLE_JS.as_bytes().to_vec(),
+        },
+        ("GET", "/console.css") => Answer {
+            status: 200,
+            content_type: "Content-Type: text/css; charset=utf-8",
+            body: CONSOLE_CSS.as_bytes().to_vec(),
+        },
+        ("GET", "/console.json") => Answer {
+            status: 200,
+            content_type: "Content-Type: application/json",
+            body: serde_json::json!({
+                "port": ctx.settings.main_port,
+                "version": env!("CARGO_PKG_VERSION"),
+            })
+            .to_string()
+            .into_bytes(),
+        },
         ("GET", "/healthz") => match ctx.health() {
             Health::Serving => Answer::text(200, "ok\n"),
             Health::Starting => Answer::text(503, "starting\n"),
