@@ -269,15 +269,6 @@ impl Server {
             ops: ops.clone(),
             store: store.clone(),
         };
-        if let Err(why) = framework.run_startup(&hub) {
-            let _ = ops.send(ChannelOp::Shutdown);
-            let _ = manager.join();
-            if let Some(p) = persistence {
-                p.close(&store);
-            }
-            return Err(io::Error::other(why));
-        }
-        framework.start_intervals(&hub);
         let http_ctx = Arc::new(HttpContext::new(
             hub.clone(),
             stats.clone(),
@@ -293,10 +284,21 @@ impl Server {
                 main_port: local_addr.port(),
             },
         ));
-        let http = match http_listener {
+        // Served from here on, so /healthz answers 503 while the startup tasks run.
+        let mut http = match http_listener {
             Some(l) => Some(crate::http::start(l, http_ctx.clone())?),
             None => None,
         };
+        if let Err(why) = framework.run_startup(&hub) {
+            stop_http(http.take());
+            let _ = ops.send(ChannelOp::Shutdown);
+            let _ = manager.join();
+            if let Some(p) = persistence {
+                p.close(&store);
+            }
+            return Err(io::Error::other(why));
+        }
+        framework.start_intervals(&hub);
         let ctx = Arc::new(ConnContext::new(
             settings,
             store.clone(),
@@ -486,12 +488,17 @@ impl ServerHandle {
         if let Some(p) = self.persistence.take() {
             p.close(&self.store);
         }
-        if let Some(h) = self.http.take() {
-            // SAFETY: cancelling the acceptor coroutine, which owns the HTTP listener:
-            // it ends at its next blocking point and frees the port.
-            unsafe { h.coroutine().cancel() };
-            let _ = h.join();
-        }
+        stop_http(self.http.take());
+    }
+}
+
+/// Stops the HTTP side's acceptor, if any.
+fn stop_http(http: Option<may::coroutine::JoinHandle<()>>) {
+    if let Some(h) = http {
+        // SAFETY: cancelling the acceptor coroutine, which owns the HTTP listener: it
+        // ends at its next blocking point and frees the port.
+        unsafe { h.coroutine().cancel() };
+        let _ = h.join();
     }
 }
 

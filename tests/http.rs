@@ -389,3 +389,64 @@ fn api_keys_act_with_their_role() {
         "{text}"
     );
 }
+
+#[test]
+fn healthz_says_starting_and_stopping_while_tasks_run() {
+    use leviathan::framework::Ctx;
+    use std::time::Duration;
+    // A free port for the HTTP side, known before the server has started.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let http_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = Config {
+        http: leviathan::server::HttpPort::Port(port),
+        ..Config::default()
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let starting = std::thread::spawn(move || {
+        leviathan::App::new()
+            .config(config)
+            .on_startup("warm up", |_ctx: &mut Ctx| {
+                std::thread::sleep(Duration::from_millis(800));
+                Ok(())
+            })
+            .on_shutdown("drain", |_ctx: &mut Ctx| {
+                std::thread::sleep(Duration::from_millis(800));
+                Ok(())
+            })
+            .start(listener)
+            .unwrap()
+    });
+    let deadline = std::time::Instant::now() + common::WAIT;
+    let mut seen_starting = false;
+    while !starting.is_finished() && std::time::Instant::now() < deadline {
+        if let Ok(s) = std::net::TcpStream::connect(http_addr) {
+            drop(s);
+            let r = get(http_addr, "/healthz");
+            if r.status == 503 {
+                assert_eq!(r.body, "starting\n");
+                seen_starting = true;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(seen_starting, "/healthz never said starting");
+    let mut server = starting.join().unwrap();
+    assert_eq!(get(http_addr, "/healthz").status, 200);
+    let stopping = std::thread::spawn(move || server.shutdown());
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let r = get(http_addr, "/healthz");
+        if r.status == 503 {
+            assert_eq!(r.body, "stopping\n");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never stopping");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stopping.join().unwrap();
+}
