@@ -249,7 +249,7 @@ fn classify(head: &[u8]) -> Result<bool, String> {
 
 /// Answers a plain HTTP request on the main port with a redirect to the same path on
 /// the HTTP port (a browser lands on the console), saying so in the body.
-fn point_at_http(mut stream: TcpStream, head: &[u8], port: u16) {
+fn point_at_http(stream: TcpStream, head: &[u8], port: u16) {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     let _ = req.parse(head);
@@ -269,13 +269,23 @@ fn point_at_http(mut stream: TcpStream, head: &[u8], port: u16) {
         .unwrap_or("127.0.0.1");
     let url = format!("http://{host}:{port}{path}");
     let body = format!(
-        "leviathan {}: this port speaks text lines, JSON and WebSocket; HTTP (health,          metrics, the API) is served on port {port}: {url}\n",
+        "leviathan {}: this port speaks text lines, JSON and WebSocket; HTTP (health, \
+         metrics, the API, the console) is served on port {port}: {url}\n",
         env!("CARGO_PKG_VERSION")
     );
+    respond(
+        stream,
+        "307 Temporary Redirect",
+        &format!("Location: {url}\r\n"),
+        &body,
+    );
+}
+
+/// Writes a short plain-text HTTP response (bounded in time) and closes.
+fn respond(mut stream: TcpStream, status: &str, headers: &str, body: &str) {
     let resp = format!(
-        "HTTP/1.1 307 Temporary Redirect\r\nLocation: {url}\r\n\
-         Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\
-         Content-Length: {}\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\n{headers}Content-Type: text/plain; charset=utf-8\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     let _ = write_until(
@@ -295,7 +305,7 @@ fn host_part(host: &str) -> &str {
     }
 }
 
-fn http_error(mut stream: TcpStream, status: u16, reason: &str, detail: &str) {
+fn http_error(stream: TcpStream, status: u16, reason: &str, detail: &str) {
     let mut body = format!(
         "leviathan {}: connect with WebSocket (ws://HOST:PORT/, one command per text frame) \
          or plain TCP (telnet HOST PORT, one command per line; try HELP). \
@@ -306,17 +316,12 @@ fn http_error(mut stream: TcpStream, status: u16, reason: &str, detail: &str) {
         body.push_str(detail);
         body.push('\n');
     }
-    let resp = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Upgrade: websocket\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+    respond(
+        stream,
+        &format!("{status} {reason}"),
+        "Upgrade: websocket\r\n",
+        &body,
     );
-    let _ = write_until(
-        &mut stream,
-        resp.as_bytes(),
-        Instant::now() + Duration::from_secs(2),
-    );
-    let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
 /// WebSocket messages read in one pass of the connection's loop.

@@ -155,6 +155,15 @@ impl Answer {
         }
     }
 
+    /// One of the console's files.
+    fn file(content_type: &'static str, body: &'static str) -> Answer {
+        Answer {
+            status: 200,
+            content_type,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
     fn error(code: &'static str, message: String) -> Answer {
         Answer::reply(&Reply::Error(ErrorReply::new(code, message)))
     }
@@ -285,21 +294,9 @@ fn route(ctx: &HttpContext, req: Request) -> Answer {
         };
     }
     match (method.as_str(), path) {
-        ("GET", "/" | "/index.html") => Answer {
-            status: 200,
-            content_type: "Content-Type: text/html; charset=utf-8",
-            body: CONSOLE_HTML.as_bytes().to_vec(),
-        },
-        ("GET", "/console.js") => Answer {
-            status: 200,
-            content_type: "Content-Type: text/javascript; charset=utf-8",
-            body: CONSOLE_JS.as_bytes().to_vec(),
-        },
-        ("GET", "/console.css") => Answer {
-            status: 200,
-            content_type: "Content-Type: text/css; charset=utf-8",
-            body: CONSOLE_CSS.as_bytes().to_vec(),
-        },
+        ("GET", "/" | "/index.html") => Answer::file("Content-Type: text/html; charset=utf-8", CONSOLE_HTML),
+        ("GET", "/console.js") => Answer::file("Content-Type: text/javascript; charset=utf-8", CONSOLE_JS),
+        ("GET", "/console.css") => Answer::file("Content-Type: text/css; charset=utf-8", CONSOLE_CSS),
         ("GET", "/console.json") => Answer {
             status: 200,
             content_type: "Content-Type: application/json",
