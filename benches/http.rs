@@ -82,21 +82,6 @@ fn rate(addr: SocketAddr, conns: usize, secs: f64, head: String, body: Vec<u8>) 
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// A line client past its greeting.
-fn line_client(addr: SocketAddr) -> (BufReader<TcpStream>, TcpStream) {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_nodelay(true).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut w = s.try_clone().unwrap();
-    let mut r = BufReader::with_capacity(1 << 16, s);
-    w.write_all(b"PING\n").unwrap();
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap(); // HELLO
-    line.clear();
-    r.read_line(&mut line).unwrap(); // +PONG
-    (r, w)
-}
-
 fn command(r: &mut BufReader<TcpStream>, w: &mut TcpStream, cmd: &str) -> String {
     w.write_all(format!("{cmd}\n").as_bytes()).unwrap();
     let mut line = String::new();
@@ -121,9 +106,9 @@ fn count_lines(r: BufReader<TcpStream>, n: u64) -> Instant {
 
 /// 1 → 1 pub/sub, `n` 16-byte messages pipelined: messages per second.
 fn one_to_one(addr: SocketAddr, ch: &str, n: u64) -> f64 {
-    let (mut sr, mut sw) = line_client(addr);
+    let (mut sr, mut sw) = common::line_client(addr);
     assert!(command(&mut sr, &mut sw, &format!("SUB {ch}")).starts_with("+OK"));
-    let (pr, mut pw) = line_client(addr);
+    let (pr, mut pw) = common::line_client(addr);
     let replies = thread::spawn(move || count_lines(pr, n));
     let sub = thread::spawn(move || count_lines(sr, n));
     let line = format!("PUB {ch} 0123456789abcdef\n");
@@ -157,10 +142,10 @@ fn main() {
         let r = rate(http, conns, secs, get_metrics.clone(), Vec::new());
         println!("GET /metrics, {conns} connection(s):        {r:>9.0} requests/s");
     }
-    let (mut r, mut w) = line_client(server.addr);
+    let (mut r, mut w) = common::line_client(server.addr);
     assert!(command(&mut r, &mut w, "CREATE bench").starts_with("+OK"));
     // A subscriber that reads everything, so nobody is a slow consumer.
-    let (mut sr, mut sw) = line_client(server.addr);
+    let (mut sr, mut sw) = common::line_client(server.addr);
     assert!(command(&mut sr, &mut sw, "SUB bench").starts_with("+OK"));
     let reading = Arc::new(AtomicBool::new(true));
     let reader = {

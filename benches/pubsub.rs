@@ -248,20 +248,7 @@ impl Drop for Server {
 
 /// A connection that has passed the greeting.
 fn connect(addr: SocketAddr) -> (BufReader<TcpStream>, TcpStream) {
-    let s = TcpStream::connect(addr).expect("connect");
-    s.set_nodelay(true).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut w = s.try_clone().unwrap();
-    let mut r = BufReader::with_capacity(1 << 16, s);
-    // Speak first so the greeting comes at once.
-    w.write_all(b"PING\n").unwrap();
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    assert!(line.starts_with("HELLO"), "{line}");
-    line.clear();
-    r.read_line(&mut line).unwrap();
-    assert!(line.starts_with("+PONG"), "{line}");
-    (r, w)
+    common::line_client(addr)
 }
 
 fn command(r: &mut BufReader<TcpStream>, w: &mut TcpStream, cmd: &str) -> String {

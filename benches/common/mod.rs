@@ -3,9 +3,11 @@
 
 pub mod peers;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// Reads a server's log until the line that says where it listens, and returns that
 /// address; `seen` is shown every line before it.
@@ -65,4 +67,22 @@ impl Drop for Servermain {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A line connection that has passed the greeting (it speaks first, so the greeting
+/// comes at once).
+pub fn line_client(addr: SocketAddr) -> (BufReader<TcpStream>, TcpStream) {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::with_capacity(1 << 16, s);
+    w.write_all(b"PING\n").unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HELLO"), "{line}");
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("+PONG"), "{line}");
+    (r, w)
 }
