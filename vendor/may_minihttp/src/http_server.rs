@@ -57,7 +57,24 @@ pub trait HttpServiceFactory: Send + Sized + 'static {
                 #[cfg(windows)]
                 use std::os::windows::io::AsRawSocket;
                 for stream in listener.incoming() {
-                    let mut stream = t_c!(stream);
+                    // leviathan patch: an accept error (out of file descriptors, say)
+                    // is logged once a second at most and waited out, instead of
+                    // logged and retried at once in a loop that floods the log.
+                    let mut stream = match stream {
+                        Ok(s) => s,
+                        Err(e) => {
+                            static LAST: std::sync::atomic::AtomicU64 =
+                                std::sync::atomic::AtomicU64::new(0);
+                            let now = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_secs());
+                            if LAST.swap(now, std::sync::atomic::Ordering::Relaxed) != now {
+                                warn!("HTTP: accepting a connection failed: {e}");
+                            }
+                            coroutine::sleep(std::time::Duration::from_millis(10));
+                            continue;
+                        }
+                    };
                     #[cfg(unix)]
                     let id = stream.as_raw_fd() as usize;
                     #[cfg(windows)]
