@@ -324,6 +324,12 @@ fn presence_tells_joins_and_leaves_once_per_connection() {
     assert_eq!(r["members"][1]["name"], "cy");
     c.json(json!({"op":"unsub","channel":"room.1"}));
     assert_eq!(a.push(), "LEAVE room.1 cy");
+    // A rename is told as the old name leaving and the new one joining.
+    assert!(a.ok("NAME anna").starts_with("+OK"));
+    assert_eq!(a.push(), "LEAVE room.1 ann");
+    assert_eq!(a.push(), "JOIN room.1 anna");
+    let (list, _) = a.request("PRESENCE room.1");
+    assert!(list[0].starts_with("* anna since="), "{list:?}");
 }
 
 #[test]

@@ -300,7 +300,12 @@ fn set_name(m: &mut Manager, id: ConnId, name: String) -> Reply {
         m.names.remove(&client.name);
         m.names.insert(name.clone(), id);
         client.outbox.set_name(name.clone());
-        client.name = name;
+        let old = std::mem::replace(&mut client.name, name.clone());
+        m.renamed(id, old);
+        return Reply::Record {
+            key: "client",
+            fields: vec![("name", Value::from(&*name))],
+        };
     }
     Reply::Record {
         key: "client",
@@ -434,9 +439,10 @@ fn bind(m: &mut Manager, id: ConnId, identity: Identity) -> Reply {
             .is_some_and(|h| h.outbox.identity().user.as_deref() == Some(&*name));
         if !same_user {
             if let Some(h) = m.clients.get_mut(&holder) {
-                h.name = default_name(holder).into();
+                let old = std::mem::replace(&mut h.name, default_name(holder).into());
                 h.outbox.set_name(h.name.clone());
                 m.names.insert(h.name.clone(), holder);
+                m.renamed(holder, old);
             }
         }
     }
@@ -444,9 +450,10 @@ fn bind(m: &mut Manager, id: ConnId, identity: Identity) -> Reply {
         if m.names.get(&c.name) == Some(&id) {
             m.names.remove(&c.name);
         }
-        c.name = name.clone();
+        let old = std::mem::replace(&mut c.name, name.clone());
         c.outbox.set_name(name.clone());
         m.names.insert(name, id);
+        m.renamed(id, old);
     }
     Reply::Done(None)
 }

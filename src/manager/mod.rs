@@ -408,6 +408,38 @@ impl Manager {
         }
     }
 
+    /// Client `id` was called `old` and has a new name: the receivers of every presence
+    /// channel it receives are told (`LEAVE` under the old name, `JOIN` under the new).
+    pub fn renamed(&mut self, id: ConnId, old: Arc<str>) {
+        let Some(outbox) = self.clients.get(&id).map(|c| c.outbox.clone()) else {
+            return;
+        };
+        let new = outbox.name();
+        if new == old {
+            return;
+        }
+        let user = outbox.identity().user.clone();
+        let mut told = Vec::new();
+        for chan in self.channels.values() {
+            if !chan.presence || !chan.has_member(id) {
+                continue;
+            }
+            let receivers: Vec<Arc<Outbox>> = chan.members().map(|(o, _)| o.clone()).collect();
+            for (joined, name) in [(false, &old), (true, &new)] {
+                let event = Arc::new(PresenceEvent {
+                    joined,
+                    channel: chan.name.clone(),
+                    name: name.clone(),
+                    user: user.clone(),
+                });
+                told.extend(receivers.iter().map(|r| (r.clone(), event.clone())));
+            }
+        }
+        for (r, event) in told {
+            self.push(&r, Push::Presence(event));
+        }
+    }
+
     /// Sends `JOIN`/`LEAVE` for those who came to or left channel `name`.
     fn tell_presence(&mut self, name: &str) {
         let Some(chan) = self.channels.get_mut(name) else {
