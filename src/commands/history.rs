@@ -147,18 +147,11 @@ fn check_options(
 
 /// `SINCE <offset> EPOCH <epoch>` after `SUB <channel>`, if there.
 pub fn text_resume(a: &mut Args) -> Result<Option<Box<ResumeFrom>>, ErrorReply> {
-    if !a
-        .peek_word()
-        .is_some_and(|w| w.eq_ignore_ascii_case("SINCE"))
-    {
+    if !a.keyword("SINCE") {
         return Ok(None);
     }
-    a.next_word();
     let since = a.required_count("offset")?;
-    if !a
-        .next_word()
-        .is_some_and(|w| w.eq_ignore_ascii_case("EPOCH"))
-    {
+    if !a.keyword("EPOCH") {
         return Err(a.error("SINCE <offset> needs EPOCH <epoch>".into()));
     }
     let epoch = a.required("epoch")?.to_string();

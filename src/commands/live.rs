@@ -49,8 +49,7 @@ pub static SPECS: &[CommandSpec] = &[
         summary: "receive ROW <table> insert|update|delete <row> for each matching change; answered +OK seq=<n>, SINCE <n> first gives the changes missed after it",
         parse_text: |mut a| {
             let table = a.required("table")?.to_string();
-            let since = if a.peek_word().is_some_and(|w| w.eq_ignore_ascii_case("SINCE")) {
-                a.next_word();
+            let since = if a.keyword("SINCE") {
                 Some(a.required_count("seq")?)
             } else {
                 None

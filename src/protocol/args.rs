@@ -30,11 +30,15 @@ impl<'a> Args<'a> {
         Some(&s[..end])
     }
 
-    /// The next word, without taking it.
-    pub fn peek_word(&self) -> Option<&'a str> {
+    /// Takes the next word if it is the keyword `kw` (in any case); says whether it was.
+    pub fn keyword(&mut self, kw: &str) -> bool {
         let s = self.rest.trim_start();
         let end = s.find(char::is_whitespace).unwrap_or(s.len());
-        (end > 0).then(|| &s[..end])
+        let found = end > 0 && s[..end].eq_ignore_ascii_case(kw);
+        if found {
+            self.rest = &s[end..];
+        }
+        found
     }
 
     /// The next word as a count (a non-negative integer), or `bad_args` naming `what`.
