@@ -169,14 +169,29 @@ fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, mut service: T) 
         // prepare the requests, we should make sure the request is fully read
         loop {
             let mut headers = [MaybeUninit::uninit(); request::MAX_HEADERS];
-            let req = match request::decode(&mut headers, &mut req_buf, stream)? {
+            reserve_buf(&mut rsp_buf);
+            let req = match request::decode(&mut headers, &mut req_buf, stream, &mut rsp_buf)? {
                 Some(req) => req,
                 None => break,
             };
-            reserve_buf(&mut rsp_buf);
             let mut rsp = Response::new(&mut body_buf);
             match service.call(req, &mut rsp) {
-                Ok(()) => response::encode(rsp, &mut rsp_buf),
+                Ok(()) => {
+                    let tail = response::encode(rsp, &mut rsp_buf);
+                    // leviathan patch 6: a streamed body follows its head, and a
+                    // closing response ends the connection once it is out.
+                    if tail.stream.is_some() || tail.close {
+                        stream.write_all(&rsp_buf)?;
+                        rsp_buf.clear();
+                        if let Some((reader, len)) = tail.stream {
+                            copy_body(reader, stream, len)?;
+                        }
+                        if tail.close {
+                            linger(stream);
+                            return Ok(());
+                        }
+                    }
+                }
                 Err(e) => {
                     // leviathan patch: logged, not printed.
                     debug!("service err = {:?}", e);
@@ -192,6 +207,50 @@ fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, mut service: T) 
 
         if read_blocked {
             stream.wait_io();
+        }
+    }
+}
+
+/// Writes `len` bytes of `reader` to the stream as they are read (leviathan patch 6).
+/// A reader that ends early or fails ends the connection: the head promised `len`.
+#[cfg(unix)]
+fn copy_body(mut reader: Box<dyn Read + Send>, stream: &mut TcpStream, len: u64) -> io::Result<()> {
+    let mut chunk = vec![0u8; 256 << 10];
+    let mut left = len;
+    while left > 0 {
+        let want = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = reader.read(&mut chunk[..want])?;
+        if n == 0 {
+            return err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "a streamed body ended before its Content-Length",
+            ));
+        }
+        stream.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// Closes a connection whose request body may not have been read, the way web servers
+/// do ("lingering close", leviathan patch 6): the write side is shut first, then what
+/// the client still sends is read and dropped for a moment, so that the kernel does
+/// not answer the unread bytes with a reset that destroys the response before the
+/// client has read it.
+#[cfg(unix)]
+fn linger(stream: &mut TcpStream) {
+    let _ = stream.flush();
+    if stream.shutdown(std::net::Shutdown::Write).is_err() {
+        return;
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(250)));
+    let mut sink = [0u8; 16 << 10];
+    let mut dropped = 0usize;
+    while std::time::Instant::now() < until && dropped < 64 << 20 {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => dropped += n,
         }
     }
 }
@@ -216,13 +275,15 @@ fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, mut service: T) 
         if read_cnt > 0 {
             loop {
                 let mut headers = [MaybeUninit::uninit(); request::MAX_HEADERS];
-                let req = match request::decode(&mut headers, &mut req_buf, stream)? {
+                let req = match request::decode(&mut headers, &mut req_buf, stream, &mut rsp_buf)? {
                     Some(req) => req,
                     None => break,
                 };
                 let mut rsp = Response::new(&mut body_buf);
                 match service.call(req, &mut rsp) {
-                    Ok(()) => response::encode(rsp, &mut rsp_buf),
+                    Ok(()) => {
+                        response::encode(rsp, &mut rsp_buf);
+                    }
                     Err(e) => {
                         eprintln!("service err = {:?}", e);
                         response::encode_error(e, &mut rsp_buf);

@@ -1,5 +1,5 @@
 use std::fmt;
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufRead, Read, Write};
 use std::mem::MaybeUninit;
 
 pub(crate) const MAX_HEADERS: usize = 16;
@@ -94,6 +94,8 @@ pub struct Request<'buf, 'header, 'stream> {
     req: httparse::Request<'header, 'buf>,
     req_buf: &'buf mut BytesMut,
     stream: &'stream mut TcpStream,
+    /// Responses to earlier pipelined requests not yet written (leviathan patch 6).
+    out: &'stream mut BytesMut,
 }
 
 impl<'buf, 'header, 'stream> Request<'buf, 'header, 'stream> {
@@ -124,6 +126,25 @@ impl<'buf, 'header, 'stream> Request<'buf, 'header, 'stream> {
         }
     }
 
+    /// Whether the client sent `Expect: 100-continue` (it waits, a while, for
+    /// [`Request::write_continue`] before it sends the body). leviathan patch 6.
+    pub fn expects_continue(&self) -> bool {
+        self.req.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("expect") && h.value.eq_ignore_ascii_case(b"100-continue")
+        })
+    }
+
+    /// Tells a client that sent `Expect: 100-continue` to send the body (after the
+    /// responses to its earlier pipelined requests, written out first). leviathan
+    /// patch 6.
+    pub fn write_continue(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(self.out)?;
+            self.out.clear();
+        }
+        self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+    }
+
     /// The `Content-Length` header: `Ok(None)` when absent, `Err` when it is not a
     /// number. leviathan patch: it was unwrapped, so a bad header from the network
     /// panicked the connection's coroutine.
@@ -151,6 +172,7 @@ pub fn decode<'header, 'buf, 'stream>(
     headers: &'header mut [MaybeUninit<httparse::Header<'buf>>; MAX_HEADERS],
     req_buf: &'buf mut BytesMut,
     stream: &'stream mut TcpStream,
+    out: &'stream mut BytesMut,
 ) -> io::Result<Option<Request<'buf, 'header, 'stream>>> {
     let mut req = httparse::Request::new(&mut []);
     // safety: don't hold the reference of req_buf
@@ -177,5 +199,6 @@ pub fn decode<'header, 'buf, 'stream>(
         req,
         req_buf,
         stream,
+        out,
     }))
 }

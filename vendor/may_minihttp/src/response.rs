@@ -1,4 +1,4 @@
-use std::io;
+use std::io::{self, Read};
 
 use crate::request::MAX_HEADERS;
 
@@ -9,12 +9,24 @@ pub struct Response<'a> {
     status_message: StatusMessage,
     body: Body,
     rsp_buf: &'a mut BytesMut,
+    /// leviathan patch 6: end the connection once this response is written.
+    close: bool,
+}
+
+/// leviathan patch 6: what the connection loop does after writing a response's head:
+/// stream its body from a reader, and close.
+pub(crate) struct Tail {
+    pub stream: Option<(Box<dyn Read + Send>, u64)>,
+    pub close: bool,
 }
 
 enum Body {
     Str(&'static str),
     Vec(Vec<u8>),
     Dummy,
+    /// leviathan patch 6: `len` bytes read from a reader as they are written, so a
+    /// large body never sits in memory.
+    Stream(Box<dyn Read + Send>, u64),
 }
 
 struct StatusMessage {
@@ -35,7 +47,26 @@ impl<'a> Response<'a> {
                 msg: "Ok",
             },
             rsp_buf,
+            close: false,
         }
+    }
+
+    /// The body is `len` bytes read from `reader` while they are written out (a large
+    /// file, say). A reader that ends early or fails closes the connection, since the
+    /// `Content-Length` already sent can no longer be kept. leviathan patch 6.
+    pub fn body_stream(&mut self, reader: Box<dyn Read + Send>, len: u64) {
+        self.body = Body::Stream(reader, len);
+    }
+
+    /// Ends the connection once this response is written (`Connection: close` is
+    /// sent): for an answer given without reading the request's body, whose bytes
+    /// would otherwise be read as the next request. leviathan patch 6.
+    pub fn close(&mut self) -> &mut Self {
+        if !self.close {
+            self.close = true;
+            self.header("Connection: close");
+        }
+        self
     }
 
     #[inline]
@@ -73,16 +104,18 @@ impl<'a> Response<'a> {
                 self.rsp_buf.extend_from_slice(v);
                 self.body = Body::Dummy;
             }
+            Body::Stream(..) => self.body = Body::Dummy,
         }
         self.rsp_buf
     }
 
     #[inline]
-    fn body_len(&self) -> usize {
+    fn body_len(&self) -> u64 {
         match self.body {
-            Body::Dummy => self.rsp_buf.len(),
-            Body::Str(s) => s.len(),
-            Body::Vec(ref v) => v.len(),
+            Body::Dummy => self.rsp_buf.len() as u64,
+            Body::Str(s) => s.len() as u64,
+            Body::Vec(ref v) => v.len() as u64,
+            Body::Stream(_, n) => n,
         }
     }
 
@@ -92,6 +125,7 @@ impl<'a> Response<'a> {
             Body::Dummy => self.rsp_buf.as_ref(),
             Body::Str(s) => s.as_bytes(),
             Body::Vec(ref v) => v,
+            Body::Stream(..) => &[],
         }
     }
 }
@@ -102,7 +136,7 @@ impl<'a> Drop for Response<'a> {
     }
 }
 
-pub(crate) fn encode(mut rsp: Response, buf: &mut BytesMut) {
+pub(crate) fn encode(mut rsp: Response, buf: &mut BytesMut) -> Tail {
     if rsp.status_message.code == 200 {
         buf.extend_from_slice(b"HTTP/1.1 200 Ok\r\nServer: M\r\nDate: ");
     } else {
@@ -127,6 +161,14 @@ pub(crate) fn encode(mut rsp: Response, buf: &mut BytesMut) {
 
     buf.extend_from_slice(b"\r\n\r\n");
     buf.extend_from_slice(rsp.get_body());
+    let stream = match std::mem::replace(&mut rsp.body, Body::Dummy) {
+        Body::Stream(reader, len) => Some((reader, len)),
+        _ => None,
+    };
+    Tail {
+        stream,
+        close: rsp.close,
+    }
 }
 
 #[cold]
