@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use leviathan::auth::AuthSettings;
 use leviathan::server::HttpPort;
+use leviathan::store::files::FileLimits;
 use leviathan::store::StoreLimits;
 use leviathan::{App, Config};
 
@@ -137,6 +138,14 @@ struct Args {
     /// itself is never stored; sha256sum gives the hash)
     #[arg(long)]
     api_key_file: Option<std::path::PathBuf>,
+    /// Largest file uploaded over the HTTP port (PUT /files/…): bytes, or with K, M, G
+    /// or T (powers of 1024); 0 for no limit
+    #[arg(long, default_value = "1G", value_parser = size)]
+    max_file_size: u64,
+    /// Bytes one user's files may take together (anonymous uploads share one quota);
+    /// same units; 0 for no limit
+    #[arg(long, default_value = "10G", value_parser = size)]
+    file_quota: u64,
 }
 
 fn main() -> ExitCode {
@@ -183,9 +192,39 @@ fn main() -> ExitCode {
             (false, None) => HttpPort::NextToMain,
         },
         api_key_file: args.api_key_file.clone(),
+        files: FileLimits {
+            max_file_size: args.max_file_size,
+            quota: args.file_quota,
+        },
         ..Config::default()
     };
     App::new().config(config).run(&args.host, args.port)
+}
+
+/// A size from a flag: `1048576`, `512K`, `1M`, `1.5G`, `2T` (also `MiB`, `GB`…: all
+/// powers of 1024).
+fn size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        other => return Err(format!("'{other}' is no size unit: use K, M, G or T")),
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (say 1048576, 512K, 1G)"))?;
+    let bytes = n * (1u64 << shift) as f64;
+    if !(0.0..1.8e19).contains(&bytes) {
+        return Err(format!("'{s}' is out of range"));
+    }
+    Ok(bytes as u64)
 }
 
 /// A number of seconds from a flag, where 0 means off.

@@ -73,3 +73,47 @@ impl Slice {
         self.since = Instant::now();
     }
 }
+
+/// Threads that run blocking work (disk I/O: a file's chunk, an fsync, a rename) for
+/// coroutines, so that a slow disk never stalls a worker and the other connections on
+/// it. Started when first needed.
+static BLOCKING: std::sync::LazyLock<Option<crossbeam_channel::Sender<Job>>> =
+    std::sync::LazyLock::new(|| {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let mut started = 0;
+        for i in 0..BLOCKING_THREADS {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("blocking-io-{i}"))
+                .spawn(move || {
+                    for job in rx {
+                        // A panicking job drops its answer's sender: its caller gets
+                        // `None`, and this thread goes on serving.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                });
+            started += usize::from(spawned.is_ok());
+        }
+        (started > 0).then_some(tx)
+    });
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// How many threads [`blocking`] runs its work on: enough for a few transfers' disk
+/// calls to overlap; each call is one chunk, so none holds a thread for long.
+const BLOCKING_THREADS: usize = 4;
+
+/// Runs `f` on one of the blocking-work threads and waits for it without blocking this
+/// coroutine's worker; outside a coroutine, runs it here. `None` if `f` panicked (or
+/// no thread could be started).
+pub fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    if !may::coroutine::is_coroutine() {
+        return std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
+    }
+    let (tx, rx) = may::sync::mpsc::channel();
+    let job: Job = Box::new(move || {
+        let _ = tx.send(f());
+    });
+    BLOCKING.as_ref()?.send(job).ok()?;
+    rx.recv().ok()
+}

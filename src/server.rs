@@ -22,6 +22,7 @@ use crate::manager::liveness::Liveness;
 pub use crate::manager::stats::Stats;
 use crate::manager::{ChannelOp, Manager, ManagerSettings};
 use crate::protocol::ParseLimits;
+use crate::store::files::{FileLimits, Files};
 use crate::store::journal::{FsyncPolicy, Journal};
 use crate::store::load;
 use crate::store::lock::DataLock;
@@ -96,6 +97,8 @@ pub struct Config {
     pub http: HttpPort,
     /// API keys for the HTTP API: `<name> <role> <sha256 of the key>` a line.
     pub api_key_file: Option<PathBuf>,
+    /// The largest file and each user's quota on the HTTP port's files.
+    pub files: FileLimits,
 }
 
 /// Where the HTTP side listens.
@@ -147,6 +150,7 @@ impl Default for Config {
             max_pending_requests: 256,
             http: HttpPort::NextToMain,
             api_key_file: None,
+            files: FileLimits::default(),
         }
     }
 }
@@ -203,6 +207,14 @@ impl Server {
         let store = Arc::new(TableStore::new(config.store_limits));
         let persistence = match &config.data_dir {
             Some(dir) => Some(Persist::open(dir, &store, &config)?),
+            None => None,
+        };
+        let files = match &config.data_dir {
+            Some(dir) => {
+                let (files, note) = Files::open(dir, config.files).map_err(io::Error::other)?;
+                log::info!("{note}");
+                Some(Arc::new(files))
+            }
             None => None,
         };
         let admin_password = config
@@ -268,6 +280,7 @@ impl Server {
         let hub = Hub {
             ops: ops.clone(),
             store: store.clone(),
+            files: files.clone(),
         };
         let http_ctx = Arc::new(HttpContext::new(
             hub.clone(),
@@ -299,15 +312,18 @@ impl Server {
             return Err(io::Error::other(why));
         }
         framework.start_intervals(&hub);
-        let ctx = Arc::new(ConnContext::new(
-            settings,
-            store.clone(),
-            ops,
-            stats.clone(),
-            framework.clone(),
-            auth,
-            routes,
-        ));
+        let ctx = Arc::new(
+            ConnContext::new(
+                settings,
+                store.clone(),
+                ops,
+                stats.clone(),
+                framework.clone(),
+                auth,
+                routes,
+            )
+            .with_files(files),
+        );
         let acceptor = {
             let ctx = ctx.clone();
             may::go!(move || conn::accept_loop(listener, ctx))

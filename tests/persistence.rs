@@ -329,12 +329,12 @@ fn stored_strings_read_back_as_themselves_after_save_and_after_kill_9() {
     assert_eq!(c.ok("COUNT t"), format!("+OK {}", 2 * tricky.len()));
 }
 
-/// Every file in a folder and its bytes.
+/// Every file in a folder and its bytes (not the folders in it: `files/`).
 fn files(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap())
-        .filter(|e| e.file_name() != "LOCK")
+        .filter(|e| e.file_name() != "LOCK" && e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| {
             (
                 e.file_name().to_string_lossy().into_owned(),

@@ -6,6 +6,7 @@ use serde_json::Value;
 use super::accounts::AccountCommand;
 use super::app::AppCommand;
 use super::channels::ChannelCommand;
+use super::files::FileCommand;
 use super::live::LiveCommand;
 use super::services::ServiceCommand;
 use super::session::SessionCommand;
@@ -30,6 +31,8 @@ pub enum Command {
     Account(Box<AccountCommand>),
     /// Services between clients (`SERVE`, `REQ`, `REPLY`, …). Boxed like tables.
     Service(Box<ServiceCommand>),
+    /// Files on the HTTP port (`GRANT`). Boxed like tables.
+    File(Box<FileCommand>),
 }
 
 impl Command {
@@ -43,7 +46,8 @@ impl Command {
             | Command::Table(_)
             | Command::App(_)
             | Command::Account(_)
-            | Command::Service(_) => false,
+            | Command::Service(_)
+            | Command::File(_) => false,
         }
     }
 
@@ -52,7 +56,7 @@ impl Command {
     pub fn is_local(&self) -> bool {
         match self {
             Command::Session(c) => c.is_local(),
-            Command::Table(_) | Command::App(_) | Command::Account(_) => true,
+            Command::Table(_) | Command::App(_) | Command::Account(_) | Command::File(_) => true,
             Command::Channel(_) | Command::Live(_) | Command::Service(_) => false,
         }
     }

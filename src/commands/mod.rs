@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod app;
 pub mod channels;
 pub mod command;
+pub mod files;
 pub mod history;
 pub mod live;
 pub mod rights;
@@ -45,7 +46,7 @@ pub struct CommandSpec {
 }
 
 /// Every command family's specs, in `HELP` order.
-fn families() -> [&'static [CommandSpec]; 8] {
+fn families() -> [&'static [CommandSpec]; 9] {
     [
         session::SPECS,
         channels::SPECS,
@@ -54,6 +55,7 @@ fn families() -> [&'static [CommandSpec]; 8] {
         live::SPECS,
         services::SPECS,
         accounts::SPECS,
+        files::SPECS,
         app::SPECS,
     ]
 }
@@ -224,7 +226,7 @@ impl crate::manager::Handler for Routed {
             Command::Channel(c) => channels::apply(m, id, c),
             Command::Live(c) => live::apply(m, id, c),
             Command::Service(c) => return services::apply(m, id, *c),
-            Command::Table(_) | Command::App(_) | Command::Account(_) => {
+            Command::Table(_) | Command::App(_) | Command::Account(_) | Command::File(_) => {
                 Reply::Error(ErrorReply::new(
                     "internal",
                     "a connection's own command was routed to the channel manager".into(),

@@ -74,6 +74,7 @@ fn needs(c: &Command) -> Option<(Right, &str)> {
         },
         Command::Account(a) if a.is_admin() => Some((Right::Admin, "users")),
         Command::Account(_) => None,
+        Command::File(_) => Some((Right::Admin, "files")),
     }
 }
 

@@ -13,6 +13,7 @@ use crate::framework::Framework;
 use crate::manager::route::Routes;
 use crate::manager::stats::Stats;
 use crate::protocol::ParseLimits;
+use crate::store::files::Files;
 use crate::store::TableStore;
 
 /// The transport's limits and timings.
@@ -57,6 +58,8 @@ pub struct ConnContext {
     pub auth: Arc<Auth>,
     /// Every channel's receivers, for publishing without the manager.
     pub routes: Arc<Routes>,
+    /// The files folder and its grants (`None` without a data folder).
+    pub files: Option<Arc<Files>>,
 }
 
 impl ConnContext {
@@ -79,6 +82,13 @@ impl ConnContext {
             framework,
             auth,
             routes,
+            files: None,
         }
+    }
+
+    /// Serves the files folder too (a server with a data folder).
+    pub fn with_files(mut self, files: Option<Arc<Files>>) -> ConnContext {
+        self.files = files;
+        self
     }
 }

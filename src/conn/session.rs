@@ -95,6 +95,7 @@ fn family(c: &Command) -> u8 {
         Command::App(_) => 4,
         Command::Account(_) => 5,
         Command::Service(_) => 6,
+        Command::File(_) => 7,
     }
 }
 
@@ -529,6 +530,11 @@ impl Session {
             // Reading it was the point: the connection noted the input.
             Ok(Command::Session(SessionCommand::Pong)) => {}
             Ok(Command::Table(t)) if t.is_select() => self.select(*t, req.format, req.id),
+            Ok(Command::File(c)) => {
+                let user = self.identity.user.as_deref();
+                let reply = commands::files::apply(self.ctx.files.as_deref(), user, *c);
+                self.local_reply(req.format, req.id, reply);
+            }
             Ok(Command::Session(SessionCommand::Quit)) => {
                 let quit = Command::Session(SessionCommand::Quit);
                 let (reply, _) = commands::apply_local(quit, &self.ctx.store);
@@ -628,6 +634,7 @@ impl Session {
         Hub {
             ops: self.ctx.ops.clone(),
             store: self.ctx.store.clone(),
+            files: self.ctx.files.clone(),
         }
     }
 

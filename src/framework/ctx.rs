@@ -15,6 +15,7 @@ use crate::commands::{Command, Op};
 use crate::manager::outbox::ConnId;
 use crate::manager::{ChannelOp, ClientInfo, ServiceAsk, Transport, SERVER_ID, SERVER_NAME};
 use crate::protocol::{ErrorReply, Payload, Reply};
+use crate::store::files::{FileOp, Files};
 use crate::store::TableStore;
 
 /// How the framework reaches the channel manager and the tables.
@@ -22,6 +23,8 @@ use crate::store::TableStore;
 pub(crate) struct Hub {
     pub ops: Sender<Op>,
     pub store: Arc<TableStore>,
+    /// The files folder and its grants (`None` without a data folder).
+    pub files: Option<Arc<Files>>,
 }
 
 impl Hub {
@@ -282,6 +285,24 @@ impl Ctx {
         Ok(self
             .hub
             .request(self.id, service, client, data, Some(timeout))?)
+    }
+
+    /// A token allowing `op` (`FileOp::Put`, `Get` or `Delete`) on `path` over the
+    /// HTTP port (`PUT|GET|DELETE /files/<path>`, the token as `Authorization: Bearer`
+    /// or `?token=`), for `ttl` (at most 7 days). A path ending in `/` covers everything
+    /// under that folder. What is uploaded with it counts against the caller's user's
+    /// quota (anonymous callers and tasks share one). This is how an application lets
+    /// a client upload its avatar without being an admin: the action decides.
+    pub fn grant(&self, op: FileOp, path: &str, ttl: Duration) -> Result<String, ActionError> {
+        let files = self.hub.files.as_ref().ok_or_else(|| {
+            ActionError::new(
+                "unavailable",
+                "files need a data folder (this server keeps everything in memory)".to_string(),
+            )
+        })?;
+        files
+            .grant(op, path, ttl, self.user().unwrap_or(""))
+            .map_err(|e| ActionError::new(e.code, e.message))
     }
 
     /// Waits without holding up anyone else.

@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use serde_json::Value as Json;
 
+/// What a grant allows, for [`Ctx::grant`].
+pub use crate::store::files::FileOp;
 pub use action::{ActionError, Answer};
 pub use ctx::Ctx;
 pub(crate) use ctx::Hub;

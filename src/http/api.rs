@@ -104,15 +104,15 @@ pub fn select(table: &str, params: &[(String, String)]) -> Result<Command, Error
 /// The rows of a `SELECT` reply as CSV.
 pub fn csv_answer(reply: &Reply) -> Answer {
     match reply {
-        Reply::Rows(r) => Answer {
-            status: 200,
-            content_type: "Content-Type: text/csv; charset=utf-8",
-            body: crate::store::persist::rows_csv(
+        Reply::Rows(r) => Answer::bytes(
+            200,
+            "Content-Type: text/csv; charset=utf-8",
+            crate::store::persist::rows_csv(
                 r.columns.iter().map(String::as_str),
                 r.rows.iter().map(|row| &row[..]),
                 r.rows.len(),
             ),
-        },
+        ),
         other => Answer::reply(other),
     }
 }

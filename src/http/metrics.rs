@@ -240,5 +240,36 @@ pub fn render(ctx: &HttpContext) -> String {
         "How long the last snapshot took.",
         ctx.store.last_snapshot_millis.load(Relaxed) as f64 / 1000.0,
     );
+    if let Some(files) = &ctx.hub.files {
+        let (count, bytes) = files.totals();
+        one(
+            &mut out,
+            "files",
+            "gauge",
+            "Files stored (PUT /files/…).",
+            count as f64,
+        );
+        one(
+            &mut out,
+            "file_bytes",
+            "gauge",
+            "Bytes the stored files take.",
+            bytes as f64,
+        );
+        one(
+            &mut out,
+            "file_uploads_total",
+            "counter",
+            "Uploads put in place since start.",
+            files.uploads.load(Relaxed) as f64,
+        );
+        one(
+            &mut out,
+            "file_downloads_total",
+            "counter",
+            "Downloads begun since start.",
+            files.downloads.load(Relaxed) as f64,
+        );
+    }
     out
 }

@@ -6,6 +6,7 @@
 //! carry the same codes).
 
 mod api;
+mod files;
 pub mod keys;
 mod metrics;
 
@@ -129,15 +130,29 @@ struct Answer {
     status: u16,
     content_type: &'static str,
     body: Vec<u8>,
+    /// A body streamed from a reader instead (a file), with its length.
+    stream: Option<(Box<dyn Read + Send>, u64)>,
+    /// End the connection after this answer (a request body left unread).
+    close: bool,
 }
 
 impl Answer {
-    fn text(status: u16, body: impl Into<String>) -> Answer {
+    fn bytes(status: u16, content_type: &'static str, body: Vec<u8>) -> Answer {
         Answer {
             status,
-            content_type: "Content-Type: text/plain; charset=utf-8",
-            body: body.into().into_bytes(),
+            content_type,
+            body,
+            stream: None,
+            close: false,
         }
+    }
+
+    fn text(status: u16, body: impl Into<String>) -> Answer {
+        Answer::bytes(
+            status,
+            "Content-Type: text/plain; charset=utf-8",
+            body.into().into_bytes(),
+        )
     }
 
     /// A wire reply as JSON, with the status its error code calls for.
@@ -148,20 +163,12 @@ impl Answer {
             Reply::Error(e) => status_of(&e.code),
             _ => 200,
         };
-        Answer {
-            status,
-            content_type: "Content-Type: application/json",
-            body,
-        }
+        Answer::bytes(status, "Content-Type: application/json", body)
     }
 
     /// One of the console's files.
     fn file(content_type: &'static str, body: &'static str) -> Answer {
-        Answer {
-            status: 200,
-            content_type,
-            body: body.as_bytes().to_vec(),
-        }
+        Answer::bytes(200, content_type, body.as_bytes().to_vec())
     }
 
     fn error(code: &'static str, message: String) -> Answer {
@@ -191,9 +198,13 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        411 => "Length Required",
         413 => "Payload Too Large",
         429 => "Too Many Requests",
+        500 => "Internal Server Error",
         503 => "Service Unavailable",
+        507 => "Insufficient Storage",
+        201 => "Created",
         _ => "Error",
     }
 }
@@ -204,7 +215,20 @@ impl HttpService for Service {
         rsp.status_code(answer.status as usize, reason(answer.status));
         rsp.header(answer.content_type);
         rsp.header("Cache-Control: no-store");
-        rsp.body_vec(answer.body);
+        if answer.close {
+            rsp.close();
+        }
+        match answer.stream {
+            Some((reader, len)) => {
+                // A stored file is the uploader's content: never sniffed into another
+                // type, and sandboxed, so a page among the files cannot run script
+                // in the console's origin.
+                rsp.header("X-Content-Type-Options: nosniff");
+                rsp.header("Content-Security-Policy: sandbox");
+                rsp.body_stream(reader, len);
+            }
+            None => rsp.body_vec(answer.body),
+        }
         Ok(())
     }
 }
@@ -221,8 +245,8 @@ fn api_command(path: &str) -> Option<Command> {
 }
 
 /// The request's body, whole, up to `max` bytes. A body past that, or a
-/// Content-Length that is no number, is answered without reading it: the connection
-/// then ends (its bytes would be read as the next request, which fails to parse).
+/// Content-Length that is no number, is answered without reading it, and the
+/// connection closed after the answer (its bytes would be read as the next request).
 fn read_body(req: Request, max: usize) -> Result<Vec<u8>, Answer> {
     match req.content_length() {
         Ok(n) if n.unwrap_or(0) <= max => {
@@ -232,14 +256,14 @@ fn read_body(req: Request, max: usize) -> Result<Vec<u8>, Answer> {
                 .map_err(|e| Answer::error("bad_args", format!("reading the body failed: {e}")))?;
             Ok(body)
         }
-        Ok(_) => Err(Answer::text(
-            413,
-            format!("a body is at most {max} bytes (--max-line)\n"),
-        )),
-        Err(()) => Err(Answer::error(
-            "bad_args",
-            "Content-Length is not a number".into(),
-        )),
+        Ok(_) => Err(Answer {
+            close: true,
+            ..Answer::text(413, format!("a body is at most {max} bytes (--max-line)\n"))
+        }),
+        Err(()) => Err(Answer {
+            close: true,
+            ..Answer::error("bad_args", "Content-Length is not a number".into())
+        }),
     }
 }
 
@@ -247,6 +271,9 @@ fn route(ctx: &HttpContext, req: Request) -> Answer {
     let method = req.method().to_string();
     let full = req.path().to_string();
     let (path, query) = full.split_once('?').unwrap_or((&full, ""));
+    if let Some(rest) = path.strip_prefix("/files/") {
+        return files::serve(ctx, req, &method, rest, query);
+    }
     let bearer = header(&req, "authorization")
         .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
     let body = match read_body(req, ctx.settings.max_body) {
@@ -297,26 +324,26 @@ fn route(ctx: &HttpContext, req: Request) -> Answer {
         ("GET", "/" | "/index.html") => Answer::file("Content-Type: text/html; charset=utf-8", CONSOLE_HTML),
         ("GET", "/console.js") => Answer::file("Content-Type: text/javascript; charset=utf-8", CONSOLE_JS),
         ("GET", "/console.css") => Answer::file("Content-Type: text/css; charset=utf-8", CONSOLE_CSS),
-        ("GET", "/console.json") => Answer {
-            status: 200,
-            content_type: "Content-Type: application/json",
-            body: serde_json::json!({
+        ("GET", "/console.json") => Answer::bytes(
+            200,
+            "Content-Type: application/json",
+            serde_json::json!({
                 "port": ctx.settings.main_port,
                 "version": env!("CARGO_PKG_VERSION"),
             })
             .to_string()
             .into_bytes(),
-        },
+        ),
         ("GET", "/healthz") => match ctx.health() {
             Health::Serving => Answer::text(200, "ok\n"),
             Health::Starting => Answer::text(503, "starting\n"),
             Health::Stopping => Answer::text(503, "stopping\n"),
         },
-        ("GET", "/metrics") => Answer {
-            status: 200,
-            content_type: "Content-Type: text/plain; version=0.0.4; charset=utf-8",
-            body: metrics::render(ctx).into_bytes(),
-        },
+        ("GET", "/metrics") => Answer::bytes(
+            200,
+            "Content-Type: text/plain; version=0.0.4; charset=utf-8",
+            metrics::render(ctx).into_bytes(),
+        ),
         (_, "/healthz" | "/metrics") => Answer::error(
             "method_not_allowed",
             format!("{path} answers GET only"),
@@ -327,7 +354,7 @@ fn route(ctx: &HttpContext, req: Request) -> Answer {
             None => Answer::error(
                 "not_found",
                 format!(
-                    "no route {}; there are /healthz, /metrics, /api/info, /api/clients, /api/channels, /api/services, /api/tables/<table>[.csv], POST /api/publish, POST /api/call/<action>",
+                    "no route {}; there are /healthz, /metrics, /api/info, /api/clients, /api/channels, /api/services, /api/tables/<table>[.csv], POST /api/publish, POST /api/call/<action>, PUT/GET/DELETE /files/<path> (with a grant)",
                     crate::protocol::args::clip(p)
                 ),
             ),

@@ -35,8 +35,8 @@ pub struct Stats {
 }
 
 /// The command families whose request latency is measured, by index.
-pub const FAMILIES: [&str; 7] = [
-    "session", "channel", "live", "table", "app", "account", "service",
+pub const FAMILIES: [&str; 8] = [
+    "session", "channel", "live", "table", "app", "account", "service", "file",
 ];
 
 /// One request in this many (per connection) has its latency measured: reading the

@@ -9,6 +9,7 @@
 pub mod changes;
 pub mod csv;
 pub mod expr;
+pub mod files;
 pub mod history;
 pub mod journal;
 pub mod lex;
