@@ -293,7 +293,7 @@ impl Server {
                     max_json_depth: config.max_json_depth,
                 },
                 max_body: config.max_line,
-                keys: api_keys,
+                keys: parking_lot::RwLock::new(api_keys),
                 main_port: local_addr.port(),
             },
         ));
@@ -342,6 +342,7 @@ impl Server {
             hub,
             auth: auth_handle,
             acl_file,
+            api_key_file: config.api_key_file.clone(),
             http,
             http_ctx,
             http_addr,
@@ -391,6 +392,7 @@ pub struct ServerHandle {
     hub: Hub,
     auth: Arc<Auth>,
     acl_file: Option<std::path::PathBuf>,
+    api_key_file: Option<std::path::PathBuf>,
     /// The HTTP side's acceptor, cancelled at shutdown.
     http: Option<may::coroutine::JoinHandle<()>>,
     http_ctx: Arc<HttpContext>,
@@ -457,6 +459,22 @@ impl ServerHandle {
         let old = self.auth.reload_roles(roles);
         let _ = self.ctx.ops.send(ChannelOp::RolesChanged(old));
         Ok(())
+    }
+
+    /// Reads the API key file (`--api-key-file`) again and puts it in force; `Ok(false)`
+    /// when there is none. A file that does not read changes nothing.
+    pub fn reload_api_keys(&self) -> Result<bool, String> {
+        let Some(path) = &self.api_key_file else {
+            return Ok(false);
+        };
+        self.http_ctx.replace_keys(ApiKeys::load(path)?);
+        Ok(true)
+    }
+
+    /// Whether roles come from an ACL file (`--acl`), which [`ServerHandle::reload_acl`]
+    /// reads again.
+    pub fn has_acl_file(&self) -> bool {
+        self.acl_file.is_some()
     }
 
     /// Live counters.

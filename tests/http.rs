@@ -450,3 +450,115 @@ fn healthz_says_starting_and_stopping_while_tasks_run() {
     }
     stopping.join().unwrap();
 }
+
+#[test]
+fn sighup_reads_the_api_keys_again_and_closed_connections_log_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let hash = leviathan::auth::token_hash;
+    std::fs::write(&keys, format!("first admin {}\n", hash("key-one"))).unwrap();
+    let args = [
+        "--in-memory",
+        "--http-port",
+        "0",
+        "--auth",
+        "required",
+        "--api-key-file",
+        keys.to_str().unwrap(),
+    ];
+    let s = ServerProcess::start(dir.path(), &args).unwrap();
+    let url = s
+        .startup_log
+        .iter()
+        .find_map(|l| l.split("HTTP on http://").nth(1))
+        .unwrap();
+    let addr: std::net::SocketAddr = url.split('/').next().unwrap().parse().unwrap();
+    let with = |key: &str| {
+        let auth = format!("Authorization: Bearer {key}");
+        http(addr, "GET", "/api/info", &[&auth], "").status
+    };
+    assert_eq!(with("key-one"), 200);
+    assert_eq!(with("key-two"), 401);
+    std::fs::write(&keys, format!("second admin {}\n", hash("key-two"))).unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + common::WAIT;
+    while with("key-two") != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the keys were not read again"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(with("key-one"), 401, "the old key no longer opens anything");
+    // A file that does not read keeps the keys in force.
+    std::fs::write(&keys, "second admin not-a-hash\n").unwrap();
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + common::WAIT;
+    let mut log = Vec::new();
+    while !log
+        .iter()
+        .any(|l: &String| l.contains("the API keys stay as they were"))
+    {
+        assert!(std::time::Instant::now() < deadline, "{log:?}");
+        log.extend(s.log.recv_timeout(std::time::Duration::from_millis(100)));
+    }
+    assert_eq!(with("key-two"), 200);
+
+    // A browser sends many headers (client hints, fetch metadata, cookies): 40 pass.
+    let many: Vec<String> = (0..40).map(|i| format!("X-Header-{i}: {i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert_eq!(http(addr, "GET", "/healthz", &many, "").status, 200);
+    // Every request above was on a connection the client then closed: nothing of
+    // that is an error for the operator's log.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    log.extend(s.log.try_iter());
+    assert!(!log.iter().any(|l| l.contains("ERROR")), "{log:#?}");
+}
+
+#[test]
+fn a_server_stopped_in_process_closes_its_keep_alive_http_connections() {
+    use std::io::{Read, Write};
+    let server = common::start();
+    let addr = server.http_addr().unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(common::WAIT)).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    drop(server);
+    // The connection is closed by the server, not left to serve on.
+    let started = std::time::Instant::now();
+    let end = s.read(&mut buf);
+    assert!(
+        matches!(end, Ok(0))
+            || matches!(&end, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{end:?} after {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn journal_bytes_not_yet_synced_show_until_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_with(Config {
+        data_dir: Some(dir.path().to_path_buf()),
+        fsync: leviathan::store::journal::FsyncPolicy::No,
+        snapshot_secs: 0,
+        ..Config::default()
+    });
+    let addr = server.http_addr().unwrap();
+    let mut c = Client::connect(server.local_addr());
+    assert_eq!(scrape(addr)["leviathan_journal_unsynced_bytes"], 0.0);
+    c.ok("DEFINE notes text:str");
+    for i in 0..20 {
+        c.ok(&format!("INSERT notes text=note-{i}"));
+    }
+    // Under --fsync no nothing syncs them but a snapshot.
+    let unsynced = scrape(addr)["leviathan_journal_unsynced_bytes"];
+    assert!(unsynced > 20.0 * 20.0, "{unsynced}");
+    assert!(c.ok("SAVE").starts_with("+OK saved"));
+    assert_eq!(scrape(addr)["leviathan_journal_unsynced_bytes"], 0.0);
+}

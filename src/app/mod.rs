@@ -272,12 +272,21 @@ fn handle_signals(
                 let Some(server) = server.upgrade() else {
                     break;
                 };
-                let reloaded = server.lock().reload_acl();
-                match reloaded {
-                    Ok(()) => {
-                        log::info!("SIGHUP: the ACL file was read again; its roles are in force")
+                let server = server.lock();
+                if server.has_acl_file() {
+                    match server.reload_acl() {
+                        Ok(()) => log::info!(
+                            "SIGHUP: the ACL file was read again; its roles are in force"
+                        ),
+                        Err(e) => log::warn!("SIGHUP: the roles stay as they were: {e}"),
                     }
-                    Err(e) => log::warn!("SIGHUP: the roles stay as they were: {e}"),
+                }
+                match server.reload_api_keys() {
+                    Ok(true) => {
+                        log::info!("SIGHUP: the API key file was read again; its keys are in force")
+                    }
+                    Ok(false) => {}
+                    Err(e) => log::warn!("SIGHUP: the API keys stay as they were: {e}"),
                 }
             }
         })?;

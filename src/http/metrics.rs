@@ -196,6 +196,14 @@ pub fn render(ctx: &HttpContext) -> String {
         "Journal records appended but not yet durable (written and synced as --fsync asks).",
         pending as f64,
     );
+    let unsynced = ctx.store.journal().map_or(0, |j| j.unsynced_bytes());
+    one(
+        &mut out,
+        "journal_unsynced_bytes",
+        "gauge",
+        "Journal bytes not yet synced to disk (buffered, or written but not fsynced).",
+        unsynced as f64,
+    );
     family(
         &mut out,
         "request_duration_seconds",

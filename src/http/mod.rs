@@ -55,8 +55,9 @@ pub struct HttpSettings {
     pub parse: ParseLimits,
     /// The largest request body taken (`--max-line`, as for a request line).
     pub max_body: usize,
-    /// Keys programs without an account bring (`--api-key-file`).
-    pub keys: keys::ApiKeys,
+    /// Keys programs without an account bring (`--api-key-file`), read again on
+    /// `SIGHUP` ([`HttpContext::replace_keys`]).
+    pub keys: parking_lot::RwLock<keys::ApiKeys>,
     /// The main port, which the web console's WebSocket connects to.
     pub main_port: u16,
 }
@@ -84,6 +85,11 @@ impl HttpContext {
             settings,
             health: AtomicU8::new(Health::Starting as u8),
         }
+    }
+
+    /// Puts a newly read API key file in force: later requests are checked against it.
+    pub fn replace_keys(&self, keys: keys::ApiKeys) {
+        *self.settings.keys.write() = keys;
     }
 
     /// Says where the server is now.
@@ -416,7 +422,8 @@ fn caller(ctx: &HttpContext, bearer: Option<&str>) -> Result<Identity, ErrorRepl
         (AuthMode::Required, None) => return Err(unauthorized("this server requires logging in")),
         (_, Some(t)) => t,
     };
-    if let Some(key) = ctx.settings.keys.find(token) {
+    let key = ctx.settings.keys.read().find(token).cloned();
+    if let Some(key) = key {
         return Ok(Identity {
             user: Some(Arc::from(format!("key:{}", key.name).as_str())),
             role: Arc::from(key.role.as_str()),

@@ -104,6 +104,9 @@ pub struct Journal {
     /// Every record with a sequence number up to this is written (and, under
     /// `always`, synced).
     durable: AtomicU64,
+    /// Bytes written to the segment since its last fsync (for `/metrics`; kept under
+    /// `--fsync no` too, where the OS decides when they reach the disk).
+    unsynced: AtomicU64,
     waiters: Mutex<Vec<(u64, Arc<dyn Waiter>)>>,
     failing: AtomicBool,
     failure: Mutex<Option<Failure>>,
@@ -135,6 +138,7 @@ impl Journal {
             more: Condvar::new(),
             segment: Mutex::new(segment),
             durable: AtomicU64::new(next_seq - 1),
+            unsynced: AtomicU64::new(0),
             waiters: Mutex::new(Vec::new()),
             failing: AtomicBool::new(false),
             failure: Mutex::new(None),
@@ -170,6 +174,12 @@ impl Journal {
     pub fn pending_records(&self) -> u64 {
         let next = self.buf.lock().next_seq;
         (next - 1).saturating_sub(self.durable.load(Ordering::Acquire))
+    }
+
+    /// Bytes of changes not yet synced to disk: buffered, or written but not fsynced.
+    pub fn unsynced_bytes(&self) -> u64 {
+        let buffered = self.buf.lock().data.len() as u64;
+        buffered + self.unsynced.load(Ordering::Relaxed)
     }
 
     /// Whether `seq` is durable by this journal's policy.
@@ -252,6 +262,8 @@ impl Journal {
             seg.len += data.len() as u64;
             seg.last_seq = last;
             seg.synced = false;
+            self.unsynced
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
         }
         let sync_now = !seg.synced
             && (force_sync
@@ -270,6 +282,7 @@ impl Journal {
             }
             seg.synced = true;
             seg.last_sync = Instant::now();
+            self.unsynced.store(0, Ordering::Relaxed);
         }
         if self.policy != FsyncPolicy::Always || seg.synced {
             self.mark_durable(last);

@@ -3,6 +3,7 @@
 use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
 use std::net::ToSocketAddrs;
+use std::sync::Arc;
 
 use crate::request::{self, Request};
 use crate::response::{self, Response};
@@ -11,7 +12,7 @@ use crate::response::{self, Response};
 use bytes::Buf;
 use bytes::{BufMut, BytesMut};
 #[cfg(unix)]
-use may::io::WaitIo;
+use may::io::{WaitIo, WaitIoWaker};
 use may::net::{TcpListener, TcpStream};
 use may::{coroutine, go};
 
@@ -56,6 +57,11 @@ pub trait HttpServiceFactory: Send + Sized + 'static {
                 use std::os::fd::AsRawFd;
                 #[cfg(windows)]
                 use std::os::windows::io::AsRawSocket;
+                // leviathan patch 7: the connections' coroutines end with the acceptor
+                // (cancelled when a server stops), so a keep-alive client is not served
+                // on by a server that stopped in-process.
+                let open = Arc::new(Open::default());
+                let _close_all = CloseAll(open.clone());
                 for stream in listener.incoming() {
                     // leviathan patch: an accept error (out of file descriptors, say)
                     // is logged once a second at most and waited out, instead of
@@ -84,17 +90,74 @@ pub trait HttpServiceFactory: Send + Sized + 'static {
                     let _ = stream.set_nodelay(true);
                     let service = self.new_service(id);
                     let builder = may::coroutine::Builder::new().id(id);
-                    go!(
-                        builder,
-                        move || if let Err(e) = each_connection_loop(&mut stream, service) {
-                            error!("service err = {:?}", e);
+                    let open = open.clone();
+                    let spawned = go!(builder, move || {
+                        let Some(key) = open.enter(stream.waker()) else {
+                            return;
+                        };
+                        if let Err(e) = each_connection_loop(&mut stream, service, &open.closing) {
+                            // leviathan patch 7: a client closing its connection ends
+                            // the loop with an error too: nothing for an operator.
+                            debug!("HTTP connection ended: {e}");
                             stream.shutdown(std::net::Shutdown::Both).ok();
                         }
-                    )
-                    .unwrap();
+                        open.leave(key);
+                    });
+                    if let Err(e) = spawned {
+                        warn!("HTTP: no coroutine for a connection: {e}");
+                    }
                 }
             }
         )
+    }
+}
+
+/// How to wake each open connection; `None` once the acceptor ended (leviathan patch
+/// 7). A connection waiting for its next request sits in `wait_io`, which a coroutine
+/// cancel does not end (it clears the cancel and waits again): it is woken instead,
+/// and sees `closing`.
+#[derive(Default)]
+struct Open {
+    #[allow(clippy::type_complexity)]
+    wakers: std::sync::Mutex<Option<(u64, std::collections::HashMap<u64, WaitIoWaker>)>>,
+    closing: std::sync::atomic::AtomicBool,
+}
+
+impl Open {
+    /// Notes a connection; `None` if the server is closing.
+    fn enter(&self, waker: WaitIoWaker) -> Option<u64> {
+        if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        let mut open = self.wakers.lock().ok()?;
+        let (next, map) = open.get_or_insert_with(Default::default);
+        *next += 1;
+        map.insert(*next, waker);
+        Some(*next)
+    }
+
+    fn leave(&self, key: u64) {
+        if let Ok(mut open) = self.wakers.lock() {
+            if let Some((_, map)) = open.as_mut() {
+                map.remove(&key);
+            }
+        }
+    }
+}
+
+/// Ends every open connection when the acceptor ends (leviathan patch 7): a
+/// connection finishes the request it is in, then closes.
+struct CloseAll(Arc<Open>);
+
+impl Drop for CloseAll {
+    fn drop(&mut self) {
+        self.0
+            .closing
+            .store(true, std::sync::atomic::Ordering::Release);
+        let open = self.0.wakers.lock().ok().and_then(|mut o| o.take());
+        for (_, waker) in open.map(|(_, m)| m).unwrap_or_default() {
+            waker.wakeup();
+        }
     }
 }
 
@@ -158,12 +221,21 @@ pub(crate) fn reserve_buf(buf: &mut BytesMut) {
 pub struct HttpServer<T>(pub T);
 
 #[cfg(unix)]
-fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, mut service: T) -> io::Result<()> {
+fn each_connection_loop<T: HttpService>(
+    stream: &mut TcpStream,
+    mut service: T,
+    closing: &std::sync::atomic::AtomicBool,
+) -> io::Result<()> {
     let mut req_buf = BytesMut::with_capacity(BUF_LEN);
     let mut rsp_buf = BytesMut::with_capacity(BUF_LEN);
     let mut body_buf = BytesMut::with_capacity(4096);
 
     loop {
+        // leviathan patch 7: the server stopped.
+        if closing.load(std::sync::atomic::Ordering::Acquire) {
+            let _ = stream.write_all(&rsp_buf);
+            return Ok(());
+        }
         let read_blocked = nonblock_read(stream.inner_mut(), &mut req_buf)?;
 
         // prepare the requests, we should make sure the request is fully read
@@ -256,7 +328,11 @@ fn linger(stream: &mut TcpStream) {
 }
 
 #[cfg(not(unix))]
-fn each_connection_loop<T: HttpService>(stream: &mut TcpStream, mut service: T) -> io::Result<()> {
+fn each_connection_loop<T: HttpService>(
+    stream: &mut TcpStream,
+    mut service: T,
+    _closing: &std::sync::atomic::AtomicBool,
+) -> io::Result<()> {
     let mut req_buf = BytesMut::with_capacity(BUF_LEN);
     let mut rsp_buf = BytesMut::with_capacity(BUF_LEN);
     let mut body_buf = BytesMut::with_capacity(BUF_LEN);
@@ -311,7 +387,7 @@ impl<T: HttpService + Clone + Send + Sync + 'static> HttpServer<T> {
                     // t_c!(stream.set_nodelay(true));
                     let service = service.clone();
                     go!(
-                        move || if let Err(e) = each_connection_loop(&mut stream, service) {
+                        move || if let Err(e) = each_connection_loop(&mut stream, service, &std::sync::atomic::AtomicBool::new(false)) {
                             error!("service err = {:?}", e);
                             stream.shutdown(std::net::Shutdown::Both).ok();
                         }

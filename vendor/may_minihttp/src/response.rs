@@ -36,7 +36,7 @@ struct StatusMessage {
 
 impl<'a> Response<'a> {
     pub(crate) fn new(rsp_buf: &'a mut BytesMut) -> Response<'a> {
-        let headers: [&'static str; 16] = [""; 16];
+        let headers: [&'static str; MAX_HEADERS] = [""; MAX_HEADERS];
 
         Response {
             headers,
