@@ -213,8 +213,10 @@ fn under_auth_required_the_api_needs_a_session_and_checks_rights() {
     let v = r.json();
     assert_eq!(v["clients"][0]["name"], "admin");
     assert!(
-        v["clients"][0]["addr"].is_null(),
-        "the server's own view shows none"
+        v["clients"][0]["addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "an admin sees addresses, as on the wire: {v}"
     );
 }
 
@@ -365,6 +367,11 @@ fn api_keys_act_with_their_role() {
     };
     let r = with("ops-key-1", "/api/channels");
     assert_eq!(r.status, 200, "{}", r.body);
+    // Addresses for an admin key, none for another.
+    let r = with("ops-key-1", "/api/clients");
+    assert!(r.json()["clients"][0]["addr"].is_string(), "{}", r.body);
+    let r = with("weak-key-2", "/api/clients");
+    assert!(r.json()["clients"][0]["addr"].is_null(), "{}", r.body);
     let r = with("ops-key-1", "/api/tables/t");
     assert_eq!(
         r.json()["error"]["code"],

@@ -355,7 +355,15 @@ fn route(ctx: &HttpContext, req: Request) -> Answer {
             format!("{path} answers GET only"),
         ),
         (m, p) => match api_command(p) {
-            Some(command) if m == "GET" => run(ctx, bearer, command, via_manager),
+            Some(command) if m == "GET" => {
+                let clients = matches!(command, Command::Session(SessionCommand::Clients));
+                let sees = clients && sees_addresses(ctx, bearer);
+                let mut answer = run(ctx, bearer, command, via_manager);
+                if clients && !sees {
+                    answer = hide_addresses(answer);
+                }
+                answer
+            }
             Some(_) => Answer::error("method_not_allowed", format!("{p} answers GET only")),
             None => Answer::error(
                 "not_found",
@@ -395,6 +403,34 @@ fn run(
         return Answer::reply(&Reply::Error(e));
     }
     apply(ctx, command)
+}
+
+/// Whether the caller may see clients' addresses, as on the wire: admins (of
+/// `clients`) only, once auth is on.
+fn sees_addresses(ctx: &HttpContext, bearer: Option<&str>) -> bool {
+    ctx.auth.mode == AuthMode::Off
+        || caller(ctx, bearer).is_ok_and(|i| {
+            ctx.auth
+                .role(&i.role)
+                .allows(crate::auth::Right::Admin, "clients")
+        })
+}
+
+/// `/api/clients` with every address as `null` (the server sees them all).
+fn hide_addresses(answer: Answer) -> Answer {
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&answer.body) else {
+        return answer;
+    };
+    if let Some(items) = v.get_mut("clients").and_then(|c| c.as_array_mut()) {
+        for item in items {
+            item["addr"] = serde_json::Value::Null;
+        }
+    }
+    Answer::bytes(
+        answer.status,
+        answer.content_type,
+        v.to_string().into_bytes(),
+    )
 }
 
 /// Applies a command on the channel manager, as the server itself.
