@@ -1,7 +1,9 @@
 //! The HTTP side under load, against the real `servermain` in its own process:
 //! `GET /metrics` and `POST /api/publish` requests per second (keep-alive connections,
 //! one request at a time each), and what scraping `/metrics` every 100 ms costs the
-//! 1 → 1 pub/sub figure (with and without a scraper, interleaved, medians of 3).
+//! 1 → 1 pub/sub figure (with and without a scraper, interleaved, medians of 3), and
+//! files: `PUT` and `GET /files/…` of 256 MiB against what the same bytes cost through
+//! a plain loopback socket and written to the same disk with an fsync, in the same run.
 //!
 //! `cargo bench --bench http [-- quick]`. Every loop is bounded in count and time.
 
@@ -126,6 +128,116 @@ fn one_to_one(addr: SocketAddr, ch: &str, n: u64) -> f64 {
     n as f64 / end.duration_since(start).as_secs_f64()
 }
 
+/// MiB per second moving `bytes` through a plain loopback socket to a thread that
+/// reads and drops them: what any transfer here costs at least.
+fn raw_tcp(bytes: usize) -> f64 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let sink = thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = vec![0u8; 256 << 10];
+        let mut got = 0;
+        while got < bytes {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        Instant::now()
+    });
+    let block = vec![7u8; 1 << 20];
+    let start = Instant::now();
+    let mut s = TcpStream::connect(addr).unwrap();
+    for _ in 0..bytes >> 20 {
+        s.write_all(&block).unwrap();
+    }
+    let end = sink.join().unwrap();
+    mib(bytes) / end.duration_since(start).as_secs_f64()
+}
+
+/// MiB per second writing `bytes` to a file in `dir`, synced, as an upload does.
+fn raw_disk(dir: &std::path::Path, bytes: usize) -> f64 {
+    let block = vec![7u8; 1 << 20];
+    let path = dir.join("raw-disk.bin");
+    let start = Instant::now();
+    let mut f = std::fs::File::create(&path).unwrap();
+    for _ in 0..bytes >> 20 {
+        f.write_all(&block).unwrap();
+    }
+    f.sync_all().unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(path);
+    mib(bytes) / secs
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// `GRANT …` on a line connection: the token.
+fn grant(addr: SocketAddr, line: &str) -> String {
+    let (mut r, mut w) = common::line_client(addr);
+    let reply = command(&mut r, &mut w, line);
+    reply
+        .trim_end()
+        .strip_prefix("+OK ")
+        .unwrap_or_else(|| panic!("{line}: {reply}"))
+        .to_string()
+}
+
+/// Uploads and downloads `bytes` through a servermain with its data in a temporary
+/// folder, three times each; prints the medians beside the plain socket and disk.
+fn files(bytes: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = common::Servermain::start(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--http-port",
+            "0",
+            "--auth",
+            "off",
+        ],
+        &[],
+    );
+    let http = server.http.expect("servermain logs its HTTP port");
+    let up = grant(server.addr, "GRANT put bench/");
+    let down = grant(server.addr, "GRANT get bench/");
+    let block = vec![7u8; 1 << 20];
+    let (mut puts, mut gets, mut tcps, mut disks) = (vec![], vec![], vec![], vec![]);
+    for round in 0..3 {
+        tcps.push(raw_tcp(bytes));
+        disks.push(raw_disk(dir.path(), bytes));
+        let mut c = Conn::open(http);
+        let head = format!(
+            "PUT /files/bench/{round}.bin HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer {up}\r\nContent-Length: {bytes}\r\n\r\n"
+        );
+        let start = Instant::now();
+        c.w.write_all(head.as_bytes()).unwrap();
+        for _ in 0..bytes >> 20 {
+            c.w.write_all(&block).unwrap();
+        }
+        assert_eq!(c.request("", &[]), 201);
+        puts.push(mib(bytes) / start.elapsed().as_secs_f64());
+        let head =
+            format!("GET /files/bench/{round}.bin?token={down} HTTP/1.1\r\nHost: {http}\r\n\r\n");
+        let start = Instant::now();
+        assert_eq!(c.request(&head, &[]), 200);
+        gets.push(mib(bytes) / start.elapsed().as_secs_f64());
+    }
+    let (put, get, tcp, disk) = (median(puts), median(gets), median(tcps), median(disks));
+    println!(
+        "files, {} MiB (medians of 3): PUT {put:.0} MiB/s, GET {get:.0} MiB/s; plain loopback socket {tcp:.0} MiB/s, disk write+fsync {disk:.0} MiB/s",
+        bytes >> 20
+    );
+    println!(
+        "  PUT / min(socket, disk) = {:.2}x, GET / socket = {:.2}x",
+        put / tcp.min(disk),
+        get / tcp
+    );
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -178,25 +290,36 @@ fn main() {
     for round in 0..3 {
         assert!(command(&mut r, &mut w, &format!("CREATE p{round}")).starts_with("+OK"));
         assert!(command(&mut r, &mut w, &format!("CREATE s{round}")).starts_with("+OK"));
-        plain.push(one_to_one(server.addr, &format!("p{round}"), n));
-        let scraping = Arc::new(AtomicBool::new(true));
-        let scraper = {
-            let (scraping, head) = (scraping.clone(), get_metrics.clone());
-            thread::spawn(move || {
-                let mut c = Conn::open(http);
-                let mut scrapes = 0;
-                let deadline = Instant::now() + Duration::from_secs(120);
-                while scraping.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    assert_eq!(c.request(&head, &[]), 200);
-                    scrapes += 1;
-                    thread::sleep(Duration::from_millis(100));
-                }
-                scrapes
-            })
+        let scraped_run = || {
+            let scraping = Arc::new(AtomicBool::new(true));
+            let scraper = {
+                let (scraping, head) = (scraping.clone(), get_metrics.clone());
+                thread::spawn(move || {
+                    let mut c = Conn::open(http);
+                    let mut scrapes = 0;
+                    let deadline = Instant::now() + Duration::from_secs(120);
+                    while scraping.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        assert_eq!(c.request(&head, &[]), 200);
+                        scrapes += 1;
+                        thread::sleep(Duration::from_millis(100));
+                    }
+                    scrapes
+                })
+            };
+            let rate = one_to_one(server.addr, &format!("s{round}"), n);
+            scraping.store(false, Ordering::Relaxed);
+            (rate, scraper.join().unwrap())
         };
-        scraped.push(one_to_one(server.addr, &format!("s{round}"), n));
-        scraping.store(false, Ordering::Relaxed);
-        let scrapes = scraper.join().unwrap();
+        // Each first in turn: whichever runs first in a round runs on a colder server.
+        let (alone, (with, scrapes)) = if round % 2 == 0 {
+            let alone = one_to_one(server.addr, &format!("p{round}"), n);
+            (alone, scraped_run())
+        } else {
+            let with = scraped_run();
+            (one_to_one(server.addr, &format!("p{round}"), n), with)
+        };
+        plain.push(alone);
+        scraped.push(with);
         println!(
             "1 -> 1 pub/sub: {:>9.0} msgs/s alone, {:>9.0} msgs/s while /metrics is scraped every 100 ms ({scrapes} scrapes)",
             plain[round], scraped[round]
@@ -208,4 +331,6 @@ fn main() {
         s / p,
         (s / p - 1.0) * 100.0
     );
+    drop(server);
+    files(if quick { 64 << 20 } else { 256 << 20 });
 }

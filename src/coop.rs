@@ -110,10 +110,32 @@ pub fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Op
     if !may::coroutine::is_coroutine() {
         return std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
     }
-    let (tx, rx) = may::sync::mpsc::channel();
-    let job: Job = Box::new(move || {
-        let _ = tx.send(f());
-    });
-    BLOCKING.as_ref()?.send(job).ok()?;
-    rx.recv().ok()
+    Pending::start(f).wait()
+}
+
+/// Blocking work started on the blocking-work threads, to be waited for later: a
+/// transfer reads its next chunk from the socket while the last one is written.
+pub struct Pending<T>(Option<may::sync::mpsc::Receiver<T>>);
+
+impl<T: Send + 'static> Pending<T> {
+    /// Starts `f`; outside a coroutine it runs at once, here.
+    pub fn start(f: impl FnOnce() -> T + Send + 'static) -> Pending<T> {
+        let (tx, rx) = may::sync::mpsc::channel();
+        if !may::coroutine::is_coroutine() {
+            if let Ok(v) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                let _ = tx.send(v);
+            }
+            return Pending(Some(rx));
+        }
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        let sent = BLOCKING.as_ref().is_some_and(|pool| pool.send(job).is_ok());
+        Pending(sent.then_some(rx))
+    }
+
+    /// Waits for it without blocking the worker. `None` if it panicked (or never ran).
+    pub fn wait(self) -> Option<T> {
+        self.0?.recv().ok()
+    }
 }

@@ -14,7 +14,7 @@ use may_minihttp::Request;
 use serde_json::json;
 
 use super::{header, Answer, HttpContext};
-use crate::coop::blocking;
+use crate::coop::{blocking, Pending};
 use crate::store::files::{check_path, FileError, FileOp, Files, Upload};
 
 /// Bytes moved per disk call.
@@ -81,13 +81,7 @@ pub(super) fn serve(
                 status: 200,
                 content_type: content_type(raw),
                 body: Vec::new(),
-                stream: Some((
-                    Box::new(DiskReader {
-                        file: Some(file),
-                        buf: Vec::new(),
-                    }),
-                    size,
-                )),
+                stream: Some((Box::new(DiskReader::new(file)), size)),
                 close: false,
             },
             Some(Err(e)) => refuse(e),
@@ -129,7 +123,7 @@ fn upload(files: Arc<Files>, mut req: Request, path: String, owner: String) -> A
         let (path, owner) = (path.clone(), owner.clone());
         move || files.begin_upload(&path, &owner, len)
     });
-    let mut upload = match begun {
+    let upload = match begun {
         Some(Ok(u)) => u,
         Some(Err(e)) => return failure(e, len > 0),
         None => return failure(crashed(), len > 0),
@@ -137,12 +131,16 @@ fn upload(files: Arc<Files>, mut req: Request, path: String, owner: String) -> A
     if req.expects_continue() && req.write_continue().is_err() {
         return discard(upload, FileError::bad_path("the client left"));
     }
+    // Two buffers: the next chunk is read from the socket while the last one is
+    // written on a blocking-work thread. Body left unread on an error is not drained:
+    // the connection closes instead.
     let mut body = req.body();
     let mut buf = vec![0u8; CHUNK];
-    while upload.remaining() > 0 {
-        let want = buf
-            .len()
-            .min(usize::try_from(upload.remaining()).unwrap_or(CHUNK));
+    let mut idle = Some(upload);
+    let mut writing: Option<Pending<Written>> = None;
+    let mut left = len;
+    while left > 0 {
+        let want = CHUNK.min(usize::try_from(left).unwrap_or(CHUNK));
         let mut filled = 0;
         while filled < want {
             match body.read(&mut buf[filled..want]) {
@@ -150,6 +148,13 @@ fn upload(files: Arc<Files>, mut req: Request, path: String, owner: String) -> A
                 Ok(n) => filled += n,
             }
         }
+        let (mut upload, spare) = match take_back(&mut idle, writing.take()) {
+            Ok(back) => back,
+            Err(answer) => {
+                std::mem::forget(body);
+                return answer;
+            }
+        };
         if filled < want {
             // The client left (or stopped) before sending all it announced.
             std::mem::forget(body);
@@ -158,27 +163,22 @@ fn upload(files: Arc<Files>, mut req: Request, path: String, owner: String) -> A
                 status: 400,
                 message: format!(
                     "the body ended after {} of {len} bytes",
-                    len - upload.remaining() + filled as u64
+                    len - left + filled as u64
                 ),
             };
             return discard(upload, e);
         }
-        let wrote = blocking(move || {
-            let r = upload.write(&buf[..filled]);
-            (upload, buf, r)
-        });
-        let Some((u, b, result)) = wrote else {
-            std::mem::forget(body);
-            return failure(crashed(), true);
-        };
-        (upload, buf) = (u, b);
-        if let Err(e) = result {
-            // Not drained: what is left of the body would cost the disk nothing but the
-            // wait; the connection closes instead.
-            std::mem::forget(body);
-            return discard(upload, e);
-        }
+        left -= filled as u64;
+        let chunk = std::mem::replace(&mut buf, spare);
+        writing = Some(Pending::start(move || {
+            let r = upload.write(&chunk[..filled]);
+            (upload, chunk, r)
+        }));
     }
+    let upload = match take_back(&mut idle, writing.take()) {
+        Ok((u, _)) => u,
+        Err(answer) => return answer,
+    };
     drop(body);
     match blocking(move || upload.commit()) {
         Some(Ok(created)) => json_answer(
@@ -187,6 +187,28 @@ fn upload(files: Arc<Files>, mut req: Request, path: String, owner: String) -> A
         ),
         Some(Err(e)) => failure(e, false),
         None => failure(crashed(), false),
+    }
+}
+
+/// What a chunk's write hands back: the upload, the buffer, how it went.
+type Written = (Upload, Vec<u8>, Result<(), FileError>);
+
+/// The upload back from the write under way (with its buffer, to fill next), or from
+/// `idle` when none is; a failed write is answered (the upload given up).
+fn take_back(
+    idle: &mut Option<Upload>,
+    writing: Option<Pending<Written>>,
+) -> Result<(Upload, Vec<u8>), Answer> {
+    match writing {
+        None => idle
+            .take()
+            .map(|u| (u, vec![0u8; CHUNK]))
+            .ok_or_else(|| failure(crashed(), true)),
+        Some(p) => match p.wait() {
+            Some((u, b, Ok(()))) => Ok((u, b)),
+            Some((u, _, Err(e))) => Err(discard(u, e)),
+            None => Err(failure(crashed(), true)),
+        },
     }
 }
 
@@ -291,10 +313,22 @@ fn content_type(path: &str) -> &'static str {
     }
 }
 
-/// Reads a file a chunk at a time on the blocking-work threads.
+/// Reads a file a chunk at a time on the blocking-work threads. (Reading one chunk
+/// ahead measured slower here: `cargo bench --bench http`, 256 MiB, 770-851 against
+/// 946-1,127 MiB/s, the page cache answering faster than the hand-over between
+/// threads that overlapping costs on two cores.)
 struct DiskReader {
     file: Option<cap_std::fs::File>,
     buf: Vec<u8>,
+}
+
+impl DiskReader {
+    fn new(file: cap_std::fs::File) -> DiskReader {
+        DiskReader {
+            file: Some(file),
+            buf: Vec::new(),
+        }
+    }
 }
 
 impl Read for DiskReader {
