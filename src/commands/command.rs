@@ -113,15 +113,8 @@ pub fn parse_request(line: &[u8], limits: &ParseLimits) -> Option<Request> {
 /// below compares them), without building them. Anything else, or an error, goes the
 /// general way, which reports it.
 fn parse_pub(line: &[u8]) -> Option<Request> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.len() < 6 || !line[..3].eq_ignore_ascii_case(b"PUB") || line[3] != b' ' {
-        return None;
-    }
-    let text = std::str::from_utf8(line).ok()?;
-    let spec = (*PUB)?;
-    let mut args = Args::new(&text[3..], spec.usage);
-    let channel = args.required("channel").ok()?.to_string();
-    let data = args.required_rest("message").ok()?.to_string();
+    let (channel, data) = pub_text(line)?;
+    let (channel, data) = (channel.to_string(), data.to_string());
     Some(Request {
         format: Format::Text,
         id: None,
@@ -130,6 +123,21 @@ fn parse_pub(line: &[u8]) -> Option<Request> {
             data: crate::protocol::Payload::Text(data),
         })),
     })
+}
+
+/// A well-formed text `PUB`'s channel and message, borrowed from the line (the
+/// connection publishes them without making a command); `None` for anything else.
+pub fn pub_text(line: &[u8]) -> Option<(&str, &str)> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() < 6 || !line[..3].eq_ignore_ascii_case(b"PUB") || line[3] != b' ' {
+        return None;
+    }
+    let text = std::str::from_utf8(line).ok()?;
+    let spec = (*PUB)?;
+    let mut args = Args::new(&text[3..], spec.usage);
+    let channel = args.required("channel").ok()?;
+    let data = args.required_rest("message").ok()?;
+    Some((channel, data))
 }
 
 /// Finds the verb's family in the registry and lets its parser read the arguments.

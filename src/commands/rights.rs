@@ -78,6 +78,16 @@ fn needs(c: &Command) -> Option<(Right, &str)> {
     }
 }
 
+/// Whether `PUB` on `channel` passes [`check`] (the connection's path for a text
+/// `PUB` read straight from its line, with no command made).
+pub fn may_pub(mode: AuthMode, identity: &Identity, role: &Role, channel: &str) -> bool {
+    match mode {
+        AuthMode::Off => true,
+        AuthMode::Required if identity.user.is_none() => false,
+        _ => role.allows(Right::Pub, channel),
+    }
+}
+
 /// Whether a client that is `identity`, in `role` (its role as it is now), may send
 /// `c`: `unauthorized` for an anonymous client under `--auth required` (with what to
 /// do), `forbidden <right> <object>` for a right its role lacks.

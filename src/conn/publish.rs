@@ -18,7 +18,7 @@ use crate::manager::requests::{Placed, ServiceRoute};
 use crate::manager::route::{Route, Routes};
 use crate::manager::stage::{Staged, Stager};
 use crate::manager::stats::Stats;
-use crate::protocol::push::{Message, MessageKind, MessageRun};
+use crate::protocol::push::{Message, MessageKind, MessageRun, TextLines};
 use crate::protocol::{subject, Payload, Push, Reply};
 
 /// A connection's own publishing.
@@ -54,7 +54,34 @@ struct Run {
     from: Arc<str>,
     /// The stager's slots for `route.fanout`, this batch.
     slots: Vec<usize>,
+    /// On a channel without history or filters, text messages as their lines (the
+    /// common case: no message object, no payload string per message).
+    lines: Option<TextLines>,
+    /// The rest (a run's messages are its lines, then these).
     messages: Vec<Arc<Message>>,
+}
+
+/// What a `PUB` carries: a payload already made, or the text of a line being read.
+enum Body<'a> {
+    Payload(Payload),
+    Text(&'a str),
+}
+
+impl Body<'_> {
+    fn text(&self) -> Option<&str> {
+        match self {
+            Body::Text(s) => Some(s),
+            Body::Payload(Payload::Text(s)) => Some(s),
+            Body::Payload(Payload::Json(_)) => None,
+        }
+    }
+
+    fn into_payload(self) -> Payload {
+        match self {
+            Body::Payload(p) => p,
+            Body::Text(s) => Payload::Text(s.to_string()),
+        }
+    }
 }
 
 /// Messages a publisher stages before it hands them over even though it has more
@@ -89,6 +116,29 @@ impl Publisher {
         data: Payload,
         stats: &Stats,
     ) -> Reply {
+        self.publish_body(routes, me, channel, Body::Payload(data), stats)
+    }
+
+    /// As [`Publisher::publish`], for a text `PUB` read straight from its line.
+    pub fn publish_text(
+        &mut self,
+        routes: &Routes,
+        me: &Outbox,
+        channel: &str,
+        text: &str,
+        stats: &Stats,
+    ) -> Reply {
+        self.publish_body(routes, me, channel, Body::Text(text), stats)
+    }
+
+    fn publish_body(
+        &mut self,
+        routes: &Routes,
+        me: &Outbox,
+        channel: &str,
+        data: Body,
+        stats: &Stats,
+    ) -> Reply {
         self.through_manager = false;
         // Publishing on to the same channel, whose route has not changed: no lookup.
         let current = self
@@ -114,11 +164,15 @@ impl Publisher {
             self.end_run(stats);
             let slots = self.stager.slots_for(&route.fanout);
             self.held.push(route.clone());
+            let from = me.name();
+            let plain = route.history.is_none() && route.filtered.is_empty();
+            let lines = plain.then(|| TextLines::new(route.name.clone(), from.clone()));
             self.run = Some(Run {
                 route,
                 version,
-                from: me.name(),
+                from,
                 slots,
+                lines,
                 messages: Vec::new(),
             });
         } else if let Some(run) = self.run.as_mut() {
@@ -128,18 +182,30 @@ impl Publisher {
     }
 
     /// Stages `data` on the current run's channel and returns `PUB`'s reply.
-    fn publish_on(&mut self, me: &Outbox, data: Payload) -> Reply {
+    fn publish_on(&mut self, me: &Outbox, data: Body) -> Reply {
         let Some(run) = self.run.as_mut() else {
             unreachable!("called with a run")
         };
-        let msg = Arc::new(Message::new(
-            MessageKind::Channel,
-            run.route.name.clone(),
-            run.from.clone(),
-            data,
-        ));
-        let (n, crowded) = run.route.reserve(&mut self.stager, &run.slots, &msg);
-        run.messages.push(msg);
+        // A line while the run is all lines; anything after a JSON payload is a
+        // message object, to stay behind it.
+        let as_line = run.messages.is_empty() && data.text().is_some();
+        let (n, crowded) = match (run.lines.as_mut(), data.text()) {
+            (Some(lines), Some(text)) if as_line => {
+                let size = lines.push(text);
+                run.route.reserve_len(&mut self.stager, &run.slots, size)
+            }
+            _ => {
+                let msg = Arc::new(Message::new(
+                    MessageKind::Channel,
+                    run.route.name.clone(),
+                    run.from.clone(),
+                    data.into_payload(),
+                ));
+                let reserved = run.route.reserve(&mut self.stager, &run.slots, &msg);
+                run.messages.push(msg);
+                reserved
+            }
+        };
         self.published += 1;
         self.delivered += n;
         self.staged += 1;
@@ -186,9 +252,15 @@ impl Publisher {
     /// run on a history channel is numbered and handed over at once (with everything
     /// staged before it), under the history's lock.
     fn end_run(&mut self, stats: &Stats) {
-        let Some(run) = self.run.take() else {
+        let Some(mut run) = self.run.take() else {
             return;
         };
+        if let Some(lines) = run.lines.take().filter(|l| !l.is_empty()) {
+            let shared = Arc::new(MessageRun::lines(lines));
+            for &idx in &run.slots {
+                self.stager.push_at(idx, OutItem::Run(shared.clone()));
+            }
+        }
         let Some(history) = run.route.history.clone() else {
             self.stage_run(&run.slots, run.messages);
             return;

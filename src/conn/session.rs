@@ -85,11 +85,14 @@ enum Pending {
 /// A timed request's command family (index in `stats::FAMILIES`) and when it was read.
 type Timing = Option<(u8, std::time::Instant)>;
 
+/// The channel family's index in `stats::FAMILIES` (`PUB`'s).
+const CHANNEL_FAMILY: u8 = 1;
+
 /// The family of `c`, as an index in `stats::FAMILIES`.
 fn family(c: &Command) -> u8 {
     match c {
         Command::Session(_) => 0,
-        Command::Channel(_) => 1,
+        Command::Channel(_) => CHANNEL_FAMILY,
         Command::Live(_) => 2,
         Command::Table(_) => 3,
         Command::App(_) => 4,
@@ -428,6 +431,13 @@ impl Session {
             .requests_read
             .is_multiple_of(SAMPLE_EVERY)
             .then(std::time::Instant::now);
+        if let Some((channel, text)) = commands::command::pub_text(line) {
+            if self.publish_now(channel, text) {
+                let done = started.map(|t| (CHANNEL_FAMILY, t));
+                self.observe(done);
+                return;
+            }
+        }
         let Some(req) = commands::parse_request(line, &self.ctx.settings.parse) else {
             return;
         };
@@ -438,6 +448,37 @@ impl Session {
         // Answered here: timed now (a reply that waits took it).
         let done = self.timing.take();
         self.observe(done);
+    }
+
+    /// Publishes a text `PUB` read straight from its line, when it may go out at once:
+    /// no command is made and the message is written into its run as the `MSG` line
+    /// receivers get. `false` leaves it to the general path (which also gives any
+    /// error: a gate not passed, a right missing, a channel unknown is answered there).
+    fn publish_now(&mut self, channel: &str, text: &str) -> bool {
+        if !self.admitted {
+            return false;
+        }
+        self.refresh_identity();
+        let mode = self.ctx.auth.mode;
+        if !commands::rights::may_pub(mode, &self.identity, &self.role, channel) {
+            return false;
+        }
+        let waiting = self.in_flight > 0 || !self.batch.is_empty();
+        if !self.publisher.may_publish(waiting, &self.ctx.stats) {
+            return false;
+        }
+        if !self.fixed {
+            self.format = Format::Text;
+        }
+        let reply = self.publisher.publish_text(
+            &self.ctx.routes,
+            &self.outbox,
+            channel,
+            text,
+            &self.ctx.stats,
+        );
+        self.local_reply(Format::Text, None, reply);
+        true
     }
 
     /// Records how long a timed request took, now that its reply is ready.

@@ -194,18 +194,28 @@ impl Route {
     /// stager's slots for [`Route::fanout`], this batch), to be handed over later as
     /// part of a run, and stages it now for each filtered receiver it matches. Returns
     /// how many receivers take it, and a crowded one if any.
+    /// Reserves `size` bytes with each unfiltered receiver (a message staged for them
+    /// in a run): how many, and the last crowded one.
+    pub fn reserve_len(
+        &self,
+        stager: &mut Stager,
+        slots: &[usize],
+        size: usize,
+    ) -> (u64, Option<Arc<Outbox>>) {
+        let mut tally = Tally::default();
+        for (&idx, outbox) in slots.iter().zip(&self.fanout) {
+            tally.add(stager.reserve_at(idx, size), outbox);
+        }
+        tally.result()
+    }
+
     pub fn reserve(
         &self,
         stager: &mut Stager,
         slots: &[usize],
         msg: &Arc<Message>,
     ) -> (u64, Option<Arc<Outbox>>) {
-        let size = msg.approx_len();
-        let mut tally = Tally::default();
-        for (&idx, outbox) in slots.iter().zip(&self.fanout) {
-            tally.add(stager.reserve_at(idx, size), outbox);
-        }
-        let (n, crowded) = tally.result();
+        let (n, crowded) = self.reserve_len(stager, slots, msg.approx_len());
         if self.filtered.is_empty() {
             return (n, crowded);
         }

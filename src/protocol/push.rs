@@ -193,27 +193,108 @@ impl std::fmt::Display for Epoch {
 /// caches), and the run encoded once per format for all receivers.
 #[derive(Debug)]
 pub struct MessageRun {
-    pub messages: Vec<Arc<Message>>,
+    body: RunBody,
     encodings: Encodings,
+}
+
+#[derive(Debug)]
+enum RunBody {
+    Messages(Vec<Arc<Message>>),
+    /// Text messages on a channel without history or filters, as their text lines.
+    Lines(TextLines),
 }
 
 impl MessageRun {
     pub fn new(messages: Vec<Arc<Message>>) -> MessageRun {
         MessageRun {
-            messages,
+            body: RunBody::Messages(messages),
+            encodings: Encodings::default(),
+        }
+    }
+
+    /// A run of text messages written as their lines while they were published.
+    pub fn lines(lines: TextLines) -> MessageRun {
+        MessageRun {
+            body: RunBody::Lines(lines),
             encodings: Encodings::default(),
         }
     }
 
     /// Every message's line, in order.
     pub fn encoded(&self, format: Format) -> &[u8] {
-        self.encodings.get(format, |out| {
-            let size: usize = self.messages.iter().map(|m| m.approx_len()).sum();
-            out.reserve(size + size / 2);
-            for m in &self.messages {
-                m.write(format, out);
+        match (&self.body, format) {
+            (RunBody::Lines(lines), Format::Text) => &lines.text,
+            (RunBody::Lines(lines), Format::Json) => {
+                self.encodings.get(format, |out| lines.write_json(out))
             }
-        })
+            (RunBody::Messages(messages), _) => self.encodings.get(format, |out| {
+                let size: usize = messages.iter().map(|m| m.approx_len()).sum();
+                out.reserve(size + size / 2);
+                for m in messages {
+                    m.write(format, out);
+                }
+            }),
+        }
+    }
+}
+
+/// Text messages one publisher sends one after another to one channel (no history,
+/// no filters: what most publishing is), kept as the `MSG` lines text receivers get,
+/// written once as each `PUB` is read: no message object, no payload string, no
+/// reference count per message. JSON receivers get lines made from the same bytes.
+#[derive(Debug)]
+pub struct TextLines {
+    channel: Arc<str>,
+    from: Arc<str>,
+    text: Vec<u8>,
+    /// Where each payload lies in `text`.
+    spans: Vec<(usize, usize)>,
+}
+
+impl TextLines {
+    pub fn new(channel: Arc<str>, from: Arc<str>) -> TextLines {
+        TextLines {
+            channel,
+            from,
+            text: Vec::new(),
+            spans: Vec::new(),
+        }
+    }
+
+    /// Adds a message; returns its line's length (for the outbox's accounting).
+    pub fn push(&mut self, payload: &str) -> usize {
+        let before = self.text.len();
+        self.text.extend_from_slice(b"MSG ");
+        self.text.extend_from_slice(self.channel.as_bytes());
+        self.text.push(b' ');
+        self.text.extend_from_slice(self.from.as_bytes());
+        self.text.push(b' ');
+        let start = self.text.len();
+        self.text.extend_from_slice(payload.as_bytes());
+        self.spans.push((start, self.text.len()));
+        self.text.push(b'\n');
+        self.text.len() - before
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The lines as `Message::write_json` writes a text message.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.reserve(self.text.len() + self.spans.len() * 48);
+        let mut head = b"{\"event\":\"msg\",\"channel\":".to_vec();
+        write_json_str(&mut head, &self.channel);
+        head.extend_from_slice(b",\"from\":");
+        write_json_str(&mut head, &self.from);
+        head.extend_from_slice(b",\"data\":");
+        for &(start, end) in &self.spans {
+            out.extend_from_slice(&head);
+            // Whole lines of valid UTF-8 went in, cut at their spans' ends.
+            let payload = std::str::from_utf8(&self.text[start..end]).unwrap_or_default();
+            write_json_str(out, payload);
+            out.extend_from_slice(b"}\n");
+        }
     }
 }
 
@@ -433,6 +514,48 @@ impl Push {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_run_of_lines_encodes_as_its_messages_would() {
+        let payloads = [
+            "hi",
+            "with \"quotes\" and \\",
+            "ünïcödé ✓",
+            "tab\there",
+            "{\"a\":1}",
+            "x",
+        ];
+        let (channel, from): (Arc<str>, Arc<str>) = ("news.eu".into(), "ann-1".into());
+        let mut lines = TextLines::new(channel.clone(), from.clone());
+        let mut sizes = 0;
+        for p in payloads {
+            sizes += lines.push(p);
+        }
+        let messages: Vec<_> = payloads
+            .iter()
+            .map(|p| {
+                Arc::new(Message::new(
+                    MessageKind::Channel,
+                    channel.clone(),
+                    from.clone(),
+                    Payload::Text(p.to_string()),
+                ))
+            })
+            .collect();
+        let approx: usize = messages.iter().map(|m| m.approx_len()).sum();
+        let (a, b) = (MessageRun::lines(lines), MessageRun::new(messages));
+        for format in [Format::Text, Format::Json] {
+            assert_eq!(
+                String::from_utf8_lossy(a.encoded(format)),
+                String::from_utf8_lossy(b.encoded(format)),
+                "{format:?}"
+            );
+        }
+        assert_eq!(sizes, a.encoded(Format::Text).len());
+        // The outbox counts a byte less a message than for a message object: a line's
+        // exact length rather than the estimate.
+        assert_eq!(sizes + payloads.len(), approx);
+    }
 
     #[test]
     fn message_encodings() {
