@@ -178,6 +178,7 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
     };
     let mut reader = LineReader::new(max_line, initial);
     let mut written = 0usize;
+    let mut stack = crate::coop::StackReleaser::default();
     let mut eof = false;
     loop {
         let mut progress = session.pump(OUT_BUDGET);
@@ -262,6 +263,7 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
             written = 0;
         }
         session.flush_published();
+        stack.idle();
         stream.wait_io();
         // A new slice starts on waking, not when going to sleep: counted from then, a
         // sleep longer than a slice left the first pass no time for the lines it read.

@@ -343,6 +343,7 @@ fn run_ws(
     let limit = ctx.settings.outbox_limit;
     let max_line = ctx.settings.max_line;
     let mut busy = crate::coop::Slice::of(ctx.settings.slice);
+    let mut stack = crate::coop::StackReleaser::default();
     let outbox = Arc::new(Outbox::new(id, ws.get_ref().stream.waker(), limit));
     let mut input = InputShare::new(&ctx);
     let Some(mut session) = Session::start(ctx, id, outbox, addr, Transport::WebSocket, fixed)
@@ -452,6 +453,7 @@ fn run_ws(
         }
         session.shrink_idle();
         session.flush_published();
+        stack.idle();
         ws.get_ref().stream.wait_io();
         // A new slice starts on waking (see the TCP loop).
         busy.restart();
