@@ -295,6 +295,7 @@ impl Server {
                 max_body: config.max_line,
                 keys: parking_lot::RwLock::new(api_keys),
                 main_port: local_addr.port(),
+                body_timeout: config.line_timeout,
             },
         ));
         // Served from here on, so /healthz answers 503 while the startup tasks run.

@@ -754,3 +754,51 @@ fn a_gigabyte_streams_through_without_sitting_in_memory() {
     assert!(grown < 64 << 10, "the server grew by {grown} KiB");
     drop(server);
 }
+
+#[test]
+fn an_upload_that_stalls_is_given_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_with(Config {
+        data_dir: Some(dir.path().to_path_buf()),
+        http: HttpPort::Port(0),
+        auth: auth_off(),
+        line_timeout: Some(Duration::from_secs(1)),
+        files: FileLimits {
+            max_file_size: 0,
+            quota: 1 << 20,
+        },
+        ..Config::default()
+    });
+    let http = server.http_addr().unwrap();
+    let mut c = Client::connect(server.local_addr());
+    let t = grant(&mut c, "GRANT put slow.bin");
+    let mut s = TcpStream::connect(http).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "PUT /files/slow.bin HTTP/1.1\r\n{}\r\nContent-Length: {}\r\n\r\n",
+        bearer(&t),
+        1 << 20
+    )
+    .unwrap();
+    s.write_all(&[5u8; 1000]).unwrap();
+    // Then nothing, with the connection open: the server answers and closes.
+    let started = Instant::now();
+    let r = read_response(&mut BufReader::new(s));
+    assert_eq!((r.status, r.code()), (400, "bad_args".into()));
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("stalled") && message.contains("1000 of 1048576"),
+        "{message}"
+    );
+    assert!(started.elapsed() < WAIT);
+    // Nothing is left, and the quota it reserved (all of it) is free again.
+    assert!(!dir.path().join("files/slow.bin").exists());
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("files"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let r = put(http, &t, "slow.bin", &vec![1u8; 1 << 20]);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+}

@@ -74,7 +74,7 @@ pub(super) fn serve(
         Err(e) => return refuse(e),
     };
     match op {
-        FileOp::Put => upload(files, req, path, owner),
+        FileOp::Put => upload(files, req, path, owner, ctx.settings.body_timeout),
         FileOp::Get if has_body => refuse(FileError::bad_path("a GET has no body")),
         FileOp::Get => match blocking(move || files.open_read(&path)) {
             Some(Ok((file, size))) => Answer {
@@ -103,7 +103,13 @@ pub(super) fn serve(
 
 /// Streams the body into a temporary file, then puts it in place: 201 for a new file,
 /// 200 for one replaced.
-fn upload(files: Arc<Files>, mut req: Request, path: String, owner: String) -> Answer {
+fn upload(
+    files: Arc<Files>,
+    mut req: Request,
+    path: String,
+    owner: String,
+    stall: Option<std::time::Duration>,
+) -> Answer {
     let len = match req.content_length() {
         Ok(Some(n)) => n as u64,
         Ok(None) => {
@@ -128,6 +134,8 @@ fn upload(files: Arc<Files>, mut req: Request, path: String, owner: String) -> A
         Some(Err(e)) => return failure(e, len > 0),
         None => return failure(crashed(), len > 0),
     };
+    // A client that stops sending mid-body is given up (its connection closes).
+    let _ = req.set_body_timeout(stall);
     if req.expects_continue() && req.write_continue().is_err() {
         return discard(upload, FileError::bad_path("the client left"));
     }
@@ -139,12 +147,20 @@ fn upload(files: Arc<Files>, mut req: Request, path: String, owner: String) -> A
     let mut idle = Some(upload);
     let mut writing: Option<Pending<Written>> = None;
     let mut left = len;
+    let mut stalled = false;
     while left > 0 {
         let want = CHUNK.min(usize::try_from(left).unwrap_or(CHUNK));
         let mut filled = 0;
         while filled < want {
             match body.read(&mut buf[filled..want]) {
-                Ok(0) | Err(_) => break,
+                Ok(0) => break,
+                Err(e) => {
+                    stalled = matches!(
+                        e.kind(),
+                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                    );
+                    break;
+                }
                 Ok(n) => filled += n,
             }
         }
@@ -161,10 +177,17 @@ fn upload(files: Arc<Files>, mut req: Request, path: String, owner: String) -> A
             let e = FileError {
                 code: "bad_args",
                 status: 400,
-                message: format!(
-                    "the body ended after {} of {len} bytes",
-                    len - left + filled as u64
-                ),
+                message: match (stalled, stall) {
+                    (true, Some(limit)) => format!(
+                        "the body stalled: nothing for {} s after {} of {len} bytes (--line-timeout-secs)",
+                        limit.as_secs_f64(),
+                        len - left + filled as u64
+                    ),
+                    _ => format!(
+                        "the body ended after {} of {len} bytes",
+                        len - left + filled as u64
+                    ),
+                },
             };
             return discard(upload, e);
         }

@@ -60,6 +60,9 @@ pub struct HttpSettings {
     pub keys: parking_lot::RwLock<keys::ApiKeys>,
     /// The main port, which the web console's WebSocket connects to.
     pub main_port: u16,
+    /// The longest an upload's body may go without sending anything
+    /// (`--line-timeout-secs`, as for an incomplete request line); `None`: no limit.
+    pub body_timeout: Option<std::time::Duration>,
 }
 
 /// The web console's files, built into the binary (no CDN: it works offline).

@@ -136,6 +136,13 @@ impl<'buf, 'header, 'stream> Request<'buf, 'header, 'stream> {
         })
     }
 
+    /// The longest the body's reads may wait for the client's next bytes (`None`: no
+    /// limit); a read that waits longer fails with `TimedOut`. leviathan patch 6: a
+    /// client that stalls mid-upload no longer holds its connection forever.
+    pub fn set_body_timeout(&mut self, limit: Option<std::time::Duration>) -> io::Result<()> {
+        self.stream.set_read_timeout(limit)
+    }
+
     /// Tells a client that sent `Expect: 100-continue` to send the body (after the
     /// responses to its earlier pipelined requests, written out first). leviathan
     /// patch 6.
