@@ -28,10 +28,7 @@ struct Resp {
 
 impl Resp {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find_map(|h| {
-            let (n, v) = h.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
+        common::find_header(&self.headers, name)
     }
 
     fn json(&self) -> Value {
@@ -48,35 +45,12 @@ impl Resp {
 }
 
 fn read_response(r: &mut impl BufRead) -> Resp {
-    let mut status_line = String::new();
-    r.read_line(&mut status_line).expect("a status line");
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("a status: {status_line:?}"));
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line).expect("a header line");
-        let line = line.trim_end().to_string();
-        if line.is_empty() {
-            break;
-        }
-        headers.push(line);
-    }
-    let mut resp = Resp {
+    let (status, headers, body) = common::read_http(r);
+    Resp {
         status,
         headers,
-        body: Vec::new(),
-    };
-    let len: usize = resp
-        .header("content-length")
-        .and_then(|v| v.parse().ok())
-        .expect("a Content-Length");
-    resp.body = vec![0u8; len];
-    r.read_exact(&mut resp.body).expect("the whole body");
-    resp
+        body,
+    }
 }
 
 /// One request on a new connection (`Content-Length` added unless `headers` has one).

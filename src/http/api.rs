@@ -17,12 +17,18 @@ pub const MAX_LIMIT: u64 = 100_000;
 
 /// `%xx` and `+` decoded (a query string's value); `None` when it is not UTF-8.
 pub fn decode_query(s: &str) -> Option<String> {
+    percent_decode(s, true)
+}
+
+/// `%xx` decoded, and `+` as a space when `plus_is_space` (a query string, not a
+/// path); `None` for a broken escape or a result that is not UTF-8.
+pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' => {
                 let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);

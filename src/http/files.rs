@@ -274,29 +274,14 @@ fn crashed() -> FileError {
 /// `%xx` decoded. An encoded `/`, `\` or NUL is refused: it would make one name of
 /// what the path's rules see as two, or end a name early.
 pub fn decode_path(raw: &str) -> Result<String, FileError> {
-    let b = raw.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let byte = b
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| FileError::bad_path("a broken %-escape in the path"))?;
-            if matches!(byte, b'/' | b'\\' | 0) {
-                return Err(FileError::bad_path(
-                    "no encoded /, \\ or NUL (%2F, %5C, %00) in a file path",
-                ));
-            }
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
+    let lower = raw.to_ascii_lowercase();
+    if ["%2f", "%5c", "%00"].iter().any(|e| lower.contains(e)) {
+        return Err(FileError::bad_path(
+            "no encoded /, \\ or NUL (%2F, %5C, %00) in a file path",
+        ));
     }
-    String::from_utf8(out).map_err(|_| FileError::bad_path("the path is not UTF-8"))
+    super::api::percent_decode(raw, false)
+        .ok_or_else(|| FileError::bad_path("a broken %-escape in the path, or not UTF-8"))
 }
 
 /// `token=` from a query string (browsers cannot send a header for an `<img src>`).

@@ -503,10 +503,7 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The value of header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find_map(|h| {
-            let (n, v) = h.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
+        find_header(&self.headers, name)
     }
 
     /// The body as JSON.
@@ -535,7 +532,16 @@ pub fn http(
     head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(body.as_bytes()).unwrap();
-    let mut r = BufReader::new(s);
+    let (status, headers, body) = read_http(&mut BufReader::new(s));
+    HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8(body).expect("a UTF-8 body"),
+    }
+}
+
+/// Reads one HTTP response: its status, header lines and body (by its Content-Length).
+pub fn read_http(r: &mut impl BufRead) -> (u16, Vec<String>, Vec<u8>) {
     let mut status_line = String::new();
     r.read_line(&mut status_line).expect("a status line");
     let status = status_line
@@ -553,17 +559,18 @@ pub fn http(
         }
         headers.push(line);
     }
-    let mut resp = HttpResponse {
-        status,
-        headers,
-        body: String::new(),
-    };
-    let len: usize = resp
-        .header("content-length")
+    let len: usize = find_header(&headers, "content-length")
         .and_then(|v| v.parse().ok())
         .expect("a Content-Length");
     let mut body = vec![0u8; len];
-    std::io::Read::read_exact(&mut r, &mut body).expect("the whole body");
-    resp.body = String::from_utf8(body).expect("a UTF-8 body");
-    resp
+    std::io::Read::read_exact(r, &mut body).expect("the whole body");
+    (status, headers, body)
+}
+
+/// The value of header `name` (any case) among `Name: value` lines.
+pub fn find_header<'a>(headers: &'a [String], name: &str) -> Option<&'a str> {
+    headers.iter().find_map(|h| {
+        let (n, v) = h.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
 }
