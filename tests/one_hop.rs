@@ -193,3 +193,80 @@ fn a_message_arrives_once_however_it_is_subscribed_and_pub_counts_receivers() {
         }
     }
 }
+
+/// An idle subscriber's socket is written by the publishers themselves; when it fills
+/// (the client stops reading), what it did not take is queued and written by the
+/// connection once it can: every message arrives whole and in order, from two
+/// publishers at once, text and JSON subscribers alike.
+#[test]
+fn messages_written_to_an_idle_subscribers_socket_arrive_whole_and_in_order() {
+    use std::io::{BufRead, BufReader, Write};
+    let server = common::start();
+    let addr = server.local_addr();
+    let mut admin = Client::connect(addr);
+    admin.ok("CREATE bulk");
+    let mut text = Client::connect(addr);
+    text.ok("SUB bulk");
+    let mut json = Client::connect(addr);
+    json.ok("FORMAT json");
+    json.ok("SUB bulk");
+    // Both go idle (lending their sockets) and do not read for a while.
+    std::thread::sleep(Duration::from_millis(100));
+    let per_publisher = 3000;
+    let pad = "x".repeat(900);
+    let publishers: Vec<_> = (0..2)
+        .map(|p| {
+            let pad = pad.clone();
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                let mut batch = String::new();
+                for i in 0..per_publisher {
+                    batch.push_str(&format!("PUB bulk p{p}-{i} {pad}\n"));
+                    if i % 100 == 99 {
+                        s.write_all(batch.as_bytes()).unwrap();
+                        batch.clear();
+                    }
+                }
+                // Read the replies, so this publisher is never the slow one.
+                let mut r = BufReader::new(s);
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                assert!(line.starts_with("HELLO"), "{line}");
+                for _ in 0..per_publisher {
+                    line.clear();
+                    r.read_line(&mut line).unwrap();
+                    assert!(line.starts_with("+OK"), "{line}");
+                }
+            })
+        })
+        .collect();
+    // The subscribers' sockets fill meanwhile.
+    std::thread::sleep(Duration::from_millis(300));
+    let check = |lines: Vec<String>, json: bool| {
+        let mut next = [0usize; 2];
+        for line in lines {
+            let data = if json {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                v["data"].as_str().unwrap().to_string()
+            } else {
+                line.splitn(4, ' ').nth(3).unwrap().to_string()
+            };
+            let (tag, rest) = data.split_once(' ').unwrap();
+            assert_eq!(rest, pad, "a whole message");
+            let (p, i) = tag.trim_start_matches('p').split_once('-').unwrap();
+            let (p, i): (usize, usize) = (p.parse().unwrap(), i.parse().unwrap());
+            assert_eq!(i, next[p], "publisher {p}'s messages in order");
+            next[p] += 1;
+        }
+        assert_eq!(next, [per_publisher; 2]);
+    };
+    let read_all =
+        |c: &mut Client| -> Vec<String> { (0..2 * per_publisher).map(|_| c.push()).collect() };
+    let t = read_all(&mut text);
+    check(t, false);
+    let j = read_all(&mut json);
+    check(j, true);
+    for p in publishers {
+        p.join().unwrap();
+    }
+}

@@ -18,6 +18,7 @@ mod ws;
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -223,6 +224,11 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
                 }
             }
         }
+        // What this connection published goes to its receivers before its own
+        // replies go to its client: written first, a reply woke the publishing client,
+        // which on a busy machine took the core before the messages were handed over
+        // (p50 latency at 20k msgs/s measured 97-156 us instead of about 65).
+        session.flush_published();
         let durable = session.output_durable();
         if durable {
             match write_out(&mut stream, &mut session.out, &mut written) {
@@ -264,10 +270,40 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
         }
         session.flush_published();
         stack.idle();
+        // Idle with nothing to write: publishers write to this socket themselves until
+        // it wakes (one hop instead of two).
+        let lent = session
+            .lendable()
+            .filter(|format| session.outbox.lend(stream.as_raw_fd(), *format))
+            .map(|_| Lending(&session.outbox));
         stream.wait_io();
+        if let Some(lent) = lent {
+            stats.bytes_out.fetch_add(lent.end(), Ordering::Relaxed);
+        }
         // A new slice starts on waking, not when going to sleep: counted from then, a
         // sleep longer than a slice left the first pass no time for the lines it read.
         busy.restart();
+    }
+}
+
+/// The socket lent to publishers while the connection waits ([`Outbox::lend`]), taken
+/// back when it wakes, and in any case before the socket can close (a coroutine
+/// unwinding out of its wait drops this first): nobody may write to a descriptor the
+/// connection no longer owns.
+struct Lending<'a>(&'a Outbox);
+
+impl Lending<'_> {
+    /// Takes the socket back; the bytes others wrote to it.
+    fn end(self) -> u64 {
+        let sent = self.0.take_back();
+        std::mem::forget(self);
+        sent
+    }
+}
+
+impl Drop for Lending<'_> {
+    fn drop(&mut self) {
+        self.0.take_back();
     }
 }
 

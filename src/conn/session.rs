@@ -949,6 +949,7 @@ impl Session {
                 }
                 OutItem::Push(push) => push.encode(self.format, &mut self.out),
                 OutItem::Run(run) => self.out.extend_from_slice(run.encoded(self.format)),
+                OutItem::Bytes(bytes) => self.out.extend_from_slice(&bytes),
                 OutItem::Answer(token, reply) => self.answer(token, reply),
             }
         }
@@ -1057,6 +1058,21 @@ impl Session {
     }
 
     /// Frees buffers an idle connection does not need, so idle connections stay small.
+    /// Whether the connection is wholly idle (nothing to write, nothing awaited, not
+    /// ending), so that others may write messages to its socket while it waits; the
+    /// format they are written in.
+    pub fn lendable(&self) -> Option<Format> {
+        let idle = self.out.is_empty()
+            && self.inbox.is_empty()
+            && self.pending.is_empty()
+            && self.held.is_empty()
+            && self.stream.is_none()
+            && self.ending.is_none()
+            && !self.quit_requested
+            && self.transport == Transport::Tcp;
+        idle.then_some(self.format)
+    }
+
     pub fn shrink_idle(&mut self) {
         if self.out.is_empty() && self.out.capacity() > 0 {
             self.out = Vec::new();

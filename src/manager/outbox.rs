@@ -34,6 +34,9 @@ pub enum OutItem {
     Answer(u64, Reply),
     /// Messages published one after another to a channel (`conn/publish.rs`).
     Run(Arc<MessageRun>),
+    /// What a publisher writing to the socket itself could not write (the rest of a
+    /// run, encoded): written next.
+    Bytes(Vec<u8>),
 }
 
 /// What became of a batch given to [`Outbox::push_batch`].
@@ -48,6 +51,16 @@ pub enum Delivery {
 struct Queue {
     items: VecDeque<OutItem>,
     closed: bool,
+    /// Set while the connection waits idle with nothing to write: whoever hands it
+    /// messages writes them to its socket at once, under this lock (one hop, no wake).
+    lent: Option<Lent>,
+}
+
+/// The socket an idle connection lends, and the format its messages go out in.
+#[derive(Clone, Copy, Debug)]
+struct Lent {
+    fd: std::os::fd::RawFd,
+    format: crate::protocol::Format,
 }
 
 /// Shared between one connection's coroutine (the only consumer) and the threads that
@@ -80,6 +93,8 @@ pub struct Outbox {
     stall_on: Mutex<Option<Weak<Outbox>>>,
     /// How many times the consumer has taken what was queued: its progress.
     takes: AtomicU64,
+    /// Bytes written to the lent socket by others since the connection took it back.
+    sent_direct: AtomicU64,
     waker: WaitIoWaker,
     limit: usize,
     /// The staging slot the last stager to stage here gave this outbox:
@@ -100,7 +115,9 @@ impl Outbox {
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
                 closed: false,
+                lent: None,
             }),
+            sent_direct: AtomicU64::new(0),
             queued_bytes: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             cut: AtomicU8::new(0),
@@ -216,12 +233,80 @@ impl Outbox {
             items.clear();
             return Delivery::Refused;
         }
+        if let Some(lent) = q.lent.take() {
+            if q.items.is_empty() {
+                match self.write_lent(lent, items) {
+                    None => {
+                        // All written: the connection sleeps on, still lending.
+                        q.lent = Some(lent);
+                        items.clear();
+                        return Delivery::Queued { wake: false };
+                    }
+                    Some((at, rest)) => {
+                        if !rest.is_empty() {
+                            q.items.push_back(OutItem::Bytes(rest));
+                        }
+                        items.drain(..at);
+                    }
+                }
+            }
+        }
         q.items.extend(items.drain(..));
         self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         drop(q);
         Delivery::Queued {
             wake: !self.wake_pending.swap(true, Ordering::AcqRel),
         }
+    }
+
+    /// Writes `items` to the lent socket, in order, as far as it takes them without
+    /// waiting. `None` when all went; else the index of the first item not wholly
+    /// written, and the unwritten rest of the one before it when that went in part
+    /// (it then counts as written: the rest is queued in its place).
+    fn write_lent(&self, lent: Lent, items: &[OutItem]) -> Option<(usize, Vec<u8>)> {
+        let mut sent = 0u64;
+        let mut stop = None;
+        for (i, item) in items.iter().enumerate() {
+            let bytes = match item {
+                OutItem::Run(run) => run.encoded(lent.format),
+                OutItem::Push(Push::Message(m)) => m.encoded(lent.format),
+                _ => {
+                    stop = Some((i, Vec::new()));
+                    break;
+                }
+            };
+            let n = send_now(lent.fd, bytes);
+            sent += n as u64;
+            if n < bytes.len() {
+                stop = Some(if n == 0 {
+                    (i, Vec::new())
+                } else {
+                    (i + 1, bytes[n..].to_vec())
+                });
+                break;
+            }
+        }
+        self.sent_direct.fetch_add(sent, Ordering::Relaxed);
+        stop
+    }
+
+    /// The connection is about to wait idle with nothing queued or unwritten: until
+    /// [`Outbox::take_back`], messages handed to it are written to `fd` at once by
+    /// whoever hands them. Refused (false) when something is queued already.
+    pub fn lend(&self, fd: std::os::fd::RawFd, format: crate::protocol::Format) -> bool {
+        let mut q = self.queue.lock();
+        if !q.items.is_empty() || q.closed {
+            return false;
+        }
+        q.lent = Some(Lent { fd, format });
+        true
+    }
+
+    /// The connection is awake: nobody else writes to its socket from now on. Bytes
+    /// others wrote to it meanwhile.
+    pub fn take_back(&self) -> u64 {
+        self.queue.lock().lent = None;
+        self.sent_direct.swap(0, Ordering::Relaxed)
     }
 
     /// Queues the answer for request `token` and wakes the connection. An answer is
@@ -254,6 +339,7 @@ impl Outbox {
         if q.closed && self.cut.load(Ordering::Relaxed) != 0 {
             return false;
         }
+        q.lent = None;
         q.items.clear();
         q.items.push_back(OutItem::Push(Push::Bye(reason)));
         q.closed = true;
@@ -272,6 +358,7 @@ impl Outbox {
     /// counting it as a receiver at once (before the manager hears it is gone).
     pub fn shut(&self) {
         let mut q = self.queue.lock();
+        q.lent = None;
         q.closed = true;
         q.items.clear();
         self.closed.store(true, Ordering::Relaxed);
@@ -361,6 +448,31 @@ impl Outbox {
             self.takes.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Writes what `fd` takes of `bytes` now, without waiting: how many bytes. A full
+/// socket, or any error, writes nothing more (the connection finds its error itself).
+fn send_now(fd: std::os::fd::RawFd, bytes: &[u8]) -> usize {
+    let mut done = 0;
+    while done < bytes.len() {
+        let rest = &bytes[done..];
+        // SAFETY: `fd` is the lending connection's open socket (it takes it back, under
+        // the queue lock held here, before it closes it); `rest` is a live buffer.
+        let n = unsafe {
+            libc::send(
+                fd,
+                rest.as_ptr().cast(),
+                rest.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        match n {
+            n if n > 0 => done += n as usize,
+            _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            _ => break,
+        }
+    }
+    done
 }
 
 /// Milliseconds since the process first asked (a monotonic clock cheap to store).
