@@ -107,9 +107,6 @@ const BLOCKING_THREADS: usize = 4;
 /// coroutine's worker; outside a coroutine, runs it here. `None` if `f` panicked (or
 /// no thread could be started).
 pub fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    if !may::coroutine::is_coroutine() {
-        return std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
-    }
     Pending::start(f).wait()
 }
 

@@ -87,6 +87,21 @@ fn grant(c: &mut Client, line: &str) -> String {
         .to_string()
 }
 
+/// A connection that has sent a `PUT` of `path` with `token` and the header lines
+/// `extra`, and no body yet: the test sends what it wants of one.
+fn put_head(addr: SocketAddr, token: &str, path: &str, extra: &[&str]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut head = format!("PUT /files/{path} HTTP/1.1\r\n{}\r\n", bearer(token));
+    for h in extra {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s
+}
+
 fn put(addr: SocketAddr, token: &str, path: &str, body: &[u8]) -> Resp {
     send(
         addr,
@@ -200,14 +215,7 @@ fn grant_put_get_delete_with_every_error() {
         b"x",
     );
     assert_eq!((r.status, r.code()), (405, "method_not_allowed".into()));
-    let mut s = TcpStream::connect(http).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "PUT /files/notes/hello.txt HTTP/1.1\r\n{}\r\n\r\n",
-        bearer(&up)
-    )
-    .unwrap();
+    let s = put_head(http, &up, "notes/hello.txt", &[]);
     let r = read_response(&mut BufReader::new(s));
     assert_eq!((r.status, r.code()), (411, "length_required".into()));
 
@@ -344,15 +352,8 @@ fn size_limit_and_quota_hold_under_concurrent_uploads() {
     let t = grant(&mut c, "GRANT put ann/ FOR ann");
 
     // Too large, asked with Expect: 100-continue: refused before any byte is sent.
-    let mut s = TcpStream::connect(http).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "PUT /files/ann/big.bin HTTP/1.1\r\n{}\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
-        bearer(&t),
-        3 * mib
-    )
-    .unwrap();
+    let length = format!("Content-Length: {}", 3 * mib);
+    let s = put_head(http, &t, "ann/big.bin", &[&length, "Expect: 100-continue"]);
     let r = read_response(&mut BufReader::new(s));
     assert_eq!((r.status, r.code()), (413, "too_large".into()));
     assert_eq!(r.header("connection"), Some("close"));
@@ -360,14 +361,12 @@ fn size_limit_and_quota_hold_under_concurrent_uploads() {
     let r = put(http, &t, "ann/big.bin", &vec![7u8; 3 * mib]);
     assert_eq!((r.status, r.code()), (413, "too_large".into()));
     // Accepted with Expect: 100-continue: told to go on, then stored.
-    let mut s = TcpStream::connect(http).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "PUT /files/ann/ok.bin HTTP/1.1\r\n{}\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
-        bearer(&t)
-    )
-    .unwrap();
+    let mut s = put_head(
+        http,
+        &t,
+        "ann/ok.bin",
+        &["Content-Length: 5", "Expect: 100-continue"],
+    );
     let mut r = BufReader::new(s.try_clone().unwrap());
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
@@ -421,13 +420,8 @@ fn size_limit_and_quota_hold_under_concurrent_uploads() {
     assert_eq!(put(http, &t, "ann/more.bin", &vec![9u8; mib]).status, 201);
 
     // An upload cut short leaves nothing behind and gives its reservation back.
-    let mut s = TcpStream::connect(http).unwrap();
-    write!(
-        s,
-        "PUT /files/ann/cut.bin HTTP/1.1\r\n{}\r\nContent-Length: {mib}\r\n\r\n",
-        bearer(&t)
-    )
-    .unwrap();
+    let length = format!("Content-Length: {mib}");
+    let mut s = put_head(http, &t, "ann/cut.bin", &[&length]);
     s.write_all(&vec![1u8; 100_000]).unwrap();
     drop(s);
     let deadline = Instant::now() + WAIT;
@@ -672,14 +666,9 @@ fn a_gigabyte_streams_through_without_sitting_in_memory() {
         }
         b
     };
-    let mut s = TcpStream::connect(http).unwrap();
+    let length = format!("Content-Length: {total}");
+    let mut s = put_head(http, &up, "big/one.bin", &[&length]);
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    write!(
-        s,
-        "PUT /files/big/one.bin HTTP/1.1\r\n{}\r\nContent-Length: {total}\r\n\r\n",
-        bearer(&up)
-    )
-    .unwrap();
     let mut peak = before;
     for n in 0..total >> 20 {
         s.write_all(&block(n)).unwrap();
@@ -746,15 +735,8 @@ fn an_upload_that_stalls_is_given_up() {
     let http = server.http_addr().unwrap();
     let mut c = Client::connect(server.local_addr());
     let t = grant(&mut c, "GRANT put slow.bin");
-    let mut s = TcpStream::connect(http).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "PUT /files/slow.bin HTTP/1.1\r\n{}\r\nContent-Length: {}\r\n\r\n",
-        bearer(&t),
-        1 << 20
-    )
-    .unwrap();
+    let length = format!("Content-Length: {}", 1 << 20);
+    let mut s = put_head(http, &t, "slow.bin", &[&length]);
     s.write_all(&[5u8; 1000]).unwrap();
     // Then nothing, with the connection open: the server answers and closes.
     let started = Instant::now();

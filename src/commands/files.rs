@@ -53,6 +53,21 @@ fn ttl(seconds: Option<u64>) -> Result<Duration, ErrorReply> {
     }
 }
 
+/// `GRANT` as either parser read it.
+fn grant(
+    op: FileOp,
+    path: String,
+    seconds: Option<u64>,
+    owner: Option<String>,
+) -> Result<Command, ErrorReply> {
+    ok(FileCommand::Grant {
+        op,
+        path,
+        ttl: ttl(seconds)?,
+        owner,
+    })
+}
+
 pub static SPECS: &[CommandSpec] = &[CommandSpec {
     name: "GRANT",
     usage: "GRANT put|get|delete <path> [TTL <seconds>] [FOR <user>]",
@@ -71,12 +86,7 @@ pub static SPECS: &[CommandSpec] = &[CommandSpec {
             }
         }
         a.finish()?;
-        ok(FileCommand::Grant {
-            op,
-            path,
-            ttl: ttl(seconds)?,
-            owner,
-        })
+        grant(op, path, seconds, owner)
     },
     parse_json: |mut a| {
         let op = op(&a.required_str("operation")?)?;
@@ -84,12 +94,7 @@ pub static SPECS: &[CommandSpec] = &[CommandSpec {
         let seconds = a.optional_count("ttl")?;
         let owner = a.optional_str("for")?;
         a.finish()?;
-        ok(FileCommand::Grant {
-            op,
-            path,
-            ttl: ttl(seconds)?,
-            owner,
-        })
+        grant(op, path, seconds, owner)
     },
 }];
 

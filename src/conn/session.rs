@@ -450,6 +450,13 @@ impl Session {
         self.observe(done);
     }
 
+    /// Whether a `PUB` read now may be delivered by this connection itself: nothing of
+    /// it waits on the manager (see `Publisher::may_publish`).
+    fn may_publish_now(&self) -> bool {
+        let waiting = self.in_flight > 0 || !self.batch.is_empty();
+        self.publisher.may_publish(waiting, &self.ctx.stats)
+    }
+
     /// Publishes a text `PUB` read straight from its line, when it may go out at once:
     /// no command is made and the message is written into its run as the `MSG` line
     /// receivers get. `false` leaves it to the general path (which also gives any
@@ -463,8 +470,7 @@ impl Session {
         if !commands::rights::may_pub(mode, &self.identity, &self.role, channel) {
             return false;
         }
-        let waiting = self.in_flight > 0 || !self.batch.is_empty();
-        if !self.publisher.may_publish(waiting, &self.ctx.stats) {
+        if !self.may_publish_now() {
             return false;
         }
         if !self.fixed {
@@ -505,8 +511,7 @@ impl Session {
             other => other,
         };
         if let Ok(Command::Channel(ChannelCommand::Pub { channel, data })) = command {
-            let waiting = self.in_flight > 0 || !self.batch.is_empty();
-            if self.publisher.may_publish(waiting, &self.ctx.stats) {
+            if self.may_publish_now() {
                 let reply = self.publisher.publish(
                     &self.ctx.routes,
                     &self.outbox,
