@@ -188,9 +188,8 @@ impl Publisher {
         };
         // A line while the run is all lines; anything after a JSON payload is a
         // message object, to stay behind it.
-        let as_line = run.messages.is_empty() && data.text().is_some();
         let (n, crowded) = match (run.lines.as_mut(), data.text()) {
-            (Some(lines), Some(text)) if as_line => {
+            (Some(lines), Some(text)) if run.messages.is_empty() => {
                 let size = lines.push(text);
                 run.route.reserve_len(&mut self.stager, &run.slots, size)
             }
