@@ -326,7 +326,7 @@ pub fn resume(
         } else {
             OutItem::Run(Arc::new(MessageRun::new(msgs)))
         };
-        if let Delivery::Queued { wake: true } = outbox.push_batch(&mut vec![item], bytes) {
+        if let Delivery::Queued { wake: true } = outbox.push_batch(&mut vec![item], bytes, false) {
             outbox.wake();
         }
     }

@@ -91,6 +91,12 @@ const FLUSH_AT: u64 = 1024;
 /// Deliveries staged before a flush in any case (a large fan-out), bounding the memory
 /// and the time a route is held.
 const FLUSH_DELIVERIES: u64 = 1 << 18;
+/// At most this many deliveries staged from what one read brought is a sparse flow,
+/// whose latency is the hop: handed over before the replies go out. More is a busy
+/// flow, which a flush per read would hand over in small batches (a lock and a wake per
+/// receiver each): flushing every read measured 1 -> 100 fan-out at 18 M deliveries/s
+/// instead of 48 M.
+const SPARSE_DELIVERIES: u64 = 4;
 
 impl Publisher {
     /// Whether the next `PUB` may be delivered here: nothing of this connection waits
@@ -238,6 +244,16 @@ impl Publisher {
             self.stager.stage(&placed.provider, item, size),
             Staged::Queued { crowded: true }
         )
+    }
+
+    /// Flushes a sparse flow's few deliveries at once (see [`Session::flush_sparse`]),
+    /// and leaves a busy flow's to gather until [`FLUSH_AT`] or the connection waits.
+    ///
+    /// [`Session::flush_sparse`]: crate::conn::session::Session::flush_sparse
+    pub fn flush_if_sparse(&mut self, stats: &Stats) {
+        if self.staged_deliveries <= SPARSE_DELIVERIES {
+            self.flush(stats);
+        }
     }
 
     /// Flushes once many deliveries are staged (the connection has more to read).

@@ -742,6 +742,15 @@ impl Session {
         }
     }
 
+    /// Hands over what this connection published if that is a few messages (a sparse
+    /// flow): before the connection writes its replies, since a reply written first
+    /// woke the publishing client, which on a busy machine took the core before the
+    /// messages were handed over (p50 latency at 20k msgs/s measured 97-156 us instead
+    /// of about 65). Many are left to gather into a larger batch.
+    pub fn flush_sparse(&mut self) {
+        self.publisher.flush_if_sparse(&self.ctx.stats);
+    }
+
     /// Hands over what this connection published and has not yet: call it before the
     /// connection waits for I/O.
     pub fn flush_published(&mut self) {

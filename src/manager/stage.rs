@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::stats::Stats;
-use crate::manager::outbox::{Delivery, OutItem, Outbox};
+use crate::manager::outbox::{direct_write, Delivery, OutItem, Outbox};
 
 /// What became of a staged item.
 pub enum Staged {
@@ -135,6 +135,7 @@ impl Stager {
 
     /// Hands every connection what was staged for it, and wakes it.
     pub fn flush(&mut self, stats: &Stats) {
+        let receivers = self.slots.len();
         for mut slot in self.slots.drain(..) {
             if slot.overflow {
                 if slot.outbox.close_slow() {
@@ -146,8 +147,9 @@ impl Stager {
                 }
                 slot.outbox.wake();
             } else if !slot.items.is_empty() {
+                let direct = direct_write(receivers, slot.bytes);
                 if let Delivery::Queued { wake: true } =
-                    slot.outbox.push_batch(&mut slot.items, slot.bytes)
+                    slot.outbox.push_batch(&mut slot.items, slot.bytes, direct)
                 {
                     slot.outbox.wake();
                 }
