@@ -48,6 +48,9 @@ struct Args {
     /// Coroutine worker threads (the channel manager has its own thread)
     #[arg(long, default_value_t = leviathan::server::default_workers())]
     workers: usize,
+    /// Pin worker i to core i (for a machine given to the server alone)
+    #[arg(long)]
+    pin_workers: bool,
     /// Stack per connection coroutine, in KiB (only touched pages use memory)
     #[arg(long, default_value_t = Config::default().stack_size >> 10)]
     stack_kib: usize,
@@ -158,6 +161,7 @@ fn main() -> ExitCode {
         outbox_limit: args.outbox_limit,
         greet_delay: Duration::from_millis(args.greet_delay_ms),
         workers: args.workers,
+        pin_workers: args.pin_workers,
         stack_size: args.stack_kib << 10,
         history_limit: args.history_limit,
         drain_timeout: Duration::from_secs(args.drain_secs),

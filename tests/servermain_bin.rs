@@ -157,3 +157,48 @@ fn the_listen_backlog_is_the_systems_maximum_or_the_flag() {
         assert_eq!(c.ok("PING"), "+PONG");
     }
 }
+
+/// Workers float over the cores unless `--pin-workers` pins each to one: a pinned worker
+/// whose core a client process is using waits while another core idles.
+#[test]
+fn workers_are_pinned_only_when_asked() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        eprintln!("one core: pinned and unpinned threads look alike here; nothing to check");
+        return;
+    }
+    // Threads allowed on one core only, as /proc reports each thread's affinity.
+    let pinned_threads = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+            .filter_map(|status| {
+                let list = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+                    .trim()
+                    .to_string();
+                Some(!list.contains(',') && !list.contains('-'))
+            })
+            .filter(|&one| one)
+            .count()
+    };
+    for (args, want_pinned) in [
+        (&["--in-memory", "--workers", "2"][..], false),
+        (
+            &["--in-memory", "--workers", "2", "--pin-workers"][..],
+            true,
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = common::ServerProcess::start(dir.path(), args).expect("servermain starts");
+        let mut c = Client::connect(server.addr);
+        assert_eq!(c.ok("PING"), "+PONG");
+        let pinned = pinned_threads(server.child.id());
+        if want_pinned {
+            assert_eq!(pinned, 2, "{args:?}: one thread per worker on one core");
+        } else {
+            assert_eq!(pinned, 0, "{args:?}: no thread is held to one core");
+        }
+    }
+}
