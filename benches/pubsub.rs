@@ -5,7 +5,8 @@
 //! how long 9,000 clients connecting at once take to be subscribed (`storm`), each for
 //! leviathan and, in the same run with the same load generator, for NATS and Redis
 //! when `nats-server` and `redis-server` are installed (`LEVIATHAN_PEERS=0` leaves them
-//! out), with leviathan's ratio to the best of them.
+//! out), with leviathan's ratio to the best of them. Throughput and latency figures
+//! are medians of 3 runs, the servers taking turns.
 //! `cargo bench --bench pubsub -- quick` runs a shorter version of each; naming
 //! scenarios (`1to1 fanout channels latency memory storm history`) runs only those;
 //! `history` compares channels with and without a history (`pubsub/history.rs`).
@@ -392,7 +393,8 @@ fn fanout(server: &Target, publishers: usize, subs_per_channel: usize, per_pub: 
 /// One-way latency percentiles (µs) at `rate` messages per second for `secs` seconds,
 /// through `target`: a message carrying `ts=<send time>` in, the same out.
 fn latency(target: &Target, rate: u64, secs: u64) -> (f64, f64, f64) {
-    let ch = format!("lat{}", target.pid);
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let ch = format!("lat{}x{}", target.pid, RUNS.fetch_add(1, Ordering::Relaxed));
     target.create(&ch);
     let (mut sr, mut sw) = target.open();
     target.subscribe(&mut sr, &mut sw, &ch);
@@ -635,6 +637,20 @@ fn peer_targets(
         .collect()
 }
 
+/// Runs of each throughput and latency figure (`quick`: one).
+const ROUNDS: usize = 3;
+
+/// The order `n` targets take their turns in round `round`: each round starts with
+/// the next one, so none always runs first (on the coldest machine) or last.
+fn turns(n: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |i| (i + round) % n)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("relay") {
         return relay_main();
@@ -681,17 +697,30 @@ fn main() {
             100_000,
         ),
     ];
+    // Each figure is the median of `rounds` runs, the targets taking turns within a
+    // round (and a different one going first each round): one run of any server swings
+    // by 20% here with which core each connection lands on.
+    let rounds = if quick { 1 } else { ROUNDS };
     for (name, what, pubs, subs, per_pub) in scenarios {
         if !run(name) {
             continue;
         }
-        let mut rates = Vec::new();
-        for (who, target) in &targets {
-            let (rate, cpu) = fanout(target, pubs, subs, per_pub / scale);
-            println!(
-                "{what:<42} {who:<10} {rate:>10.0} msgs/s delivered, server CPU {cpu:.3} us/msg"
-            );
-            rates.push(rate);
+        let mut rates = vec![Vec::new(); targets.len()];
+        for round in 0..rounds {
+            for i in turns(targets.len(), round) {
+                let (who, target) = &targets[i];
+                let (rate, cpu) = fanout(target, pubs, subs, per_pub / scale);
+                println!(
+                    "{what:<42} {who:<10} {rate:>10.0} msgs/s delivered, server CPU {cpu:.3} us/msg"
+                );
+                rates[i].push(rate);
+            }
+        }
+        let rates: Vec<f64> = rates.into_iter().map(median).collect();
+        if rounds > 1 {
+            for ((who, _), rate) in targets.iter().zip(&rates) {
+                println!("  median of {rounds}: {who:<10} {rate:>10.0} msgs/s");
+            }
         }
         if let Some(best) = rates[1..].iter().cloned().reduce(f64::max) {
             println!("  leviathan / best peer: {:.2}x", rates[0] / best);
@@ -699,24 +728,39 @@ fn main() {
     }
     if run("latency") {
         let secs = if quick { 1 } else { 5 };
-        let mut p50s = Vec::new();
-        for (who, target) in &targets {
-            let (p50, p99, p999) = latency(target, 20_000, secs);
+        let mut p50s = vec![Vec::new(); targets.len()];
+        let mut p99s = vec![Vec::new(); targets.len()];
+        for round in 0..rounds {
+            for i in turns(targets.len(), round) {
+                let (who, target) = &targets[i];
+                let (p50, p99, p999) = latency(target, 20_000, secs);
+                println!(
+                    "one-way latency at 20000 msgs/s:   {who:<10} p50 {p50:.1} us, p99 {p99:.1} us, p99.9 {p999:.1} us"
+                );
+                p50s[i].push(p50);
+                p99s[i].push(p99);
+            }
+            let (b50, b99, b999) = baseline_latency(20_000, secs);
             println!(
-                "one-way latency at 20000 msgs/s:   {who:<10} p50 {p50:.1} us, p99 {p99:.1} us, p99.9 {p999:.1} us"
+                "  baseline (plain relay process):             p50 {b50:.1} us, p99 {b99:.1} us, p99.9 {b999:.1} us"
             );
-            p50s.push((p50, p99));
         }
-        let (b50, b99, b999) = baseline_latency(20_000, secs);
-        println!(
-            "  baseline (plain relay process):             p50 {b50:.1} us, p99 {b99:.1} us, p99.9 {b999:.1} us"
-        );
-        let best = |f: fn(&(f64, f64)) -> f64| p50s[1..].iter().map(f).reduce(f64::min);
-        if let (Some(b50), Some(b99)) = (best(|p| p.0), best(|p| p.1)) {
+        let p50s: Vec<f64> = p50s.into_iter().map(median).collect();
+        let p99s: Vec<f64> = p99s.into_iter().map(median).collect();
+        if rounds > 1 {
+            for (i, (who, _)) in targets.iter().enumerate() {
+                println!(
+                    "  medians of {rounds}: {who:<10} p50 {:.1} us, p99 {:.1} us",
+                    p50s[i], p99s[i]
+                );
+            }
+        }
+        let best = |v: &[f64]| v[1..].iter().cloned().reduce(f64::min);
+        if let (Some(b50), Some(b99)) = (best(&p50s), best(&p99s)) {
             println!(
                 "  leviathan / best peer: p50 {:.2}x, p99 {:.2}x (lower is better)",
-                p50s[0].0 / b50,
-                p50s[0].1 / b99
+                p50s[0] / b50,
+                p99s[0] / b99
             );
         }
     }
