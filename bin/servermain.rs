@@ -137,6 +137,13 @@ struct Args {
     /// No HTTP side
     #[arg(long)]
     no_http: bool,
+    /// Join a cluster of nodes through this Redis (redis://[user:password@]host:port[/db]):
+    /// publications cross to every node (docs/CLUSTER.md)
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Prefix of the cluster's Redis keys and channels
+    #[arg(long, default_value = "leviathan")]
+    redis_prefix: String,
     /// API keys for the HTTP API, one a line: NAME ROLE SHA256-OF-THE-KEY (the key
     /// itself is never stored; sha256sum gives the hash)
     #[arg(long)]
@@ -200,6 +207,13 @@ fn main() -> ExitCode {
             max_file_size: args.max_file_size,
             quota: args.file_quota,
         },
+        cluster: args
+            .redis
+            .clone()
+            .map(|url| leviathan::cluster::ClusterSettings {
+                url,
+                prefix: args.redis_prefix.clone(),
+            }),
         ..Config::default()
     };
     App::new().config(config).run(&args.host, args.port)

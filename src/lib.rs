@@ -41,6 +41,7 @@
 pub mod app;
 pub mod auth;
 pub mod client;
+pub mod cluster;
 pub mod collections;
 pub mod commands;
 pub mod conn;

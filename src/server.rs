@@ -53,6 +53,8 @@ pub struct Config {
     /// 51-62 us pinned against 49-53 us not, with the load generator on the same two
     /// cores). A machine given to the server alone may gain from it.
     pub pin_workers: bool,
+    /// The cluster this node joins (`--redis`), if any: see `docs/CLUSTER.md`.
+    pub cluster: Option<crate::cluster::ClusterSettings>,
     /// How long a connection's coroutine runs before it gives way to the others on its
     /// worker (default 250 µs; shorter is fairer, longer does more per switch).
     pub slice: Duration,
@@ -128,6 +130,7 @@ impl Default for Config {
             greet_delay: Duration::from_millis(200),
             workers: default_workers(),
             pin_workers: false,
+            cluster: None,
             slice: crate::coop::SLICE,
             stack_size: if cfg!(debug_assertions) {
                 256 << 10
@@ -267,6 +270,20 @@ impl Server {
                 let _ = ops.send(ChannelOp::TableChange(note));
             }));
         }
+        let cluster = match &config.cluster {
+            Some(settings) => {
+                let ops = ops.clone();
+                let deliver = Box::new(move |m| {
+                    let _ = ops.send(ChannelOp::Remote(m));
+                });
+                let cluster = crate::cluster::Cluster::start(settings, stats.clone(), deliver)
+                    .map_err(io::Error::other)?;
+                let _ = routes.backplane.set(cluster.clone());
+                // Left if the start fails from here on.
+                Some(crate::cluster::Membership(cluster))
+            }
+            None => None,
+        };
         let manager = std::thread::Builder::new()
             .name("channel-manager".into())
             .spawn(move || manager.run(ops_rx, crate::commands::Routed))?;
@@ -355,6 +372,7 @@ impl Server {
             http,
             http_ctx,
             http_addr,
+            cluster,
         })
     }
 }
@@ -406,6 +424,8 @@ pub struct ServerHandle {
     http: Option<may::coroutine::JoinHandle<()>>,
     http_ctx: Arc<HttpContext>,
     http_addr: Option<SocketAddr>,
+    /// The node's place in its cluster (`--redis`).
+    cluster: Option<crate::cluster::Membership>,
 }
 
 impl ServerHandle {
@@ -518,6 +538,8 @@ impl ServerHandle {
         if let Some(m) = self.manager.take() {
             let _ = m.join();
         }
+        // After the manager: what shutdown tasks published has crossed too.
+        drop(self.cluster.take());
         let deadline = Instant::now() + self.drain_timeout;
         while self.stats.connections_current.load(Ordering::Acquire) > 0
             && Instant::now() < deadline

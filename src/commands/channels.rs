@@ -440,6 +440,9 @@ fn publish(m: &mut Manager, id: ConnId, channel: &str, data: Payload) -> Result<
         return Err(no_such_channel(channel));
     };
     let from = m.name_of(id);
+    if let Some(backplane) = m.routes.backplane.get() {
+        backplane.publish(&chan.name, &from, (&data).into());
+    }
     let history = chan.history.clone();
     let msg = Arc::new(Message::new(
         MessageKind::Channel,

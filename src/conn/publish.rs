@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::commands::channels::{bad_name, no_such_channel};
+use crate::manager::backplane::{Backplane, PayloadRef};
 use crate::manager::outbox::{OutItem, Outbox};
 use crate::manager::requests::{Placed, ServiceRoute};
 use crate::manager::route::{Route, Routes};
@@ -59,6 +60,8 @@ struct Run {
     lines: Option<TextLines>,
     /// The rest (a run's messages are its lines, then these).
     messages: Vec<Arc<Message>>,
+    /// The cluster's backplane, handed every message too.
+    backplane: Option<Arc<dyn Backplane>>,
 }
 
 /// What a `PUB` carries: a payload already made, or the text of a line being read.
@@ -73,6 +76,13 @@ impl Body<'_> {
             Body::Text(s) => Some(s),
             Body::Payload(Payload::Text(s)) => Some(s),
             Body::Payload(Payload::Json(_)) => None,
+        }
+    }
+
+    fn as_ref(&self) -> PayloadRef<'_> {
+        match self {
+            Body::Text(s) => PayloadRef::Text(s),
+            Body::Payload(p) => p.into(),
         }
     }
 
@@ -180,6 +190,7 @@ impl Publisher {
                 slots,
                 lines,
                 messages: Vec::new(),
+                backplane: routes.backplane.get().cloned(),
             });
         } else if let Some(run) = self.run.as_mut() {
             run.version = version;
@@ -194,6 +205,9 @@ impl Publisher {
         };
         // A line while the run is all lines; anything after a JSON payload is a
         // message object, to stay behind it.
+        if let Some(backplane) = &run.backplane {
+            backplane.publish(&run.route.name, &run.from, data.as_ref());
+        }
         let (n, crowded) = match (run.lines.as_mut(), data.text()) {
             (Some(lines), Some(text)) if run.messages.is_empty() => {
                 let size = lines.push(text);

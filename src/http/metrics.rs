@@ -11,7 +11,7 @@ use super::HttpContext;
 use crate::commands::services::ServiceCommand;
 use crate::commands::session::SessionCommand;
 use crate::commands::Command;
-use crate::manager::stats::{FAMILIES, LATENCY_BOUNDS_US};
+use crate::manager::stats::{ClusterStats, FAMILIES, LATENCY_BOUNDS_US};
 use crate::manager::SERVER_ID;
 use crate::protocol::Reply;
 
@@ -56,6 +56,49 @@ fn services(ctx: &HttpContext) -> usize {
     }
 }
 
+/// The cluster's figures, when the node is in one.
+fn cluster(out: &mut String, c: &ClusterStats) {
+    if !c.enabled.load(Relaxed) {
+        return;
+    }
+    let up = if c.up.load(Relaxed) { 1.0 } else { 0.0 };
+    let figures = [
+        (
+            "cluster_up",
+            "gauge",
+            "1 while the links to the cluster's Redis are up.",
+            up,
+        ),
+        (
+            "cluster_sent_total",
+            "counter",
+            "Publications handed to the other nodes through Redis.",
+            c.sent.load(Relaxed) as f64,
+        ),
+        (
+            "cluster_received_total",
+            "counter",
+            "Publications other nodes made, received through Redis.",
+            c.received.load(Relaxed) as f64,
+        ),
+        (
+            "cluster_dropped_total",
+            "counter",
+            "Publications the other nodes did not get: Redis was down or too far behind.",
+            c.dropped.load(Relaxed) as f64,
+        ),
+        (
+            "cluster_outages_total",
+            "counter",
+            "Times a link to the cluster's Redis was lost.",
+            c.outages.load(Relaxed) as f64,
+        ),
+    ];
+    for (name, kind, help, value) in figures {
+        one(out, name, kind, help, value);
+    }
+}
+
 /// The whole page.
 pub fn render(ctx: &HttpContext) -> String {
     let info = info(ctx);
@@ -91,6 +134,7 @@ pub fn render(ctx: &HttpContext) -> String {
         "Connections refused over --max-connections.",
         s.connections_refused.load(Relaxed) as f64,
     );
+    cluster(&mut out, &s.cluster);
     one(
         &mut out,
         "slow_consumers_total",

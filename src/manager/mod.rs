@@ -2,6 +2,7 @@
 //! subscriptions, spoken to only through [`ChannelOp`] messages, so none of that state
 //! needs a lock. It drains many ops per wake and wakes each touched connection once.
 
+pub mod backplane;
 pub mod channel;
 pub mod liveness;
 pub mod outbox;
@@ -22,8 +23,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::auth::{Auth, AuthMode, Identity, Right, Role, Roles};
 use crate::collections::{Map, Set};
-use crate::protocol::push::ByeReason;
 use crate::protocol::push::PresenceEvent;
+use crate::protocol::push::{ByeReason, MessageKind};
 use crate::protocol::{Message, Push, Reply};
 use crate::store::expr::Predicate;
 use crate::store::History;
@@ -96,6 +97,8 @@ pub enum ChannelOp<C> {
     TableChange(ChangeNote),
     /// The roles were reloaded; these were in force before.
     RolesChanged(Arc<Roles>),
+    /// A publication another node of the cluster made.
+    Remote(backplane::RemoteMessage),
     /// Tell every client `BYE shutdown` and stop.
     Shutdown,
 }
@@ -555,6 +558,7 @@ impl Manager {
             ChannelOp::Disconnect { id } => self.disconnect(id),
             ChannelOp::RolesChanged(old) => self.roles_changed(&old),
             ChannelOp::TableChange(note) => self.table_changed(note),
+            ChannelOp::Remote(msg) => self.deliver_remote(msg),
             ChannelOp::Shutdown => return true,
             // Woken: the loop reads the new earliest deadline.
             ChannelOp::Deadline => {}
@@ -741,6 +745,28 @@ impl Manager {
 
     /// Hands `push` to every receiver of `channel`. Returns how many took it, and
     /// one of them whose outbox is crowded, if any (the publisher should pause).
+    /// Fans out a publication another node made to this node's receivers of its
+    /// channel (none when the channel does not exist here). Nobody here published it,
+    /// so nobody is stalled for a crowded receiver, and it does not go back out.
+    fn deliver_remote(&mut self, remote: backplane::RemoteMessage) {
+        let Some(chan) = self.channels.get(&*remote.channel) else {
+            return;
+        };
+        let history = chan.history.clone();
+        let msg = Arc::new(Message::new(
+            MessageKind::Channel,
+            chan.name.clone(),
+            remote.from,
+            remote.payload,
+        ));
+        msg.encoded(crate::protocol::Format::Text);
+        if let Some(h) = history {
+            self.sequenced.push((h, msg.clone()));
+        }
+        let (n, _) = self.fan_out(&remote.channel, Push::Message(msg));
+        self.counts.delivered += n;
+    }
+
     pub fn fan_out(&mut self, channel: &str, push: Push) -> (u64, Option<Arc<Outbox>>) {
         let Some(chan) = self.channels.get(channel) else {
             return (0, None);

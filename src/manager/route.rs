@@ -10,11 +10,12 @@
 //! means nothing more arrives from it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
+use super::backplane::Backplane;
 use super::channel::Filter;
 use super::outbox::{OutItem, Outbox};
 use super::requests::ServiceRoutes;
@@ -48,6 +49,9 @@ pub struct Routes {
     version: AtomicU64,
     /// Every service's providers, for requesters that send requests themselves.
     pub services: ServiceRoutes,
+    /// The cluster's backplane, when this node is in one: every publication here is
+    /// also handed to it (set once, at start).
+    pub backplane: OnceLock<Arc<dyn Backplane>>,
 }
 
 /// Longest the manager waits for publishers to let go of a replaced route. They hold
@@ -64,6 +68,7 @@ impl Routes {
             dirty: Mutex::default(),
             version: AtomicU64::new(0),
             services: ServiceRoutes::new(request_timeout),
+            backplane: OnceLock::new(),
         }
     }
 

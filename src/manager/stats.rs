@@ -32,6 +32,25 @@ pub struct Stats {
     /// How long requests take, from the line read to the reply ready, per command
     /// family ([`FAMILIES`]); sampled (one request in [`SAMPLE_EVERY`] per connection).
     pub latency: [Histogram; FAMILIES.len()],
+    /// The cluster's backplane, when the node is in one (`cluster/`).
+    pub cluster: ClusterStats,
+}
+
+/// What the node's link to the cluster's backplane did.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Whether the node is in a cluster at all.
+    pub enabled: AtomicBool,
+    /// Whether both links (publishing, receiving) are up now.
+    pub up: AtomicBool,
+    /// Publications handed to the backplane.
+    pub sent: AtomicU64,
+    /// Publications received from other nodes.
+    pub received: AtomicU64,
+    /// Publications not handed over: the backplane was down or too far behind.
+    pub dropped: AtomicU64,
+    /// Times a link to the backplane was lost.
+    pub outages: AtomicU64,
 }
 
 /// The command families whose request latency is measured, by index.

@@ -1,0 +1,332 @@
+//! Several servermain nodes joined through a real redis-server (`--redis`): publications
+//! cross nodes once and in order, a node never gets its own back, and a Redis outage
+//! leaves local traffic going and heals by itself.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Client, ServerProcess};
+
+/// A redis-server of the test's own on a free loopback port, without persistence;
+/// killed when dropped.
+struct Redis {
+    port: u16,
+    child: Child,
+}
+
+impl Redis {
+    /// Starts one, or `None` (said, and a failure under CI) when redis-server is missing.
+    fn start() -> Option<Redis> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            let msg = "redis-server is missing: apt-get install redis-server";
+            assert!(std::env::var("CI").is_err(), "{msg}");
+            eprintln!("SKIPPED: {msg}");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        Some(Redis::start_on(port))
+    }
+
+    fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let redis = Redis { port, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis.query(&["PING"]).is_err() {
+            assert!(Instant::now() < deadline, "redis-server answers PING");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// One command's reply.
+    fn query(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        let client = redis::Client::open(self.url())?;
+        let mut con = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut con)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A node of the cluster whose Redis is `redis`.
+fn node(dir: &std::path::Path, redis: &Redis) -> ServerProcess {
+    ServerProcess::start(
+        dir,
+        &["--in-memory", "--http-port", "0", "--redis", &redis.url()],
+    )
+    .expect("servermain starts")
+}
+
+/// The node's HTTP address, from its start-up log.
+fn http_addr(s: &ServerProcess) -> SocketAddr {
+    let line = s
+        .startup_log
+        .iter()
+        .find(|l| l.contains("HTTP on http://"))
+        .unwrap_or_else(|| panic!("{:?}", s.startup_log));
+    let url = line.split("HTTP on http://").nth(1).unwrap();
+    url.split('/').next().unwrap().parse().unwrap()
+}
+
+/// The value of one metric on `node`'s /metrics page.
+fn metric(node: &ServerProcess, name: &str) -> f64 {
+    let page = common::http(http_addr(node), "GET", "/metrics", &[], "").body;
+    page.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} on the page:\n{page}"))
+}
+
+/// Waits (bounded) until both links of `node` to Redis are up.
+fn wait_joined(node: &ServerProcess) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(node, "leviathan_cluster_up") != 1.0 {
+        assert!(Instant::now() < deadline, "the node joins its cluster");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Reads lines until nothing comes for `quiet`: what arrived late or twice.
+fn drain(c: &mut Client, quiet: Duration) -> Vec<String> {
+    c.writer.set_read_timeout(Some(quiet)).unwrap();
+    let mut extra = Vec::new();
+    while let Some(l) = c.line_or_eof_quick() {
+        extra.push(l);
+        assert!(extra.len() < 10_000, "an endless stream");
+    }
+    extra
+}
+
+#[test]
+fn publications_cross_nodes_once_in_order_and_never_come_back() {
+    let Some(redis) = Redis::start() else { return };
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (node(da.path(), &redis), node(db.path(), &redis));
+    wait_joined(&a);
+    wait_joined(&b);
+    // Channels are per node for now: each node creates the room.
+    let mut pa = Client::connect(a.addr);
+    let mut sa = Client::connect(a.addr);
+    let mut sb = Client::connect(b.addr);
+    let mut pb = Client::connect(b.addr);
+    for c in [&mut pa, &mut pb] {
+        assert_eq!(c.ok("CREATE room.1"), "+OK");
+    }
+    assert_eq!(sa.ok("SUB room.1"), "+OK");
+    // By the channel and two patterns: each message once all the same.
+    for sub in ["SUB room.1", "SUB room.*", "SUB room.>"] {
+        assert_eq!(sb.ok(sub), "+OK");
+    }
+    // Publishers on both nodes, pipelined: each one's messages in its own order.
+    let n = 500;
+    pa.pipelined((0..n).map(|i| format!("PUB room.1 a{i}")), 100);
+    pb.pipelined((0..n).map(|i| format!("PUB room.1 b{i}")), 100);
+    for (who, sub) in [("a", &mut sa), ("b", &mut sb)] {
+        let (mut from_a, mut from_b) = (0, 0);
+        while from_a + from_b < 2 * n {
+            let l = sub.push();
+            let text = l.rsplit(' ').next().unwrap();
+            if text.starts_with('a') {
+                assert_eq!(
+                    l,
+                    format!("MSG room.1 {} a{from_a}", pa.name),
+                    "on node {who}"
+                );
+                from_a += 1;
+            } else {
+                assert_eq!(
+                    l,
+                    format!("MSG room.1 {} b{from_b}", pb.name),
+                    "on node {who}"
+                );
+                from_b += 1;
+            }
+        }
+        let extra = drain(sub, Duration::from_millis(500));
+        assert!(extra.is_empty(), "node {who} got more: {extra:?}");
+    }
+    // JSON crosses as JSON.
+    let mut ja = Client::connect(a.addr);
+    let r = ja.json(serde_json::json!({"op": "sub", "channel": "room.1"}));
+    assert_eq!(r["ok"], true, "{r}");
+    // A filter on one node applies to what another publishes.
+    let mut fa = Client::connect(a.addr);
+    assert_eq!(fa.ok("SUB room.1 WHERE n > 0"), "+OK");
+    let r = pb.json(serde_json::json!({"op": "pub", "channel": "room.1", "data": {"n": 0}}));
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(ja.push().contains(r#""n":0"#));
+    let data = serde_json::json!({"n": 1, "s": "two\nlines", "list": [true, null]});
+    let r = pb.json(serde_json::json!({"op": "pub", "channel": "room.1", "data": data}));
+    assert_eq!(r["ok"], true, "{r}");
+    let push: serde_json::Value = serde_json::from_str(&ja.push()).unwrap();
+    assert_eq!(push["data"], data, "{push}");
+    assert_eq!(push["from"], pb.name.as_str(), "{push}");
+    let filtered = fa.push();
+    assert!(
+        filtered.contains(r#""n":1"#),
+        "only n > 0 passes: {filtered}"
+    );
+    // Each node keeps a key that expires unless refreshed.
+    let keys = redis.query(&["KEYS", "leviathan:node:*"]).unwrap();
+    let redis::Value::Array(keys) = keys else {
+        panic!("{keys:?}")
+    };
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for k in &keys {
+        let redis::Value::BulkString(k) = k else {
+            panic!("{k:?}")
+        };
+        let ttl = redis
+            .query(&["PTTL", std::str::from_utf8(k).unwrap()])
+            .unwrap();
+        assert!(
+            matches!(ttl, redis::Value::Int(ms) if ms > 0 && ms <= 3000),
+            "{ttl:?}"
+        );
+    }
+    assert!(metric(&a, "leviathan_cluster_sent_total") >= n as f64);
+    assert!(metric(&b, "leviathan_cluster_received_total") >= n as f64);
+    let nodes = || match redis.query(&["KEYS", "leviathan:node:*"]) {
+        Ok(redis::Value::Array(k)) => k.len(),
+        other => panic!("{other:?}"),
+    };
+    // A node that stops says so: its key goes at once.
+    let (status, _) = a.signal_and_wait(libc::SIGTERM);
+    assert!(status.success(), "{status}");
+    assert_eq!(nodes(), 1);
+    // A node killed outright is gone once its key expires (3 s unrefreshed).
+    let mut b = b;
+    b.child.kill().unwrap();
+    let _ = b.child.wait();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while nodes() > 0 {
+        assert!(Instant::now() < deadline, "the killed node's key expires");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_redis_outage_keeps_local_traffic_and_heals() {
+    let Some(redis) = Redis::start() else { return };
+    let port = redis.port;
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (node(da.path(), &redis), node(db.path(), &redis));
+    wait_joined(&a);
+    wait_joined(&b);
+    let mut pa = Client::connect(a.addr);
+    let mut sa = Client::connect(a.addr);
+    let mut sb = Client::connect(b.addr);
+    assert_eq!(pa.ok("CREATE room"), "+OK");
+    assert_eq!(sb.ok("CREATE room"), "+OK");
+    assert_eq!(sa.ok("SUB room"), "+OK");
+    assert_eq!(sb.ok("SUB room"), "+OK");
+    assert_eq!(pa.ok("PUB room before"), "+OK 1");
+    assert!(sa.push().ends_with(" before"));
+    assert!(sb.push().ends_with(" before"));
+
+    drop(redis);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&a, "leviathan_cluster_up") != 0.0 {
+        assert!(Instant::now() < deadline, "the node sees Redis go");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Local traffic goes on; what would have crossed is counted as dropped.
+    for i in 0..20 {
+        assert_eq!(pa.ok(&format!("PUB room during{i}")), "+OK 1");
+        assert!(sa.push().ends_with(&format!(" during{i}")));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&a, "leviathan_cluster_dropped_total") < 20.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped publications are counted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(metric(&a, "leviathan_cluster_outages_total") >= 1.0);
+    let missed = drain(&mut sb, Duration::from_millis(300));
+    assert!(
+        missed.is_empty(),
+        "nothing crossed without Redis: {missed:?}"
+    );
+
+    // Redis comes back on the same port: both nodes rejoin by themselves.
+    let _redis = Redis::start_on(port);
+    wait_joined(&a);
+    wait_joined(&b);
+    sb.writer.set_read_timeout(Some(common::WAIT)).unwrap();
+    assert_eq!(pa.ok("PUB room after"), "+OK 1");
+    assert!(sa.push().ends_with(" after"));
+    let got = sb.push();
+    assert_eq!(got, format!("MSG room {} after", pa.name));
+    let log: Vec<String> = a.log.try_iter().collect();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("lost the") && l.contains("link to Redis")),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn a_bad_redis_url_or_prefix_stops_the_start_and_no_password_is_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = ServerProcess::start(dir.path(), &["--in-memory", "--redis", "http://nope"])
+        .err()
+        .expect("a bad URL refuses the start");
+    assert!(err.contains("--redis"), "{err}");
+    let err = ServerProcess::start(
+        dir.path(),
+        &[
+            "--in-memory",
+            "--redis",
+            "redis://u:hunter2@127.0.0.1:1",
+            "--redis-prefix",
+            "a b",
+        ],
+    )
+    .err()
+    .expect("a bad prefix refuses the start");
+    assert!(err.contains("--redis-prefix"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    // An unreachable Redis is not a reason to refuse: the node serves locally.
+    let s = ServerProcess::start(
+        dir.path(),
+        &["--in-memory", "--redis", "redis://u:hunter2@127.0.0.1:1"],
+    )
+    .expect("servermain starts without its Redis");
+    let mut c = Client::connect(s.addr);
+    assert_eq!(c.ok("PING"), "+PONG");
+    std::thread::sleep(Duration::from_millis(300));
+    let log: Vec<String> = s.log.try_iter().collect();
+    let all = [s.startup_log.clone(), log].concat();
+    assert!(all.iter().all(|l| !l.contains("hunter2")), "{all:?}");
+}
