@@ -17,6 +17,7 @@ const FLOORS: &[(&str, u32)] = &[
     ("auth", 3),
     ("manager", 4),
     ("commands", 5),
+    ("cluster", 5),
     ("framework", 6),
     ("conn", 7),
     ("http", 7),

@@ -16,6 +16,7 @@
 //! manager fans out in arrival order. While Redis is down, local traffic goes on and
 //! what would have crossed is dropped and counted (`leviathan_cluster_dropped_total`):
 //! a `PUB` is answered with its local receivers, it does not wait for other nodes.
+//! While Redis is up but behind, publishers wait for room in the queue instead.
 //! Both links reconnect by themselves, 100 ms to 2 s apart.
 
 mod frame;
@@ -35,6 +36,10 @@ const BATCH: usize = 1024;
 /// Publications waiting for the publishing thread at most; past it they are dropped
 /// (Redis is too far behind), never waited for on a publisher's path.
 const QUEUE: usize = 1 << 16;
+/// How long a publisher waits for room in a full queue before the publication is
+/// dropped, and how long it sleeps between looks.
+const FULL_WAIT: Duration = Duration::from_secs(1);
+const FULL_PAUSE: Duration = Duration::from_micros(500);
 /// How often the node's key is refreshed, and how long it lives unrefreshed.
 const BEAT: Duration = Duration::from_secs(1);
 const NODE_TTL: Duration = Duration::from_secs(3);
@@ -205,14 +210,30 @@ impl Backplane for Cluster {
             channel: format!("{}:msg:{channel}", self.shared.prefix),
             frame: frame::encode(&self.shared.node, from, payload),
         };
-        match self.tx.try_send(out) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.shared
-                    .stats
-                    .cluster
-                    .dropped
-                    .fetch_add(1, Ordering::Relaxed);
+        // A full queue with Redis up means Redis is behind: the publisher waits for
+        // room (a coroutine sleeps, the manager's thread too), as it waits for a
+        // crowded subscriber, rather than lose what it was told was published. Redis
+        // down, or still behind after FULL_WAIT, it is dropped and counted.
+        let mut out = out;
+        let mut waited = Duration::ZERO;
+        loop {
+            match self.tx.try_send(out) {
+                Ok(()) => return,
+                Err(TrySendError::Full(back))
+                    if waited < FULL_WAIT && self.shared.publishing_up.load(Ordering::Acquire) =>
+                {
+                    may::coroutine::sleep(FULL_PAUSE);
+                    waited += FULL_PAUSE;
+                    out = back;
+                }
+                Err(_) => {
+                    self.shared
+                        .stats
+                        .cluster
+                        .dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
             }
         }
     }

@@ -98,7 +98,7 @@ pub enum ChannelOp<C> {
     /// The roles were reloaded; these were in force before.
     RolesChanged(Arc<Roles>),
     /// A publication another node of the cluster made.
-    Remote(backplane::RemoteMessage),
+    Remote(Box<backplane::RemoteMessage>),
     /// Tell every client `BYE shutdown` and stop.
     Shutdown,
 }
@@ -558,7 +558,7 @@ impl Manager {
             ChannelOp::Disconnect { id } => self.disconnect(id),
             ChannelOp::RolesChanged(old) => self.roles_changed(&old),
             ChannelOp::TableChange(note) => self.table_changed(note),
-            ChannelOp::Remote(msg) => self.deliver_remote(msg),
+            ChannelOp::Remote(msg) => self.deliver_remote(*msg),
             ChannelOp::Shutdown => return true,
             // Woken: the loop reads the new earliest deadline.
             ChannelOp::Deadline => {}
