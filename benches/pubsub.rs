@@ -8,8 +8,9 @@
 //! out), with leviathan's ratio to the best of them. Throughput and latency figures
 //! are medians of 3 runs, the servers taking turns.
 //! `cargo bench --bench pubsub -- quick` runs a shorter version of each; naming
-//! scenarios (`1to1 fanout channels latency memory storm history`) runs only those;
-//! `history` compares channels with and without a history (`pubsub/history.rs`).
+//! scenarios (`1to1 fanout channels latency memory storm history cluster`) runs only those;
+//! `history` compares channels with and without a history (`pubsub/history.rs`);
+//! `cluster` two nodes joined through Redis against one (`pubsub/cluster.rs`).
 //! Every loop is bounded in count and time; nothing asserts on time.
 //! `LEVIATHAN_SERVERMAIN=/path/to/servermain` measures another build (say, the previous
 //! commit's) with the same load generator.
@@ -22,6 +23,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[path = "pubsub/cluster.rs"]
+mod cluster;
 mod common;
 #[path = "pubsub/history.rs"]
 mod history;
@@ -321,21 +324,38 @@ fn publish(target: &Target, channel: &str, n: u64, stop: Arc<AtomicBool>) {
 /// returns delivered messages per second and the server's CPU microseconds per
 /// delivered message (steadier than throughput on a shared machine).
 fn fanout(server: &Target, publishers: usize, subs_per_channel: usize, per_pub: u64) -> (f64, f64) {
+    fanout_between(server, server, publishers, subs_per_channel, per_pub)
+}
+
+/// As [`fanout`], the publishers connected to `server` and the subscribers to `subs_at`
+/// (another node of a cluster, say; the CPU counted is both servers').
+fn fanout_between(
+    server: &Target,
+    subs_at: &Target,
+    publishers: usize,
+    subs_per_channel: usize,
+    per_pub: u64,
+) -> (f64, f64) {
     let stop = Arc::new(AtomicBool::new(false));
     let delivered = Arc::new(AtomicU64::new(0));
     let mut subs = Vec::new();
     // Channels of their own each time: scenarios run again on the same server.
     static RUNS: AtomicU64 = AtomicU64::new(0);
     let tag = RUNS.fetch_add(1, Ordering::Relaxed);
+    let apart = subs_at.pid != server.pid;
     for p in 0..publishers {
         let ch = format!("b{tag}.{p}");
         server.create(&ch);
+        if apart {
+            subs_at.create(&ch);
+        }
         for _ in 0..subs_per_channel {
-            let (mut r, mut w) = server.open();
-            server.subscribe(&mut r, &mut w, &ch);
+            let (mut r, mut w) = subs_at.open();
+            subs_at.subscribe(&mut r, &mut w, &ch);
             subs.push((r, w));
         }
     }
+    let cpu_secs = || server.cpu_secs() + if apart { subs_at.cpu_secs() } else { 0.0 };
     let total_subs = subs.len();
     let barrier = Arc::new(Barrier::new(total_subs + publishers + 1));
     let mut handles = Vec::new();
@@ -366,7 +386,7 @@ fn fanout(server: &Target, publishers: usize, subs_per_channel: usize, per_pub: 
     }
     barrier.wait();
     let start = Instant::now();
-    let cpu_start = server.cpu_secs();
+    let cpu_start = cpu_secs();
     let mut total = 0;
     let mut last = start;
     for h in handles {
@@ -375,7 +395,7 @@ fn fanout(server: &Target, publishers: usize, subs_per_channel: usize, per_pub: 
         last = last.max(at);
     }
     let secs = last.duration_since(start).as_secs_f64().max(1e-6);
-    let cpu = server.cpu_secs() - cpu_start;
+    let cpu = cpu_secs() - cpu_start;
     stop.store(true, Ordering::Relaxed);
     for p in pubs {
         let _ = p.join();
@@ -393,11 +413,19 @@ fn fanout(server: &Target, publishers: usize, subs_per_channel: usize, per_pub: 
 /// One-way latency percentiles (µs) at `rate` messages per second for `secs` seconds,
 /// through `target`: a message carrying `ts=<send time>` in, the same out.
 fn latency(target: &Target, rate: u64, secs: u64) -> (f64, f64, f64) {
+    latency_between(target, target, rate, secs)
+}
+
+/// As [`latency`], published through `target` and received from `subs_at`.
+fn latency_between(target: &Target, subs_at: &Target, rate: u64, secs: u64) -> (f64, f64, f64) {
     static RUNS: AtomicU64 = AtomicU64::new(0);
     let ch = format!("lat{}x{}", target.pid, RUNS.fetch_add(1, Ordering::Relaxed));
     target.create(&ch);
-    let (mut sr, mut sw) = target.open();
-    target.subscribe(&mut sr, &mut sw, &ch);
+    if subs_at.pid != target.pid {
+        subs_at.create(&ch);
+    }
+    let (mut sr, mut sw) = subs_at.open();
+    subs_at.subscribe(&mut sr, &mut sw, &ch);
     let (r, w) = target.open();
     let want = rate * secs * target.reply_lines();
     let replies = thread::spawn(move || count_lines(r, want, Arc::new(AtomicU64::new(0))));
@@ -663,7 +691,7 @@ fn main() {
     let quick = args.iter().any(|a| a == "quick");
     // Scenario names given on the command line select scenarios; none means all.
     let names = [
-        "1to1", "fanout", "channels", "latency", "memory", "storm", "history",
+        "1to1", "fanout", "channels", "latency", "memory", "storm", "history", "cluster",
     ];
     let chosen: Vec<&str> = names
         .into_iter()
@@ -766,6 +794,9 @@ fn main() {
     }
     if run("history") {
         history::run(&server, quick);
+    }
+    if run("cluster") {
+        cluster::run(&server, quick);
     }
     drop(targets);
     drop(server);

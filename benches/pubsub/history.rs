@@ -5,12 +5,6 @@
 
 use super::*;
 
-/// Median of a few figures.
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 pub fn run(server: &Server, quick: bool) {
     let scale = if quick { 10 } else { 1 };
     let plain = server.target();
