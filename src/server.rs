@@ -274,7 +274,7 @@ impl Server {
             Some(settings) => {
                 let ops = ops.clone();
                 let deliver = Box::new(move |m| {
-                    let _ = ops.send(ChannelOp::Remote(Box::new(m)));
+                    let _ = ops.send(ChannelOp::Remote(m));
                 });
                 let cluster = crate::cluster::Cluster::start(settings, stats.clone(), deliver)
                     .map_err(io::Error::other)?;

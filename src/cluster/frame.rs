@@ -1,27 +1,31 @@
-//! How a publication crosses Redis: one header line, `L1 <node> <t|j> <from>`, then
-//! the payload as is (text, or JSON text). The channel is the Redis channel's name.
+//! How publications cross Redis. One Redis message carries a run of publications a
+//! node made one after another on one channel (the channel is the Redis channel's
+//! name): a header line `L2 <node>`, then per publication an entry line
+//! `<t|j> <length> <from>` and that many bytes of payload (text, or JSON text).
+//!
+//! Runs, because Redis's cost is per `PUBLISH`: one message per publication held a
+//! node in a cluster to 0.46 M msgs/s (1 -> 1, where alone it did 2.9 M).
 
 use crate::manager::backplane::PayloadRef;
 use crate::protocol::Payload;
 
-/// What a frame carries.
+/// One publication as it arrives.
 #[derive(Debug, PartialEq)]
-pub struct Frame<'a> {
-    pub node: &'a str,
+pub struct Entry<'a> {
     pub from: &'a str,
     pub payload: Payload,
 }
 
-pub fn encode(node: &str, from: &str, payload: PayloadRef<'_>) -> Vec<u8> {
+/// The entry of one publication, to go after [`header`] (in any number).
+pub fn entry(from: &str, payload: PayloadRef<'_>) -> Vec<u8> {
     let (kind, body) = match payload {
         PayloadRef::Text(s) => ('t', std::borrow::Cow::Borrowed(s)),
         PayloadRef::Json(v) => ('j', std::borrow::Cow::Owned(v.to_string())),
     };
-    let mut out = Vec::with_capacity(node.len() + from.len() + body.len() + 8);
-    out.extend_from_slice(b"L1 ");
-    out.extend_from_slice(node.as_bytes());
-    out.push(b' ');
+    let mut out = Vec::with_capacity(from.len() + body.len() + 16);
     out.push(kind as u8);
+    out.push(b' ');
+    out.extend_from_slice(body.len().to_string().as_bytes());
     out.push(b' ');
     out.extend_from_slice(from.as_bytes());
     out.push(b'\n');
@@ -29,28 +33,48 @@ pub fn encode(node: &str, from: &str, payload: PayloadRef<'_>) -> Vec<u8> {
     out
 }
 
-pub fn decode(bytes: &[u8]) -> Result<Frame<'_>, String> {
+/// The header of a frame `node` sends.
+pub fn header(node: &str) -> Vec<u8> {
+    format!("L2 {node}\n").into_bytes()
+}
+
+/// Whether the frame in `bytes` was sent by `node`, read without decoding it (a node
+/// receives all its own publications back, and skips them).
+pub fn is_from(bytes: &[u8], node: &str) -> bool {
+    bytes
+        .strip_prefix(b"L2 ")
+        .and_then(|rest| rest.strip_prefix(node.as_bytes()))
+        .is_some_and(|rest| rest.first() == Some(&b'\n'))
+}
+
+/// The publications in a frame, in order.
+pub fn decode(bytes: &[u8]) -> Result<Vec<Entry<'_>>, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
-    let (head, body) = text.split_once('\n').ok_or("no header line")?;
-    let mut parts = head.splitn(4, ' ');
-    let (Some("L1"), Some(node), Some(kind), Some(from)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (head, mut rest) = text.split_once('\n').ok_or("no header line")?;
+    if !head.starts_with("L2 ") {
         return Err(format!(
             "not a leviathan frame: '{}'",
             head.get(..40).unwrap_or(head)
         ));
-    };
-    let payload = match kind {
-        "t" => Payload::Text(body.to_string()),
-        "j" => Payload::Json(serde_json::from_str(body).map_err(|e| format!("bad JSON: {e}"))?),
-        other => return Err(format!("unknown payload kind '{other}'")),
-    };
-    Ok(Frame {
-        node,
-        from,
-        payload,
-    })
+    }
+    let mut entries = Vec::new();
+    while !rest.is_empty() {
+        let (line, after) = rest.split_once('\n').ok_or("an entry without its line")?;
+        let mut parts = line.splitn(3, ' ');
+        let (Some(kind), Some(len), Some(from)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(format!("an entry line '{line}'"));
+        };
+        let len: usize = len.parse().map_err(|_| format!("a length '{len}'"))?;
+        let body = after.get(..len).ok_or("a payload cut short")?;
+        rest = &after[len..];
+        let payload = match kind {
+            "t" => Payload::Text(body.to_string()),
+            "j" => Payload::Json(serde_json::from_str(body).map_err(|e| format!("bad JSON: {e}"))?),
+            other => return Err(format!("unknown payload kind '{other}'")),
+        };
+        entries.push(Entry { from, payload });
+    }
+    Ok(entries)
 }
 
 #[cfg(test)]
@@ -58,36 +82,64 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn frame(node: &str, entries: &[(&str, PayloadRef<'_>)]) -> Vec<u8> {
+        let mut f = header(node);
+        for (from, p) in entries {
+            f.extend(entry(from, *p));
+        }
+        f
+    }
+
     #[test]
-    fn frames_carry_text_and_json_unchanged() {
-        let text = "héllo  with spaces\tand more";
-        let f = encode("ab12", "alice", PayloadRef::Text(text));
+    fn frames_carry_runs_of_text_and_json_unchanged() {
+        let text = "héllo  with spaces\tand\nmore";
+        let v = json!({"n": 1, "s": "line\nbreak", "a": [true, null]});
+        let f = frame(
+            "ab12",
+            &[
+                ("alice", PayloadRef::Text(text)),
+                ("bob", PayloadRef::Json(&v)),
+                ("carol", PayloadRef::Text("")),
+            ],
+        );
         assert_eq!(
             decode(&f).unwrap(),
-            Frame {
-                node: "ab12",
-                from: "alice",
-                payload: Payload::Text(text.into())
-            }
+            vec![
+                Entry {
+                    from: "alice",
+                    payload: Payload::Text(text.into())
+                },
+                Entry {
+                    from: "bob",
+                    payload: Payload::Json(v.clone())
+                },
+                Entry {
+                    from: "carol",
+                    payload: Payload::Text(String::new())
+                },
+            ]
         );
-        let v = json!({"n": 1, "s": "line\nbreak", "a": [true, null]});
-        let f = encode("ab12", "bob", PayloadRef::Json(&v));
-        assert_eq!(decode(&f).unwrap().payload, Payload::Json(v));
-        assert_eq!(
-            decode(&encode("n", "x", PayloadRef::Text("")))
-                .unwrap()
-                .payload,
-            Payload::Text(String::new())
-        );
+    }
+
+    #[test]
+    fn a_nodes_own_frames_are_told_without_decoding() {
+        let f = frame("ab12", &[("alice", PayloadRef::Text("x"))]);
+        assert!(is_from(&f, "ab12"));
+        assert!(!is_from(&f, "ab1"));
+        assert!(!is_from(&f, "ab123"));
+        assert!(!is_from(b"L2 ab12", "ab12"));
     }
 
     #[test]
     fn other_bytes_are_refused() {
         for bad in [
             &b"hello"[..],
-            b"L2 n t x\nhi",
-            b"L1 n q x\nhi",
-            b"L1 n j x\n{",
+            b"L1 n\nt 2 x\nhi",
+            b"L2 n\nq 2 x\nhi",
+            b"L2 n\nj 1 x\n{",
+            b"L2 n\nt 5 x\nhi",
+            b"L2 n\nt two x\nhi",
+            b"L2 n\nt 2\nhi",
             b"\xff\n",
         ] {
             assert!(decode(bad).is_err(), "{bad:?}");

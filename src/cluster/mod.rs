@@ -20,6 +20,7 @@
 //! Both links reconnect by themselves, 100 ms to 2 s apart.
 
 mod frame;
+mod receive;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,6 +37,8 @@ const BATCH: usize = 1024;
 /// Publications waiting for the publishing thread at most; past it they are dropped
 /// (Redis is too far behind), never waited for on a publisher's path.
 const QUEUE: usize = 1 << 16;
+/// A frame grows by whole publications past this size no more.
+const MAX_FRAME: usize = 1 << 20;
 /// How long a publisher waits for room in a full queue before the publication is
 /// dropped, and how long it sleeps between looks.
 const FULL_WAIT: Duration = Duration::from_secs(1);
@@ -57,10 +60,10 @@ pub struct ClusterSettings {
     pub prefix: String,
 }
 
-/// One publication on its way out: its Redis channel and its frame.
+/// One publication on its way out: its channel and its frame entry.
 struct Outgoing {
-    channel: String,
-    frame: Vec<u8>,
+    channel: Box<str>,
+    entry: Vec<u8>,
 }
 
 /// What the threads share.
@@ -79,7 +82,7 @@ struct Shared {
 
 impl Shared {
     /// A link came up or went down: logged and counted on change only.
-    fn link(&self, which: &AtomicBool, name: &str, up: bool, why: Option<&redis::RedisError>) {
+    fn link(&self, which: &AtomicBool, name: &str, up: bool, why: Option<&dyn std::fmt::Display>) {
         let was = which.swap(up, Ordering::AcqRel);
         let both =
             self.publishing_up.load(Ordering::Acquire) && self.receiving_up.load(Ordering::Acquire);
@@ -130,7 +133,7 @@ impl Cluster {
     pub fn start(
         settings: &ClusterSettings,
         stats: Arc<Stats>,
-        deliver: Box<dyn Fn(RemoteMessage) + Send>,
+        deliver: Box<dyn Fn(Vec<RemoteMessage>) + Send>,
     ) -> Result<Arc<Cluster>, String> {
         let client = redis::Client::open(settings.url.as_str())
             .map_err(|e| format!("--redis {}: {e}", without_password(&settings.url)))?;
@@ -207,8 +210,8 @@ impl Drop for Membership {
 impl Backplane for Cluster {
     fn publish(&self, channel: &str, from: &str, payload: PayloadRef<'_>) {
         let out = Outgoing {
-            channel: format!("{}:msg:{channel}", self.shared.prefix),
-            frame: frame::encode(&self.shared.node, from, payload),
+            channel: channel.into(),
+            entry: frame::entry(from, payload),
         };
         // A full queue with Redis up means Redis is behind: the publisher waits for
         // room (a coroutine sleeps, the manager's thread too), as it waits for a
@@ -338,8 +341,8 @@ fn publish_loop(shared: &Shared, client: &redis::Client, rx: &Receiver<Outgoing>
         let sent = match con.as_mut() {
             Some(c) => {
                 let mut pipe = redis::pipe();
-                for m in &batch {
-                    pipe.cmd("PUBLISH").arg(&m.channel).arg(&m.frame).ignore();
+                for (channel, frame) in runs(shared, &batch) {
+                    pipe.cmd("PUBLISH").arg(channel).arg(frame).ignore();
                 }
                 match pipe.query::<()>(c) {
                     Ok(()) => true,
@@ -367,6 +370,27 @@ fn publish_loop(shared: &Shared, client: &redis::Client, rx: &Receiver<Outgoing>
     }
 }
 
+/// The batch as one frame per run of publications on one channel, with the Redis
+/// channel each goes to. Only consecutive publications share a frame, so a receiver
+/// of several channels still gets them in the order they were made.
+fn runs<'a>(shared: &Shared, batch: &'a [Outgoing]) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut last: Option<&'a str> = None;
+    for m in batch {
+        let same = last == Some(&*m.channel);
+        match out.last_mut() {
+            Some((_, frame)) if same && frame.len() < MAX_FRAME => frame.extend(&m.entry),
+            _ => {
+                let mut frame = frame::header(&shared.node);
+                frame.extend(&m.entry);
+                out.push((format!("{}:msg:{}", shared.prefix, m.channel), frame));
+            }
+        }
+        last = Some(&m.channel);
+    }
+    out
+}
+
 /// Refreshes the node's key: it expires [`NODE_TTL`] after the last refresh.
 fn beat(shared: &Shared, con: &mut redis::Connection) -> redis::RedisResult<()> {
     redis::cmd("SET")
@@ -377,67 +401,93 @@ fn beat(shared: &Shared, con: &mut redis::Connection) -> redis::RedisResult<()> 
         .query(con)
 }
 
-/// The receiving thread: one pattern subscription for every channel, each message of
-/// another node handed to `deliver`.
-fn receive_loop(shared: &Shared, client: &redis::Client, deliver: &dyn Fn(RemoteMessage)) {
+/// The receiving thread: one pattern subscription for every channel; what other nodes
+/// published is handed to `deliver` in batches of what has arrived already (up to
+/// [`BATCH`]), so the manager wakes each receiver once per batch.
+fn receive_loop(shared: &Shared, client: &redis::Client, deliver: &dyn Fn(Vec<RemoteMessage>)) {
     let pattern = format!("{}:msg:*", shared.prefix);
     let skip = pattern.len() - 1;
     let mut backoff = Backoff::new();
+    let mut batch = Vec::new();
     while !shared.stopping() {
         let wait = backoff.next.saturating_duration_since(Instant::now());
         if !wait.is_zero() {
             std::thread::sleep(wait.min(POLL));
             continue;
         }
-        let mut con = match connect(client) {
-            Ok(c) => c,
+        let info = client.get_connection_info();
+        let mut sub = match receive::Subscriber::connect(info, &pattern, IO_TIMEOUT) {
+            Ok(s) => s,
             Err(e) => {
                 backoff.failed();
                 shared.link(&shared.receiving_up, "receiving", false, Some(&e));
                 continue;
             }
         };
-        let mut pubsub = con.as_pubsub();
-        if let Err(e) = pubsub
-            .psubscribe(&pattern)
-            .and_then(|()| pubsub.set_read_timeout(Some(POLL)))
-        {
-            backoff.failed();
-            shared.link(&shared.receiving_up, "receiving", false, Some(&e));
-            continue;
-        }
         backoff.succeeded();
         shared.link(&shared.receiving_up, "receiving", true, None);
         while !shared.stopping() {
-            let msg = match pubsub.get_message() {
-                Ok(m) => m,
-                Err(e) if e.is_timeout() => continue,
+            if !sub.readable(POLL) {
+                continue;
+            }
+            match sub.next_published() {
+                Ok(Some(p)) => remote(shared, skip, p, &mut batch),
+                Ok(None) => {}
                 Err(e) => {
                     backoff.failed();
                     shared.link(&shared.receiving_up, "receiving", false, Some(&e));
                     break;
                 }
-            };
-            let Some(channel) = msg.get_channel_name().get(skip..) else {
-                continue;
-            };
-            match frame::decode(msg.get_payload_bytes()) {
-                Ok(f) if f.node == shared.node => {}
-                Ok(f) => {
-                    shared
-                        .stats
-                        .cluster
-                        .received
-                        .fetch_add(1, Ordering::Relaxed);
-                    deliver(RemoteMessage {
-                        channel: channel.into(),
-                        from: f.from.into(),
-                        payload: f.payload,
-                    });
-                }
-                Err(e) => log::debug!("cluster: skipped a message on '{channel}': {e}"),
+            }
+            if batch.len() >= BATCH || !sub.readable(Duration::ZERO) {
+                hand_over(shared, deliver, &mut batch);
             }
         }
+        // What arrived before the link broke still goes out.
+        hand_over(shared, deliver, &mut batch);
+    }
+}
+
+fn hand_over(
+    shared: &Shared,
+    deliver: &dyn Fn(Vec<RemoteMessage>),
+    batch: &mut Vec<RemoteMessage>,
+) {
+    if !batch.is_empty() {
+        let n = batch.len() as u64;
+        shared
+            .stats
+            .cluster
+            .received
+            .fetch_add(n, Ordering::Relaxed);
+        deliver(std::mem::take(batch));
+    }
+}
+
+/// Adds the publications in `p` to `batch`, as this node delivers them: none when
+/// this node sent them (every node gets back what it publishes) or when `p` is not a
+/// leviathan frame.
+fn remote(shared: &Shared, skip: usize, p: receive::Published, batch: &mut Vec<RemoteMessage>) {
+    if frame::is_from(&p.payload, &shared.node) {
+        return;
+    }
+    let Some(channel) = p
+        .channel
+        .get(skip..)
+        .and_then(|c| std::str::from_utf8(c).ok())
+    else {
+        return;
+    };
+    match frame::decode(&p.payload) {
+        Ok(entries) => {
+            let channel: Arc<str> = channel.into();
+            batch.extend(entries.into_iter().map(|e| RemoteMessage {
+                channel: channel.clone(),
+                from: e.from.into(),
+                payload: e.payload,
+            }));
+        }
+        Err(e) => log::debug!("cluster: skipped a message on '{channel}': {e}"),
     }
 }
 

@@ -97,8 +97,8 @@ pub enum ChannelOp<C> {
     TableChange(ChangeNote),
     /// The roles were reloaded; these were in force before.
     RolesChanged(Arc<Roles>),
-    /// A publication another node of the cluster made.
-    Remote(Box<backplane::RemoteMessage>),
+    /// Publications other nodes of the cluster made, in their order.
+    Remote(Vec<backplane::RemoteMessage>),
     /// Tell every client `BYE shutdown` and stop.
     Shutdown,
 }
@@ -558,7 +558,7 @@ impl Manager {
             ChannelOp::Disconnect { id } => self.disconnect(id),
             ChannelOp::RolesChanged(old) => self.roles_changed(&old),
             ChannelOp::TableChange(note) => self.table_changed(note),
-            ChannelOp::Remote(msg) => self.deliver_remote(*msg),
+            ChannelOp::Remote(batch) => self.deliver_remote(batch),
             ChannelOp::Shutdown => return true,
             // Woken: the loop reads the new earliest deadline.
             ChannelOp::Deadline => {}
@@ -745,26 +745,64 @@ impl Manager {
 
     /// Hands `push` to every receiver of `channel`. Returns how many took it, and
     /// one of them whose outbox is crowded, if any (the publisher should pause).
-    /// Fans out a publication another node made to this node's receivers of its
-    /// channel (none when the channel does not exist here). Nobody here published it,
-    /// so nobody is stalled for a crowded receiver, and it does not go back out.
-    fn deliver_remote(&mut self, remote: backplane::RemoteMessage) {
-        let Some(chan) = self.channels.get(&*remote.channel) else {
+    /// Fans out publications other nodes made to this node's receivers of their
+    /// channels (none where a channel does not exist here). Nobody here published
+    /// them, so nobody is stalled for a crowded receiver, and they do not go back out.
+    /// Consecutive ones on a plain channel (no history, no filters) go to each
+    /// receiver as one run, as a local publisher's do.
+    fn deliver_remote(&mut self, batch: Vec<backplane::RemoteMessage>) {
+        let mut run: Vec<Arc<Message>> = Vec::new();
+        for remote in batch {
+            let Some(chan) = self.channels.get(&*remote.channel) else {
+                continue;
+            };
+            let plain = chan.history.is_none() && chan.filtered_receivers().next().is_none();
+            let history = chan.history.clone();
+            let msg = Arc::new(Message::new(
+                MessageKind::Channel,
+                chan.name.clone(),
+                remote.from,
+                remote.payload,
+            ));
+            if run.last().is_some_and(|m| m.channel != msg.channel) || !plain {
+                self.fan_out_run(std::mem::take(&mut run));
+            }
+            if plain {
+                run.push(msg);
+                continue;
+            }
+            msg.encoded(crate::protocol::Format::Text);
+            if let Some(h) = history {
+                self.sequenced.push((h, msg.clone()));
+            }
+            let (n, _) = self.fan_out(&remote.channel, Push::Message(msg));
+            self.counts.delivered += n;
+        }
+        self.fan_out_run(run);
+    }
+
+    /// Stages `run` (messages on one plain channel) for each receiver of the channel.
+    fn fan_out_run(&mut self, mut run: Vec<Arc<Message>>) {
+        let Some(chan) = run.first().and_then(|m| self.channels.get(&*m.channel)) else {
             return;
         };
-        let history = chan.history.clone();
-        let msg = Arc::new(Message::new(
-            MessageKind::Channel,
-            chan.name.clone(),
-            remote.from,
-            remote.payload,
-        ));
-        msg.encoded(crate::protocol::Format::Text);
-        if let Some(h) = history {
-            self.sequenced.push((h, msg.clone()));
+        if run.len() == 1 {
+            let msg = run.swap_remove(0);
+            msg.encoded(crate::protocol::Format::Text);
+            let channel = msg.channel.clone();
+            let (n, _) = self.fan_out(&channel, Push::Message(msg));
+            self.counts.delivered += n;
+            return;
         }
-        let (n, _) = self.fan_out(&remote.channel, Push::Message(msg));
-        self.counts.delivered += n;
+        let size: usize = run.iter().map(|m| m.approx_len()).sum();
+        let count = run.len() as u64;
+        let run = Arc::new(crate::protocol::push::MessageRun::new(run));
+        for outbox in chan.receivers() {
+            let item = OutItem::Run(run.clone());
+            if let Staged::Queued { .. } = self.stager.stage(outbox, item, size) {
+                self.counts.delivered += count;
+            }
+        }
     }
 
     pub fn fan_out(&mut self, channel: &str, push: Push) -> (u64, Option<Arc<Outbox>>) {
