@@ -15,6 +15,8 @@ use common::{Client, ServerProcess};
 struct Redis {
     port: u16,
     child: Child,
+    /// What `--requirepass` it was started with.
+    password: Option<&'static str>,
 }
 
 impl Redis {
@@ -34,18 +36,26 @@ impl Redis {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free port");
-        Some(Redis::start_on(port))
+        Some(Redis::start_on(port, None))
     }
 
-    fn start_on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+    fn start_on(port: u16, password: Option<&'static str>) -> Redis {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"]);
+        if let Some(p) = password {
+            cmd.args(["--requirepass", p]);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server starts");
-        let redis = Redis { port, child };
+        let redis = Redis {
+            port,
+            child,
+            password,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while redis.query(&["PING"]).is_err() {
             assert!(Instant::now() < deadline, "redis-server answers PING");
@@ -55,7 +65,10 @@ impl Redis {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     /// One command's reply.
@@ -79,11 +92,12 @@ impl Drop for Redis {
 
 /// A node of the cluster whose Redis is `redis`.
 fn node(dir: &std::path::Path, redis: &Redis) -> ServerProcess {
-    ServerProcess::start(
-        dir,
-        &["--in-memory", "--http-port", "0", "--redis", &redis.url()],
-    )
-    .expect("servermain starts")
+    node_at(dir, &redis.url())
+}
+
+fn node_at(dir: &std::path::Path, url: &str) -> ServerProcess {
+    ServerProcess::start(dir, &["--in-memory", "--http-port", "0", "--redis", url])
+        .expect("servermain starts")
 }
 
 /// The node's HTTP address, from its start-up log.
@@ -280,7 +294,7 @@ fn a_redis_outage_keeps_local_traffic_and_heals() {
     );
 
     // Redis comes back on the same port: both nodes rejoin by themselves.
-    let _redis = Redis::start_on(port);
+    let _redis = Redis::start_on(port, None);
     wait_joined(&a);
     wait_joined(&b);
     sb.writer.set_read_timeout(Some(common::WAIT)).unwrap();
@@ -329,4 +343,49 @@ fn a_bad_redis_url_or_prefix_stops_the_start_and_no_password_is_shown() {
     let log: Vec<String> = s.log.try_iter().collect();
     let all = [s.startup_log.clone(), log].concat();
     assert!(all.iter().all(|l| !l.contains("hunter2")), "{all:?}");
+}
+
+#[test]
+fn nodes_log_in_to_a_redis_that_wants_a_password_and_never_show_it() {
+    if Redis::start().is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let redis = Redis::start_on(port, Some("s3cret-pw"));
+    let (da, db, dc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (a, b) = (node(da.path(), &redis), node(db.path(), &redis));
+    wait_joined(&a);
+    wait_joined(&b);
+    let (mut pa, mut sb) = (Client::connect(a.addr), Client::connect(b.addr));
+    assert_eq!(pa.ok("CREATE room"), "+OK");
+    assert_eq!(sb.ok("CREATE room"), "+OK");
+    assert_eq!(sb.ok("SUB room"), "+OK");
+    assert_eq!(pa.ok("PUB room with a password"), "+OK 0");
+    assert_eq!(sb.push(), format!("MSG room {} with a password", pa.name));
+    // A wrong password: the node serves alone and says why, without the password.
+    let wrong = node_at(dc.path(), &format!("redis://:not-the-pw@127.0.0.1:{port}"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(metric(&wrong, "leviathan_cluster_up"), 0.0);
+    let mut c = Client::connect(wrong.addr);
+    assert_eq!(c.ok("PING"), "+PONG");
+    let logs = |s: &ServerProcess| [s.startup_log.clone(), s.log.try_iter().collect()].concat();
+    let said = logs(&wrong);
+    assert!(
+        said.iter().any(|l| l.contains("cannot reach Redis")),
+        "{said:?}"
+    );
+    for said in [said, logs(&a), logs(&b)] {
+        assert!(
+            said.iter()
+                .all(|l| !l.contains("s3cret-pw") && !l.contains("not-the-pw")),
+            "{said:?}"
+        );
+    }
 }

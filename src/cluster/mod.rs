@@ -213,17 +213,20 @@ impl Backplane for Cluster {
             channel: channel.into(),
             entry: frame::entry(from, payload),
         };
-        // A full queue with Redis up means Redis is behind: the publisher waits for
-        // room (a coroutine sleeps, the manager's thread too), as it waits for a
-        // crowded subscriber, rather than lose what it was told was published. Redis
-        // down, or still behind after FULL_WAIT, it is dropped and counted.
+        // A full queue with Redis up means Redis is behind: a publishing connection
+        // waits for room (its coroutine sleeps), as it waits for a crowded subscriber,
+        // rather than lose what it was told was published. Redis down, still behind
+        // after FULL_WAIT, or the publisher the manager's thread (which every client
+        // waits on), it is dropped and counted.
         let mut out = out;
         let mut waited = Duration::ZERO;
         loop {
             match self.tx.try_send(out) {
                 Ok(()) => return,
                 Err(TrySendError::Full(back))
-                    if waited < FULL_WAIT && self.shared.publishing_up.load(Ordering::Acquire) =>
+                    if waited < FULL_WAIT
+                        && may::coroutine::is_coroutine()
+                        && self.shared.publishing_up.load(Ordering::Acquire) =>
                 {
                     may::coroutine::sleep(FULL_PAUSE);
                     waited += FULL_PAUSE;
