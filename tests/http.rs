@@ -75,8 +75,17 @@ fn scrape(addr: std::net::SocketAddr) -> std::collections::BTreeMap<String, f64>
 
 #[test]
 fn health_and_metrics_follow_what_clients_do() {
-    let server = common::start();
-    let addr = server.http_addr().expect("an HTTP port by default");
+    // The main port + 1 by default; another test's socket may hold that port (the
+    // server then takes a free one, logged), so a few starts get a chance at it.
+    let mut tries = 0;
+    let (server, addr) = loop {
+        let server = common::start();
+        let addr = server.http_addr().expect("an HTTP port by default");
+        tries += 1;
+        if addr.port() == server.local_addr().port() + 1 || tries == 5 {
+            break (server, addr);
+        }
+    };
     assert_eq!(addr.port(), server.local_addr().port() + 1, "main port + 1");
     let r = get(addr, "/healthz");
     assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
