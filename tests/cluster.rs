@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -100,20 +99,18 @@ fn node_at(dir: &std::path::Path, url: &str) -> ServerProcess {
         .expect("servermain starts")
 }
 
-/// The node's HTTP address, from its start-up log.
-fn http_addr(s: &ServerProcess) -> SocketAddr {
-    let line = s
-        .startup_log
-        .iter()
-        .find(|l| l.contains("HTTP on http://"))
-        .unwrap_or_else(|| panic!("{:?}", s.startup_log));
-    let url = line.split("HTTP on http://").nth(1).unwrap();
-    url.split('/').next().unwrap().parse().unwrap()
+/// Two nodes of the cluster whose Redis is `redis`, both joined (with their folders).
+fn joined_pair(redis: &Redis) -> ([tempfile::TempDir; 2], ServerProcess, ServerProcess) {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (a, b) = (node(dirs[0].path(), redis), node(dirs[1].path(), redis));
+    wait_joined(&a);
+    wait_joined(&b);
+    (dirs, a, b)
 }
 
 /// The value of one metric on `node`'s /metrics page.
 fn metric(node: &ServerProcess, name: &str) -> f64 {
-    let page = common::http(http_addr(node), "GET", "/metrics", &[], "").body;
+    let page = common::http(node.http_addr(), "GET", "/metrics", &[], "").body;
     page.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.trim().parse().ok())
@@ -143,10 +140,7 @@ fn drain(c: &mut Client, quiet: Duration) -> Vec<String> {
 #[test]
 fn publications_cross_nodes_once_in_order_and_never_come_back() {
     let Some(redis) = Redis::start() else { return };
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = (node(da.path(), &redis), node(db.path(), &redis));
-    wait_joined(&a);
-    wait_joined(&b);
+    let (_dirs, a, b) = joined_pair(&redis);
     // Channels are per node for now: each node creates the room.
     let mut pa = Client::connect(a.addr);
     let mut sa = Client::connect(a.addr);
@@ -252,10 +246,7 @@ fn publications_cross_nodes_once_in_order_and_never_come_back() {
 fn a_redis_outage_keeps_local_traffic_and_heals() {
     let Some(redis) = Redis::start() else { return };
     let port = redis.port;
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = (node(da.path(), &redis), node(db.path(), &redis));
-    wait_joined(&a);
-    wait_joined(&b);
+    let (_dirs, a, b) = joined_pair(&redis);
     let mut pa = Client::connect(a.addr);
     let mut sa = Client::connect(a.addr);
     let mut sb = Client::connect(b.addr);
@@ -355,14 +346,8 @@ fn nodes_log_in_to_a_redis_that_wants_a_password_and_never_show_it() {
         .map(|a| a.port())
         .expect("a free port");
     let redis = Redis::start_on(port, Some("s3cret-pw"));
-    let (da, db, dc) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let (a, b) = (node(da.path(), &redis), node(db.path(), &redis));
-    wait_joined(&a);
-    wait_joined(&b);
+    let (_dirs, a, b) = joined_pair(&redis);
+    let dc = tempfile::tempdir().unwrap();
     let (mut pa, mut sb) = (Client::connect(a.addr), Client::connect(b.addr));
     assert_eq!(pa.ok("CREATE room"), "+OK");
     assert_eq!(sb.ok("CREATE room"), "+OK");

@@ -635,24 +635,7 @@ fn a_gigabyte_streams_through_without_sitting_in_memory() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), &["--http-port", "0", "--auth", "off"]).unwrap();
     let pid = server.child.id();
-    let http: SocketAddr = {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let found = server
-                .startup_log
-                .iter()
-                .chain(server.log.try_iter().collect::<Vec<_>>().iter())
-                .find_map(|l| {
-                    let rest = l.split("HTTP on http://").nth(1)?;
-                    Some(rest.split('/').next()?.to_string())
-                });
-            if let Some(a) = found {
-                break a.parse().unwrap();
-            }
-            assert!(Instant::now() < deadline, "the HTTP port is logged");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let http = server.http_addr();
     let mut c = Client::connect(server.addr);
     let up = grant(&mut c, "GRANT put big/one.bin");
     let before = rss_kib(pid);

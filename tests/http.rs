@@ -233,13 +233,7 @@ fn under_auth_required_the_api_needs_a_session_and_checks_rights() {
 fn servermain_logs_the_http_url_and_honours_the_flags() {
     let dir = tempfile::tempdir().unwrap();
     let s = ServerProcess::start(dir.path(), &["--in-memory", "--http-port", "0"]).unwrap();
-    let line = s
-        .startup_log
-        .iter()
-        .find(|l| l.contains("HTTP on http://"))
-        .unwrap_or_else(|| panic!("{:?}", s.startup_log));
-    let url = line.split("HTTP on http://").nth(1).unwrap();
-    let http_addr: std::net::SocketAddr = url.split('/').next().unwrap().parse().unwrap();
+    let http_addr = s.http_addr();
     assert_ne!(http_addr.port(), 0);
     assert_eq!(get(http_addr, "/healthz").status, 200);
     drop(s);

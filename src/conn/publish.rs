@@ -203,11 +203,11 @@ impl Publisher {
         let Some(run) = self.run.as_mut() else {
             unreachable!("called with a run")
         };
-        // A line while the run is all lines; anything after a JSON payload is a
-        // message object, to stay behind it.
         if let Some(backplane) = &run.backplane {
             backplane.publish(&run.route.name, &run.from, data.as_ref());
         }
+        // A line while the run is all lines; anything after a JSON payload is a
+        // message object, to stay behind it.
         let (n, crowded) = match (run.lines.as_mut(), data.text()) {
             (Some(lines), Some(text)) if run.messages.is_empty() => {
                 let size = lines.push(text);

@@ -18,16 +18,6 @@ pub enum PayloadRef<'a> {
     Json(&'a Value),
 }
 
-impl PayloadRef<'_> {
-    /// An owned copy.
-    pub fn to_payload(self) -> Payload {
-        match self {
-            PayloadRef::Text(s) => Payload::Text(s.to_string()),
-            PayloadRef::Json(v) => Payload::Json(v.clone()),
-        }
-    }
-}
-
 impl<'a> From<&'a Payload> for PayloadRef<'a> {
     fn from(p: &'a Payload) -> Self {
         match p {

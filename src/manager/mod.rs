@@ -743,8 +743,6 @@ impl Manager {
         }
     }
 
-    /// Hands `push` to every receiver of `channel`. Returns how many took it, and
-    /// one of them whose outbox is crowded, if any (the publisher should pause).
     /// Fans out publications other nodes made to this node's receivers of their
     /// channels (none where a channel does not exist here). Nobody here published
     /// them, so nobody is stalled for a crowded receiver, and they do not go back out.
@@ -805,6 +803,8 @@ impl Manager {
         }
     }
 
+    /// Hands `push` to every receiver of `channel`. Returns how many took it, and
+    /// one of them whose outbox is crowded, if any (the publisher should pause).
     pub fn fan_out(&mut self, channel: &str, push: Push) -> (u64, Option<Arc<Outbox>>) {
         let Some(chan) = self.channels.get(channel) else {
             return (0, None);

@@ -287,6 +287,21 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// The HTTP port's address, from the start-up log (logged before the main port's).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.startup_log
+            .iter()
+            .find_map(|l| {
+                l.split("HTTP on http://")
+                    .nth(1)?
+                    .split('/')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no HTTP address logged: {:?}", self.startup_log))
+    }
+
     /// Starts `servermain 127.0.0.1 0 <args>` in `dir`, waiting until it listens.
     /// `Err` holds its log when it exits instead.
     pub fn start(dir: &std::path::Path, args: &[&str]) -> Result<ServerProcess, String> {
