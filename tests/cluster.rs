@@ -108,19 +108,10 @@ fn joined_pair(redis: &Redis) -> ([tempfile::TempDir; 2], ServerProcess, ServerP
     (dirs, a, b)
 }
 
-/// The value of one metric on `node`'s /metrics page.
-fn metric(node: &ServerProcess, name: &str) -> f64 {
-    let page = common::http(node.http_addr(), "GET", "/metrics", &[], "").body;
-    page.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} on the page:\n{page}"))
-}
-
 /// Waits (bounded) until both links of `node` to Redis are up.
 fn wait_joined(node: &ServerProcess) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(node, "leviathan_cluster_up") != 1.0 {
+    while common::metric(node.http_addr(), "cluster_up") != 1.0 {
         assert!(Instant::now() < deadline, "the node joins its cluster");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -221,8 +212,8 @@ fn publications_cross_nodes_once_in_order_and_never_come_back() {
             "{ttl:?}"
         );
     }
-    assert!(metric(&a, "leviathan_cluster_sent_total") >= n as f64);
-    assert!(metric(&b, "leviathan_cluster_received_total") >= n as f64);
+    assert!(common::metric(a.http_addr(), "cluster_sent_total") >= n as f64);
+    assert!(common::metric(b.http_addr(), "cluster_received_total") >= n as f64);
     let nodes = || match redis.query(&["KEYS", "leviathan:node:*"]) {
         Ok(redis::Value::Array(k)) => k.len(),
         other => panic!("{other:?}"),
@@ -260,7 +251,7 @@ fn a_redis_outage_keeps_local_traffic_and_heals() {
 
     drop(redis);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&a, "leviathan_cluster_up") != 0.0 {
+    while common::metric(a.http_addr(), "cluster_up") != 0.0 {
         assert!(Instant::now() < deadline, "the node sees Redis go");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -270,14 +261,14 @@ fn a_redis_outage_keeps_local_traffic_and_heals() {
         assert!(sa.push().ends_with(&format!(" during{i}")));
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&a, "leviathan_cluster_dropped_total") < 20.0 {
+    while common::metric(a.http_addr(), "cluster_dropped_total") < 20.0 {
         assert!(
             Instant::now() < deadline,
             "the dropped publications are counted"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(metric(&a, "leviathan_cluster_outages_total") >= 1.0);
+    assert!(common::metric(a.http_addr(), "cluster_outages_total") >= 1.0);
     let missed = drain(&mut sb, Duration::from_millis(300));
     assert!(
         missed.is_empty(),
@@ -357,7 +348,7 @@ fn nodes_log_in_to_a_redis_that_wants_a_password_and_never_show_it() {
     // A wrong password: the node serves alone and says why, without the password.
     let wrong = node_at(dc.path(), &format!("redis://:not-the-pw@127.0.0.1:{port}"));
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(metric(&wrong, "leviathan_cluster_up"), 0.0);
+    assert_eq!(common::metric(wrong.http_addr(), "cluster_up"), 0.0);
     let mut c = Client::connect(wrong.addr);
     assert_eq!(c.ok("PING"), "+PONG");
     let logs = |s: &ServerProcess| [s.startup_log.clone(), s.log.try_iter().collect()].concat();

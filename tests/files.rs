@@ -141,15 +141,6 @@ fn auth_off() -> leviathan::auth::AuthSettings {
     }
 }
 
-fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let r = send(addr, "GET", "/metrics", &[], b"");
-    let text = String::from_utf8(r.body).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("leviathan_{name} ")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
-}
-
 #[test]
 fn grant_put_get_delete_with_every_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -220,10 +211,10 @@ fn grant_put_get_delete_with_every_error() {
     assert_eq!((r.status, r.code()), (411, "length_required".into()));
 
     // Metrics count the file, the uploads and the downloads.
-    assert_eq!(metric(http, "files"), 1.0);
-    assert_eq!(metric(http, "file_bytes"), 12.0);
-    assert_eq!(metric(http, "file_uploads_total"), 2.0);
-    assert!(metric(http, "file_downloads_total") >= 1.0);
+    assert_eq!(common::metric(http, "files"), 1.0);
+    assert_eq!(common::metric(http, "file_bytes"), 12.0);
+    assert_eq!(common::metric(http, "file_uploads_total"), 2.0);
+    assert!(common::metric(http, "file_downloads_total") >= 1.0);
 
     let del = grant(&mut c, "GRANT DELETE notes/hello.txt");
     let r = send(
@@ -243,7 +234,7 @@ fn grant_put_get_delete_with_every_error() {
         b"",
     );
     assert_eq!((r.status, r.code()), (404, "not_found".into()));
-    assert_eq!(metric(http, "files"), 0.0);
+    assert_eq!(common::metric(http, "files"), 0.0);
 
     // GRANT's own errors.
     for (line, code) in [

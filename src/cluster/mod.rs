@@ -87,6 +87,7 @@ impl Shared {
         let both =
             self.publishing_up.load(Ordering::Acquire) && self.receiving_up.load(Ordering::Acquire);
         self.stats.cluster.up.store(both, Ordering::Release);
+        let why = || why.map_or_else(|| "closed".to_string(), |e| e.to_string());
         match (was, up) {
             (false, true) => {
                 self.warned.store(false, Ordering::Release);
@@ -97,13 +98,13 @@ impl Shared {
                 log::warn!(
                     "cluster: lost the {name} link to Redis at {}: {}; local traffic goes on, cross-node traffic is dropped until it is back",
                     self.shown,
-                    why.map_or_else(|| "closed".to_string(), |e| e.to_string())
+                    why()
                 );
             }
             (false, false) if !self.warned.swap(true, Ordering::AcqRel) => log::warn!(
                 "cluster: cannot reach Redis at {} ({name} link): {}; serving locally, retrying",
                 self.shown,
-                why.map_or_else(|| "closed".to_string(), |e| e.to_string())
+                why()
             ),
             _ => {}
         }

@@ -528,6 +528,16 @@ impl HttpResponse {
     }
 }
 
+/// The value of metric `leviathan_<name>` (one without labels) on the `/metrics` page
+/// of the HTTP port at `http`.
+pub fn metric(http: SocketAddr, name: &str) -> f64 {
+    let page = self::http(http, "GET", "/metrics", &[], "").body;
+    page.lines()
+        .find_map(|l| l.strip_prefix(&format!("leviathan_{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no leviathan_{name} in /metrics:\n{page}"))
+}
+
 /// Sends one HTTP/1.1 request (`extra` header lines, `body`) on a new connection and
 /// reads one response by its Content-Length (bounded by the read timeout).
 pub fn http(
