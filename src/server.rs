@@ -274,7 +274,7 @@ impl Server {
             Some(settings) => {
                 let ops = ops.clone();
                 let deliver = Box::new(move |m| {
-                    let _ = ops.send(ChannelOp::Remote(m));
+                    let _ = ops.send(ChannelOp::Cluster(Box::new(m)));
                 });
                 let cluster = crate::cluster::Cluster::start(settings, stats.clone(), deliver)
                     .map_err(io::Error::other)?;
@@ -348,7 +348,8 @@ impl Server {
                 auth,
                 routes,
             )
-            .with_files(files),
+            .with_files(files)
+            .with_first_id(cluster.as_ref().map_or(1, |c| c.0.first_id())),
         );
         let acceptor = {
             let ctx = ctx.clone();

@@ -233,6 +233,133 @@ fn publications_cross_nodes_once_in_order_and_never_come_back() {
     }
 }
 
+/// Waits (bounded) until `CLIENTS` on `c` says what `ready` looks for; returns its items.
+fn clients_until(c: &mut Client, what: &str, ready: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let (reply, _) = c.request("CLIENTS");
+        let items = reply[..reply.len() - 1].to_vec();
+        if ready(&items) {
+            return items;
+        }
+        assert!(Instant::now() < deadline, "{what}: {items:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The item of `CLIENTS` for the client named `name`.
+fn listed<'a>(items: &'a [String], name: &str) -> Option<&'a String> {
+    items.iter().find(|l| l.split(' ').nth(2) == Some(name))
+}
+
+/// The node id `WHOAMI` gives on `c`.
+fn node_of(c: &mut Client) -> String {
+    let w = c.ok("WHOAMI");
+    w.split(' ')
+        .find_map(|f| f.strip_prefix("node="))
+        .unwrap_or_else(|| panic!("WHOAMI names the node: {w}"))
+        .to_string()
+}
+
+#[test]
+fn names_clients_and_direct_messages_are_cluster_wide() {
+    let Some(redis) = Redis::start() else { return };
+    let (_dirs, a, b) = joined_pair(&redis);
+    let mut ca = Client::connect(a.addr);
+    let mut cb = Client::connect(b.addr);
+    let (node_a, node_b) = (node_of(&mut ca), node_of(&mut cb));
+    assert_ne!(node_a, node_b);
+    // Default names never meet: each node numbers its clients in a range of its own.
+    assert_ne!(ca.name, cb.name);
+    for n in [&ca.name, &cb.name] {
+        let id = n.strip_prefix("client-").expect("a default name");
+        assert!(id.parse::<u64>().unwrap() > 1_000_000_000, "{n}");
+    }
+    // A name is granted once in the cluster.
+    assert!(ca.ok("NAME alice").starts_with("+OK"));
+    let taken = cb.ok("NAME alice");
+    assert!(taken.starts_with("-ERR name_taken"), "{taken}");
+    assert!(taken.contains("another node"), "{taken}");
+    assert!(cb.ok("NAME bob").starts_with("+OK"));
+    let r = cb.ok("WHOAMI");
+    assert!(r.contains("name=bob"), "{r}");
+    // Everyone is listed everywhere, with their node.
+    let items = clients_until(&mut ca, "node a lists bob", |i| listed(i, "bob").is_some());
+    let bob = listed(&items, "bob").unwrap();
+    assert!(bob.ends_with(&format!("via=tcp node={node_b}")), "{bob}");
+    assert!(bob.contains("since="), "{bob}");
+    let alice = listed(&items, "alice").unwrap();
+    assert!(alice.ends_with(&format!("node={node_a}")), "{alice}");
+    let mut jb = Client::connect(b.addr);
+    let r = jb.json(serde_json::json!({"op": "clients"}));
+    let list = r["clients"].as_array().expect("a list");
+    let alice = list.iter().find(|c| c["name"] == "alice").expect("alice");
+    assert_eq!(alice["node"], node_a.as_str(), "{r}");
+    // Direct messages cross, text and JSON.
+    assert_eq!(cb.ok("SEND alice hello from b"), "+OK");
+    assert_eq!(ca.push(), "DM bob hello from b");
+    assert_eq!(ca.ok("SEND bob and back"), "+OK");
+    assert_eq!(cb.push(), "DM alice and back");
+    let r = jb.json(serde_json::json!({"op": "name", "name": "jay"}));
+    assert_eq!(r["ok"], true, "{r}");
+    clients_until(&mut ca, "node a lists jay", |i| listed(i, "jay").is_some());
+    assert_eq!(ca.ok("SEND jay {\"n\":1}"), "+OK");
+    let dm: serde_json::Value = serde_json::from_str(&jb.push()).unwrap();
+    assert_eq!(dm["event"], "dm", "{dm}");
+    assert_eq!(dm["from"], "alice", "{dm}");
+    let r = jb.json(serde_json::json!({"op": "send", "to": "alice", "data": {"x": [1, 2]}}));
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(ca.push(), r#"DM jay {"x":[1,2]}"#);
+    let none = ca.ok("SEND nobody hi");
+    assert!(none.starts_with("-ERR no_such_client"), "{none}");
+    // A name given up on one node can be taken on another.
+    assert!(ca.ok("NAME alice2").starts_with("+OK"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = cb.ok("NAME alice");
+        if r.starts_with("+OK") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "alice is free again: {r}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Who leaves is no longer listed elsewhere.
+    assert_eq!(ca.ok("QUIT"), "+OK bye");
+    clients_until(&mut cb, "alice2 leaves node b's list", |i| {
+        listed(i, "alice2").is_none()
+    });
+
+    // A node joining late lists who is there.
+    let dir_c = tempfile::tempdir().unwrap();
+    let c = node(dir_c.path(), &redis);
+    wait_joined(&c);
+    let mut cc = Client::connect(c.addr);
+    let items = clients_until(&mut cc, "the late node lists alice and jay", |i| {
+        listed(i, "alice").is_some() && listed(i, "jay").is_some()
+    });
+    assert_eq!(items.len(), 3, "alice, jay and itself: {items:?}");
+    assert!(cc.ok("NAME carol").starts_with("+OK"));
+    clients_until(&mut cb, "node b lists carol", |i| {
+        listed(i, "carol").is_some()
+    });
+
+    // A node killed outright is forgotten within 5 s of its last refresh: its clients
+    // leave the others' lists and its names are free.
+    let mut c = c;
+    c.child.kill().unwrap();
+    let _ = c.child.wait();
+    let killed = Instant::now();
+    clients_until(&mut cb, "carol's node is forgotten", |i| {
+        listed(i, "carol").is_none()
+    });
+    assert!(
+        killed.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert!(cb.ok("NAME carol").starts_with("+OK"));
+}
+
 #[test]
 fn a_redis_outage_keeps_local_traffic_and_heals() {
     let Some(redis) = Redis::start() else { return };
@@ -248,6 +375,9 @@ fn a_redis_outage_keeps_local_traffic_and_heals() {
     assert_eq!(pa.ok("PUB room before"), "+OK 1");
     assert!(sa.push().ends_with(" before"));
     assert!(sb.push().ends_with(" before"));
+    assert!(sa.ok("NAME keeper").starts_with("+OK"));
+    assert!(sb.ok("NAME bob").starts_with("+OK"));
+    clients_until(&mut pa, "node a lists bob", |i| listed(i, "bob").is_some());
 
     drop(redis);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -274,6 +404,13 @@ fn a_redis_outage_keeps_local_traffic_and_heals() {
         missed.is_empty(),
         "nothing crossed without Redis: {missed:?}"
     );
+    // What needs the other nodes is refused with a reason, not lost in silence.
+    sb.writer.set_read_timeout(Some(common::WAIT)).unwrap();
+    let r = pa.ok("NAME newcomer");
+    assert!(r.starts_with("-ERR unavailable"), "{r}");
+    assert!(!r.contains("redis://"), "no URL to clients: {r}");
+    let r = pa.ok("SEND bob hi");
+    assert!(r.starts_with("-ERR unavailable"), "{r}");
 
     // Redis comes back on the same port: both nodes rejoin by themselves.
     let _redis = Redis::start_on(port, None);
@@ -284,6 +421,15 @@ fn a_redis_outage_keeps_local_traffic_and_heals() {
     assert!(sa.push().ends_with(" after"));
     let got = sb.push();
     assert_eq!(got, format!("MSG room {} after", pa.name));
+    // The new Redis knew nothing: the nodes announced their clients and claimed their
+    // names again.
+    clients_until(&mut sb, "node b lists keeper again", |i| {
+        listed(i, "keeper").is_some()
+    });
+    let r = sb.ok("NAME keeper");
+    assert!(r.starts_with("-ERR name_taken"), "{r}");
+    assert_eq!(pa.ok("SEND bob back"), "+OK");
+    assert_eq!(sb.push(), format!("DM {} back", pa.name));
     let log: Vec<String> = a.log.try_iter().collect();
     assert!(
         log.iter()

@@ -1,15 +1,17 @@
 //! The cluster's backplane over Redis (DESIGN section 5, `docs/CLUSTER.md`): several
-//! servermain nodes given `--redis redis://HOST:PORT` share their publications through
-//! Redis pub/sub, as Centrifugo and Socket.IO's Redis adapter do.
+//! servermain nodes given `--redis redis://HOST:PORT` share their publications, their
+//! clients' names and direct messages through Redis, as Centrifugo and Socket.IO's
+//! Redis adapter do.
 //!
 //! Three OS threads per node, never a coroutine: the `redis` crate's API blocks.
-//! - **publishing**: takes what local publishers hand the [`Backplane`] seam from a
-//!   bounded queue and sends it as pipelined `PUBLISH`es, up to [`BATCH`] per round
-//!   trip; it also refreshes the node's expiring key every second.
-//! - **receiving**: one connection with one pattern subscription, `<prefix>:msg:*`,
-//!   handing each publication of another node to the manager, which fans it out here.
-//!   Its own publications come back on it too and are skipped by node id (as the
-//!   Socket.IO adapter does by its uid), so a node never delivers its own twice.
+//! - **publishing** (`publish.rs`): what local publishers hand the [`Backplane`] seam,
+//!   from a bounded queue, as pipelined `PUBLISH`es.
+//! - **receiving** (`listen.rs`): one subscribed connection, handing what other nodes
+//!   published, said and sent to the manager. A node's own publications come back to
+//!   it too and are skipped by node id (as the Socket.IO adapter does by its uid), so
+//!   a node never delivers its own twice.
+//! - **control** (`control.rs`): the node's key, its clients, the names it claimed,
+//!   and which other nodes are there.
 //!
 //! Per publisher, order holds end to end: one publishing connection per node keeps
 //! Redis's order, one receiving connection per node keeps it on the way in, and the
@@ -17,9 +19,12 @@
 //! what would have crossed is dropped and counted (`leviathan_cluster_dropped_total`):
 //! a `PUB` is answered with its local receivers, it does not wait for other nodes.
 //! While Redis is up but behind, publishers wait for room in the queue instead.
-//! Both links reconnect by themselves, 100 ms to 2 s apart.
+//! The links reconnect by themselves, 100 ms to 2 s apart.
 
+mod control;
 mod frame;
+mod listen;
+mod publish;
 mod receive;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,10 +32,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Sender, TrySendError};
 
-use crate::manager::backplane::{Backplane, PayloadRef, RemoteMessage};
+use crate::manager::backplane::{Backplane, ClientEntry, ClusterEvent, PayloadRef};
 use crate::manager::stats::Stats;
+use crate::protocol::ErrorReply;
+use control::{Claimed, Control};
+use publish::Outgoing;
 
 /// Publications sent in one round trip at most.
 const BATCH: usize = 1024;
@@ -60,12 +68,6 @@ pub struct ClusterSettings {
     pub prefix: String,
 }
 
-/// One publication on its way out: its channel and its frame entry.
-struct Outgoing {
-    channel: Box<str>,
-    entry: Vec<u8>,
-}
-
 /// What the threads share.
 struct Shared {
     node: String,
@@ -76,6 +78,7 @@ struct Shared {
     stop: AtomicBool,
     publishing_up: AtomicBool,
     receiving_up: AtomicBool,
+    control_up: AtomicBool,
     /// Said once that Redis could not be reached before it ever was.
     warned: AtomicBool,
 }
@@ -84,9 +87,10 @@ impl Shared {
     /// A link came up or went down: logged and counted on change only.
     fn link(&self, which: &AtomicBool, name: &str, up: bool, why: Option<&dyn std::fmt::Display>) {
         let was = which.swap(up, Ordering::AcqRel);
-        let both =
-            self.publishing_up.load(Ordering::Acquire) && self.receiving_up.load(Ordering::Acquire);
-        self.stats.cluster.up.store(both, Ordering::Release);
+        let all = [&self.publishing_up, &self.receiving_up, &self.control_up]
+            .iter()
+            .all(|l| l.load(Ordering::Acquire));
+        self.stats.cluster.up.store(all, Ordering::Release);
         let why = || why.map_or_else(|| "closed".to_string(), |e| e.to_string());
         match (was, up) {
             (false, true) => {
@@ -124,17 +128,24 @@ impl Shared {
 pub struct Cluster {
     shared: Arc<Shared>,
     tx: Sender<Outgoing>,
+    control: Sender<Control>,
+    /// Where this node's connection ids start (see [`Cluster::first_id`]).
+    first_id: u64,
     threads: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// Connection ids a node hands out before it reaches the next node's: a node's clients
+/// are `client-<ordinal>000000001` and on, unique in the cluster.
+const IDS_PER_NODE: u64 = 1_000_000_000;
+
 impl Cluster {
-    /// Joins the cluster whose Redis `settings` names; publications of other nodes go
-    /// to `deliver`. A bad URL is an error; an unreachable Redis is not (the node
-    /// serves locally and joins when Redis answers).
+    /// Joins the cluster whose Redis `settings` names; what other nodes publish, say
+    /// and send goes to `deliver`. A bad URL is an error; an unreachable Redis is not
+    /// (the node serves locally and joins when Redis answers).
     pub fn start(
         settings: &ClusterSettings,
         stats: Arc<Stats>,
-        deliver: Box<dyn Fn(Vec<RemoteMessage>) + Send>,
+        deliver: Box<dyn Fn(ClusterEvent) + Send + Sync>,
     ) -> Result<Arc<Cluster>, String> {
         let client = redis::Client::open(settings.url.as_str())
             .map_err(|e| format!("--redis {}: {e}", without_password(&settings.url)))?;
@@ -152,27 +163,49 @@ impl Cluster {
             stop: AtomicBool::new(false),
             publishing_up: AtomicBool::new(false),
             receiving_up: AtomicBool::new(false),
+            control_up: AtomicBool::new(false),
             warned: AtomicBool::new(false),
         });
         shared.stats.cluster.enabled.store(true, Ordering::Release);
+        let first_id = ordinal(&shared, &client) * IDS_PER_NODE + 1;
+        let deliver: Arc<dyn Fn(ClusterEvent) + Send + Sync> = Arc::from(deliver);
         let (tx, rx) = crossbeam_channel::bounded(QUEUE);
+        let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let mut threads = Vec::new();
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(format!("cluster-{name}"))
+                .spawn(f)
+                .map_err(|e| format!("cannot start the cluster's {name} thread: {e}"))
+        };
         let (s, c) = (shared.clone(), client.clone());
-        threads.push(
-            std::thread::Builder::new()
-                .name("cluster-publish".into())
-                .spawn(move || publish_loop(&s, &c, &rx))
-                .map_err(|e| format!("cannot start the cluster's publishing thread: {e}"))?,
+        threads.push(spawn(
+            "publish",
+            Box::new(move || publish::publish_loop(&s, &c, &rx)),
+        )?);
+        let (s, c, d, ctl) = (
+            shared.clone(),
+            client.clone(),
+            deliver.clone(),
+            control_tx.clone(),
         );
+        threads.push(spawn(
+            "receive",
+            Box::new(move || {
+                let sinks = listen::Sinks {
+                    deliver: &*d,
+                    control: ctl,
+                };
+                listen::receive_loop(&s, &c, &sinks)
+            }),
+        )?);
         let s = shared.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("cluster-receive".into())
-                .spawn(move || receive_loop(&s, &client, &*deliver))
-                .map_err(|e| format!("cannot start the cluster's receiving thread: {e}"))?,
-        );
+        threads.push(spawn(
+            "control",
+            Box::new(move || control::control_loop(&s, &client, &control_rx, &*deliver)),
+        )?);
         log::info!(
-            "cluster: node {} joining through Redis at {} (prefix '{}')",
+            "cluster: node {} joining through Redis at {} (prefix '{}'); its clients are numbered from {first_id}",
             shared.node,
             shared.shown,
             shared.prefix
@@ -180,6 +213,8 @@ impl Cluster {
         Ok(Arc::new(Cluster {
             shared,
             tx,
+            control: control_tx,
+            first_id,
             threads: parking_lot::Mutex::new(threads),
         }))
     }
@@ -189,12 +224,42 @@ impl Cluster {
         &self.shared.node
     }
 
-    /// Leaves the cluster: the threads end (within a fraction of a second) and the
-    /// node's key is deleted.
+    /// The first connection id this node gives: ids are unique in the cluster, so
+    /// that default names (`client-<id>`) are.
+    pub fn first_id(&self) -> u64 {
+        self.first_id
+    }
+
+    /// Leaves the cluster: the threads end (within a fraction of a second), and the
+    /// node's key, clients and claims are deleted.
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Release);
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
+        }
+    }
+}
+
+/// The node's number in the cluster, 1 to 999, counted in Redis; when Redis cannot be
+/// reached at the start, one drawn at random from 1,000 up (its ids are as unlikely to
+/// meet another node's as two random draws are to match).
+fn ordinal(shared: &Shared, client: &redis::Client) -> u64 {
+    let counted = connect(client).and_then(|mut c| {
+        redis::cmd("INCR")
+            .arg(format!("{}:nodes", shared.prefix))
+            .query::<u64>(&mut c)
+    });
+    match counted {
+        Ok(n) => (n.saturating_sub(1) % 999) + 1,
+        Err(e) => {
+            let mut bytes = [0u8; 8];
+            let _ = getrandom::getrandom(&mut bytes);
+            let n = 1_000 + u64::from_le_bytes(bytes) % 8_999_000;
+            log::warn!(
+                "cluster: cannot reach Redis at {} to number this node ({e}); it numbers its clients from {n} billion",
+                shared.shown
+            );
+            n
         }
     }
 }
@@ -211,7 +276,7 @@ impl Drop for Membership {
 impl Backplane for Cluster {
     fn publish(&self, channel: &str, from: &str, payload: PayloadRef<'_>) {
         let out = Outgoing {
-            channel: channel.into(),
+            target: format!("{}:msg:{channel}", self.shared.prefix).into(),
             entry: frame::entry(from, payload),
         };
         // A full queue with Redis up means Redis is behind: a publishing connection
@@ -243,6 +308,70 @@ impl Backplane for Cluster {
                 }
             }
         }
+    }
+
+    fn node(&self) -> &str {
+        &self.shared.node
+    }
+
+    fn is_up(&self) -> bool {
+        self.shared.stats.cluster.up.load(Ordering::Acquire)
+    }
+
+    fn client(&self, client: ClientEntry) {
+        let _ = self.control.send(Control::Client(client));
+    }
+
+    fn client_left(&self, id: u64) {
+        let _ = self.control.send(Control::Left(id));
+    }
+
+    fn claim(&self, name: &str, holder: u64) -> Result<(), ErrorReply> {
+        let down = || {
+            ErrorReply::new(
+                "unavailable",
+                "names are claimed across the cluster, which this node cannot reach now; try again"
+                    .into(),
+            )
+        };
+        if !self.shared.control_up.load(Ordering::Acquire) {
+            return Err(down());
+        }
+        let (done, answer) = may::sync::mpsc::channel();
+        let ask = Control::Claim {
+            name: name.into(),
+            holder,
+            done,
+        };
+        if self.control.send(ask).is_err() {
+            return Err(down());
+        }
+        match answer.recv_timeout(IO_TIMEOUT * 2) {
+            Ok(Claimed::Granted) => Ok(()),
+            Ok(Claimed::Taken) => Err(ErrorReply::new(
+                "name_taken",
+                format!("the name '{name}' is taken by a client on another node"),
+            )),
+            _ => Err(down()),
+        }
+    }
+
+    fn release(&self, name: &str, holder: u64) {
+        let _ = self.control.send(Control::Release {
+            name: name.into(),
+            holder,
+        });
+    }
+
+    fn direct(&self, node: &str, to: &str, from: &str, payload: PayloadRef<'_>) -> bool {
+        if !self.shared.publishing_up.load(Ordering::Acquire) {
+            return false;
+        }
+        let out = Outgoing {
+            target: format!("{}:to:{node}", self.shared.prefix).into(),
+            entry: frame::direct_entry(to, from, payload),
+        };
+        self.tx.try_send(out).is_ok()
     }
 }
 
@@ -292,206 +421,6 @@ impl Backoff {
 
     fn succeeded(&mut self) {
         self.delay = Duration::from_millis(100);
-    }
-}
-
-/// The publishing thread: batches of `PUBLISH`, and the node's key every [`BEAT`].
-fn publish_loop(shared: &Shared, client: &redis::Client, rx: &Receiver<Outgoing>) {
-    let mut con: Option<redis::Connection> = None;
-    let mut backoff = Backoff::new();
-    let mut next_beat = Instant::now();
-    let mut batch = Vec::with_capacity(BATCH);
-    while !shared.stopping() {
-        let now = Instant::now();
-        if con.is_none() && now >= backoff.next {
-            match connect(client) {
-                Ok(c) => {
-                    backoff.succeeded();
-                    con = Some(c);
-                    shared.link(&shared.publishing_up, "publishing", true, None);
-                    next_beat = now;
-                }
-                Err(e) => {
-                    backoff.failed();
-                    shared.link(&shared.publishing_up, "publishing", false, Some(&e));
-                }
-            }
-        }
-        if let Some(c) = con.as_mut().filter(|_| Instant::now() >= next_beat) {
-            next_beat = Instant::now() + BEAT;
-            if let Err(e) = beat(shared, c) {
-                con = None;
-                shared.link(&shared.publishing_up, "publishing", false, Some(&e));
-            }
-        }
-        let until = if con.is_some() {
-            next_beat
-        } else {
-            backoff.next
-        };
-        let wait = until.saturating_duration_since(Instant::now()).min(POLL);
-        match rx.recv_timeout(wait) {
-            Ok(first) => batch.push(first),
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
-        let n = batch.len() as u64;
-        let sent = match con.as_mut() {
-            Some(c) => {
-                let mut pipe = redis::pipe();
-                for (channel, frame) in runs(shared, &batch) {
-                    pipe.cmd("PUBLISH").arg(channel).arg(frame).ignore();
-                }
-                match pipe.query::<()>(c) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        con = None;
-                        backoff.failed();
-                        shared.link(&shared.publishing_up, "publishing", false, Some(&e));
-                        false
-                    }
-                }
-            }
-            None => false,
-        };
-        let counter = if sent {
-            &shared.stats.cluster.sent
-        } else {
-            &shared.stats.cluster.dropped
-        };
-        counter.fetch_add(n, Ordering::Relaxed);
-        batch.clear();
-    }
-    // Leaving on purpose: the others need not wait for the key to expire.
-    if let Some(c) = con.as_mut() {
-        let _ = redis::cmd("DEL").arg(shared.node_key()).query::<()>(c);
-    }
-}
-
-/// The batch as one frame per run of publications on one channel, with the Redis
-/// channel each goes to. Only consecutive publications share a frame, so a receiver
-/// of several channels still gets them in the order they were made.
-fn runs<'a>(shared: &Shared, batch: &'a [Outgoing]) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut last: Option<&'a str> = None;
-    for m in batch {
-        let same = last == Some(&*m.channel);
-        match out.last_mut() {
-            Some((_, frame)) if same && frame.len() < MAX_FRAME => frame.extend(&m.entry),
-            _ => {
-                let mut frame = frame::header(&shared.node);
-                frame.extend(&m.entry);
-                out.push((format!("{}:msg:{}", shared.prefix, m.channel), frame));
-            }
-        }
-        last = Some(&m.channel);
-    }
-    out
-}
-
-/// Refreshes the node's key: it expires [`NODE_TTL`] after the last refresh.
-fn beat(shared: &Shared, con: &mut redis::Connection) -> redis::RedisResult<()> {
-    redis::cmd("SET")
-        .arg(shared.node_key())
-        .arg(&shared.node)
-        .arg("PX")
-        .arg(NODE_TTL.as_millis() as u64)
-        .query(con)
-}
-
-/// The receiving thread: one pattern subscription for every channel; what other nodes
-/// published is handed to `deliver` in batches of what has arrived already (up to
-/// [`BATCH`]), so the manager wakes each receiver once per batch.
-fn receive_loop(shared: &Shared, client: &redis::Client, deliver: &dyn Fn(Vec<RemoteMessage>)) {
-    let pattern = format!("{}:msg:*", shared.prefix);
-    let skip = pattern.len() - 1;
-    let mut backoff = Backoff::new();
-    let mut batch = Vec::new();
-    while !shared.stopping() {
-        let wait = backoff.next.saturating_duration_since(Instant::now());
-        if !wait.is_zero() {
-            std::thread::sleep(wait.min(POLL));
-            continue;
-        }
-        let info = client.get_connection_info();
-        let mut sub = match receive::Subscriber::connect(info, &pattern, IO_TIMEOUT) {
-            Ok(s) => s,
-            Err(e) => {
-                backoff.failed();
-                shared.link(&shared.receiving_up, "receiving", false, Some(&e));
-                continue;
-            }
-        };
-        backoff.succeeded();
-        shared.link(&shared.receiving_up, "receiving", true, None);
-        while !shared.stopping() {
-            if !sub.readable(POLL) {
-                continue;
-            }
-            match sub.next_published() {
-                Ok(Some(p)) => remote(shared, skip, p, &mut batch),
-                Ok(None) => {}
-                Err(e) => {
-                    backoff.failed();
-                    shared.link(&shared.receiving_up, "receiving", false, Some(&e));
-                    break;
-                }
-            }
-            if batch.len() >= BATCH || !sub.readable(Duration::ZERO) {
-                hand_over(shared, deliver, &mut batch);
-            }
-        }
-        // What arrived before the link broke still goes out.
-        hand_over(shared, deliver, &mut batch);
-    }
-}
-
-fn hand_over(
-    shared: &Shared,
-    deliver: &dyn Fn(Vec<RemoteMessage>),
-    batch: &mut Vec<RemoteMessage>,
-) {
-    if !batch.is_empty() {
-        let n = batch.len() as u64;
-        shared
-            .stats
-            .cluster
-            .received
-            .fetch_add(n, Ordering::Relaxed);
-        deliver(std::mem::take(batch));
-    }
-}
-
-/// Adds the publications in `p` to `batch`, as this node delivers them: none when
-/// this node sent them (every node gets back what it publishes) or when `p` is not a
-/// leviathan frame.
-fn remote(shared: &Shared, skip: usize, p: receive::Published, batch: &mut Vec<RemoteMessage>) {
-    if frame::is_from(&p.payload, &shared.node) {
-        return;
-    }
-    let Some(channel) = p
-        .channel
-        .get(skip..)
-        .and_then(|c| std::str::from_utf8(c).ok())
-    else {
-        return;
-    };
-    match frame::decode(&p.payload) {
-        Ok(entries) => {
-            let channel: Arc<str> = channel.into();
-            batch.extend(entries.into_iter().map(|e| RemoteMessage {
-                channel: channel.clone(),
-                from: e.from.into(),
-                payload: e.payload,
-            }));
-        }
-        Err(e) => log::debug!("cluster: skipped a message on '{channel}': {e}"),
     }
 }
 

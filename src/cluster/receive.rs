@@ -24,7 +24,7 @@ pub enum Resp {
     Array(Vec<Resp>),
 }
 
-/// One publication as Redis hands it to a pattern subscriber.
+/// One publication as it arrives, on the pattern or on a channel subscribed by name.
 #[derive(Debug)]
 pub struct Published {
     pub channel: Vec<u8>,
@@ -34,7 +34,7 @@ pub struct Published {
 /// Longest bulk string taken (Redis's own limit is 512 MB; a frame here is a message).
 const MAX_BULK: usize = 64 << 20;
 
-/// A connection subscribed to one pattern.
+/// A connection subscribed to one pattern and a few channels.
 pub struct Subscriber {
     reader: BufReader<TcpStream>,
 }
@@ -45,8 +45,13 @@ fn broken(what: String) -> io::Error {
 
 impl Subscriber {
     /// Connects (within `timeout`, which also bounds every read and write), logs in as
-    /// `info` says and subscribes to `pattern`.
-    pub fn connect(info: &ConnectionInfo, pattern: &str, timeout: Duration) -> io::Result<Self> {
+    /// `info` says and subscribes to `pattern` and to `channels`.
+    pub fn connect(
+        info: &ConnectionInfo,
+        pattern: &str,
+        channels: &[&str],
+        timeout: Duration,
+    ) -> io::Result<Self> {
         let ConnectionAddr::Tcp(host, port) = info.addr() else {
             return Err(io::Error::other(format!(
                 "the cluster link speaks redis:// over TCP only, not {}",
@@ -77,10 +82,22 @@ impl Subscriber {
             }
         }
         sub.send(redis::cmd("PSUBSCRIBE").arg(pattern))?;
-        match sub.read()? {
-            Resp::Array(v) if v.len() == 3 => Ok(sub),
-            Resp::Error(e) => Err(io::Error::other(format!("PSUBSCRIBE: {e}"))),
-            other => Err(broken(format!("PSUBSCRIBE answered {other:?}"))),
+        sub.confirmed("PSUBSCRIBE")?;
+        if !channels.is_empty() {
+            sub.send(redis::cmd("SUBSCRIBE").arg(channels))?;
+            for _ in channels {
+                sub.confirmed("SUBSCRIBE")?;
+            }
+        }
+        Ok(sub)
+    }
+
+    /// Reads the confirmation of one (pattern) subscription.
+    fn confirmed(&mut self, what: &str) -> io::Result<()> {
+        match self.read()? {
+            Resp::Array(v) if v.len() == 3 => Ok(()),
+            Resp::Error(e) => Err(io::Error::other(format!("{what}: {e}"))),
+            other => Err(broken(format!("{what} answered {other:?}"))),
         }
     }
 
@@ -119,6 +136,12 @@ impl Subscriber {
                 Some(Resp::Bulk(Some(channel))),
                 Some(Resp::Bulk(Some(payload))),
             ) if kind == b"pmessage" => Ok(Some(Published { channel, payload })),
+            (
+                Some(Resp::Bulk(Some(kind))),
+                Some(Resp::Bulk(Some(channel))),
+                Some(Resp::Bulk(Some(payload))),
+                None,
+            ) if kind == b"message" => Ok(Some(Published { channel, payload })),
             _ => Ok(None),
         }
     }

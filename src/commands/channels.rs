@@ -469,26 +469,42 @@ fn publish(m: &mut Manager, id: ConnId, channel: &str, data: Payload) -> Result<
 }
 
 fn send(m: &mut Manager, id: ConnId, to: &str, data: Payload) -> Result<Reply, ErrorReply> {
-    let target = m
-        .names
-        .get(to)
-        .and_then(|t| m.clients.get(t))
-        .map(|c| c.outbox.clone())
-        .ok_or_else(|| {
-            ErrorReply::new(
-                "no_such_client",
-                format!(
-                    "no connected client named '{}' (CLIENTS lists them)",
-                    clip(to)
-                ),
-            )
-        })?;
+    let target = m.names.get(to).and_then(|t| m.clients.get(t));
+    let Some(target) = target.map(|c| c.outbox.clone()) else {
+        return send_remote(m, id, to, &data);
+    };
     let from = m.name_of(id);
     let msg = Message::new(MessageKind::Direct, Arc::from(""), from, data);
     m.counts.direct += 1;
     if m.push(&target, Push::Message(Arc::new(msg))) {
         stall(m, id, &target);
     }
+    Ok(Reply::Done(None))
+}
+
+/// `SEND` to a client this node does not hold: through the backplane to the node that
+/// does. Answered when it is handed over, not when it arrives.
+fn send_remote(m: &mut Manager, id: ConnId, to: &str, data: &Payload) -> Result<Reply, ErrorReply> {
+    let (Some(backplane), Some(node)) = (m.routes.backplane.get(), m.remote.node_of(to)) else {
+        return Err(ErrorReply::new(
+            "no_such_client",
+            format!(
+                "no connected client named '{}' (CLIENTS lists them)",
+                clip(to)
+            ),
+        ));
+    };
+    let from = m.name_of(id);
+    if !backplane.direct(node, to, &from, data.into()) {
+        return Err(ErrorReply::new(
+            "unavailable",
+            format!(
+                "'{}' is on node {node}, which cannot be reached while this node's link to the cluster is down; try again",
+                clip(to)
+            ),
+        ));
+    }
+    m.counts.direct += 1;
     Ok(Reply::Done(None))
 }
 

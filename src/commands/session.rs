@@ -185,10 +185,7 @@ pub static SPECS: &[CommandSpec] = &[
     },
 ];
 
-/// The name every client has until it sets one; names of this form are reserved.
-pub fn default_name(id: ConnId) -> String {
-    format!("client-{id}")
-}
+pub use crate::manager::default_name;
 
 fn is_reserved(name: &str) -> bool {
     name.eq_ignore_ascii_case(crate::manager::SERVER_NAME)
@@ -369,17 +366,21 @@ fn whoami(m: &Manager, id: ConnId) -> Reply {
     let Some(c) = m.clients.get(&id) else {
         return Reply::Done(None);
     };
+    let mut fields = vec![
+        ("id", json!(id)),
+        ("name", json!(&*c.name)),
+        ("addr", json!(c.addr.to_string())),
+        ("since", json!(time(c.since))),
+        ("via", json!(c.transport.as_str())),
+        ("user", json!(c.outbox.identity().user.as_deref())),
+        ("role", json!(&*c.outbox.identity().role)),
+    ];
+    if let Some(backplane) = m.routes.backplane.get() {
+        fields.push(("node", json!(backplane.node())));
+    }
     Reply::Record {
         key: "client",
-        fields: vec![
-            ("id", json!(id)),
-            ("name", json!(&*c.name)),
-            ("addr", json!(c.addr.to_string())),
-            ("since", json!(time(c.since))),
-            ("via", json!(c.transport.as_str())),
-            ("user", json!(c.outbox.identity().user.as_deref())),
-            ("role", json!(&*c.outbox.identity().role)),
-        ],
+        fields,
     }
 }
 
@@ -461,29 +462,74 @@ fn bind(m: &mut Manager, id: ConnId, identity: Identity) -> Reply {
     Reply::Done(None)
 }
 
+/// `CLIENTS`: this node's clients, then, in a cluster, every other node's, each with
+/// its node.
 fn clients(m: &Manager, addresses: bool) -> Reply {
-    let mut list: Vec<_> = m.clients.iter().collect();
-    list.sort_by_key(|(id, _)| **id);
+    let here = m.routes.backplane.get().map(|b| Arc::<str>::from(b.node()));
+    let mut list: Vec<_> = m
+        .clients
+        .iter()
+        .map(|(id, c)| {
+            let row = ClientRow {
+                id: *id,
+                name: &c.name,
+                addr: c.addr.to_string(),
+                since: time(c.since),
+                via: c.transport.as_str(),
+                node: here.as_deref(),
+            };
+            (0, row)
+        })
+        .collect();
+    list.extend(m.remote.clients().map(|(node, c)| {
+        let since = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(c.since);
+        let row = ClientRow {
+            id: c.id,
+            name: &c.name,
+            addr: c.addr.to_string(),
+            since: time(since),
+            via: &c.via,
+            node: Some(node),
+        };
+        (1, row)
+    }));
+    list.sort_by_key(|(local, row)| (*local, row.id));
     let items = list
         .into_iter()
-        .map(|(id, c)| {
-            let since = time(c.since);
-            let addr = addresses.then(|| c.addr.to_string());
-            Item {
-                text: format!(
-                    "{id} {} {} since={since} via={}",
-                    c.name,
-                    addr.as_deref().unwrap_or("-"),
-                    c.transport.as_str()
-                ),
-                json: json!({"id": id, "name": &*c.name, "addr": addr,
-                             "since": since, "via": c.transport.as_str()}),
-            }
-        })
+        .map(|(_, row)| row.item(addresses))
         .collect();
     Reply::List {
         key: "clients",
         items,
+    }
+}
+
+/// A line of `CLIENTS`.
+struct ClientRow<'a> {
+    id: u64,
+    name: &'a str,
+    addr: String,
+    since: String,
+    via: &'a str,
+    /// Set in a cluster.
+    node: Option<&'a str>,
+}
+
+impl ClientRow<'_> {
+    fn item(self, addresses: bool) -> Item {
+        let addr = addresses.then_some(self.addr);
+        let (id, name, since, via) = (self.id, self.name, self.since, self.via);
+        let mut text = format!(
+            "{id} {name} {} since={since} via={via}",
+            addr.as_deref().unwrap_or("-"),
+        );
+        let mut json = json!({"id": id, "name": name, "addr": addr, "since": since, "via": via});
+        if let Some(node) = self.node {
+            text.push_str(" node=");
+            text.push_str(node);
+            json["node"] = json!(node);
+        }
+        Item { text, json }
     }
 }
 

@@ -1,7 +1,7 @@
 //! What every connection coroutine shares, and the transport's own settings (the
 //! assembly layer fills them in from its `Config`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,6 +84,12 @@ impl ConnContext {
             routes,
             files: None,
         }
+    }
+
+    /// Numbers connections from `first` (a node of a cluster numbers its own range).
+    pub fn with_first_id(self, first: u64) -> ConnContext {
+        self.next_id.store(first, Ordering::Relaxed);
+        self
     }
 
     /// Serves the files folder too (a server with a data folder).

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+mod names;
 mod services;
 
 use super::accounts::AccountEnv;
@@ -588,6 +589,11 @@ impl Session {
                 self.quit_requested = true;
                 self.pending.push_back(Pending::Quit);
                 self.flush_ready();
+            }
+            Ok(Command::Session(SessionCommand::Name(name)))
+                if self.ctx.routes.backplane.get().is_some() =>
+            {
+                self.claim_name(name, req.format, req.id)
             }
             Ok(cmd) if cmd.is_local() => {
                 let (reply, seq) = commands::apply_local(cmd, &self.ctx.store);

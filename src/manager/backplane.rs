@@ -1,15 +1,19 @@
-//! The seam where a cluster's backplane sits in the fan-out path (DESIGN section 5):
-//! every local publication is also handed to it, and what arrives from it is fanned
-//! out locally like any publish ([`RemoteMessage`], through the manager).
+//! The seam where a cluster's backplane sits (DESIGN section 5): every local
+//! publication is also handed to it, and what arrives from it is fanned out locally
+//! like any publish ([`RemoteMessage`], through the manager). Who is connected where
+//! crosses it too: the manager tells it of its clients ([`Backplane::client`]), and
+//! hears of the other nodes' clients as [`ClusterEvent`]s, so that `CLIENTS` lists
+//! everyone and `SEND` reaches a client on any node.
 //!
 //! The routing layer knows only this trait; the Redis backplane (`cluster/`) lives
 //! beside it and is plugged in by the assembly layer.
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::protocol::Payload;
+use crate::protocol::{ErrorReply, Payload};
 
 /// A payload as the publisher holds it, lent for the moment of handing it over.
 #[derive(Clone, Copy, Debug)]
@@ -27,11 +31,36 @@ impl<'a> From<&'a Payload> for PayloadRef<'a> {
     }
 }
 
-/// Where a node hands its local publications for the other nodes.
+/// Where a node hands its local publications for the other nodes, and what it tells
+/// them of its clients. Every method but [`Backplane::claim`] returns at once.
 pub trait Backplane: Send + Sync {
     /// `from` published `payload` on `channel` here. Never blocks: a publisher calls
     /// it on its hot path, in a coroutine.
     fn publish(&self, channel: &str, from: &str, payload: PayloadRef<'_>);
+
+    /// This node's id in the cluster.
+    fn node(&self) -> &str;
+
+    /// Whether the node is linked to the others now.
+    fn is_up(&self) -> bool;
+
+    /// A client here connected, or was renamed: the other nodes list it.
+    fn client(&self, client: ClientEntry);
+
+    /// Client `id` here is gone (and any name it claimed is free).
+    fn client_left(&self, id: u64);
+
+    /// Claims `name` cluster-wide for client `holder` here, waiting for the answer in
+    /// the caller's coroutine (never blocking its worker): `name_taken` when a client
+    /// on another node holds it, `unavailable` while the cluster cannot be asked.
+    fn claim(&self, name: &str, holder: u64) -> Result<(), ErrorReply>;
+
+    /// Gives up `holder`'s claim on `name` (it was claimed, then refused here).
+    fn release(&self, name: &str, holder: u64);
+
+    /// Sends a direct message to the client named `to` on `node`. False when it cannot
+    /// go now (the link is down).
+    fn direct(&self, node: &str, to: &str, from: &str, payload: PayloadRef<'_>) -> bool;
 }
 
 /// A publication another node made, to fan out here.
@@ -40,4 +69,48 @@ pub struct RemoteMessage {
     pub channel: Arc<str>,
     pub from: Arc<str>,
     pub payload: Payload,
+}
+
+/// A connected client as the cluster lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientEntry {
+    pub id: u64,
+    pub name: Arc<str>,
+    /// Connected at, in milliseconds since the Unix epoch.
+    pub since: u64,
+    pub via: Arc<str>,
+    pub addr: Arc<str>,
+}
+
+/// What the backplane tells the manager, in the order it learned it.
+#[derive(Debug)]
+pub enum ClusterEvent {
+    /// Publications of other nodes, in their order.
+    Messages(Vec<RemoteMessage>),
+    /// A client of `node` connected or was renamed (its `seq`-th change).
+    Client {
+        node: Arc<str>,
+        seq: u64,
+        client: ClientEntry,
+    },
+    /// Client `id` of `node` left.
+    Left { node: Arc<str>, seq: u64, id: u64 },
+    /// All of `node`'s clients as of its `seq`-th change (read after a gap: a node
+    /// joining, a link coming back).
+    Snapshot {
+        node: Arc<str>,
+        seq: u64,
+        clients: Vec<ClientEntry>,
+    },
+    /// `node` left the cluster or went silent: its clients are gone.
+    Gone { node: Arc<str> },
+    /// A direct message to the client named `to` here.
+    Direct {
+        to: Arc<str>,
+        from: Arc<str>,
+        payload: Payload,
+    },
+    /// Client `id` here lost its claim on `name` to a client of another node (claimed
+    /// there while this node could not reach the cluster): it takes its default name.
+    NameLost { id: u64, name: Arc<str> },
 }

@@ -6,6 +6,7 @@ pub mod backplane;
 pub mod channel;
 pub mod liveness;
 pub mod outbox;
+pub mod remote;
 pub mod requests;
 pub mod route;
 pub mod services;
@@ -97,8 +98,8 @@ pub enum ChannelOp<C> {
     TableChange(ChangeNote),
     /// The roles were reloaded; these were in force before.
     RolesChanged(Arc<Roles>),
-    /// Publications other nodes of the cluster made, in their order.
-    Remote(Vec<backplane::RemoteMessage>),
+    /// What the cluster's backplane heard from the other nodes, in its order.
+    Cluster(Box<backplane::ClusterEvent>),
     /// Tell every client `BYE shutdown` and stop.
     Shutdown,
 }
@@ -135,6 +136,11 @@ pub struct ManagerSettings {
 pub const SERVER_ID: ConnId = 0;
 /// The name the server's own messages come from; no client can take it.
 pub const SERVER_NAME: &str = "server";
+
+/// The name every client has until it sets one; names of this form are reserved.
+pub fn default_name(id: ConnId) -> String {
+    format!("client-{id}")
+}
 
 /// Whether pattern `p`, subscribed by a client who is `identity`, delivers `channel`:
 /// the pattern matches it and the client's role may subscribe to it.
@@ -250,6 +256,8 @@ pub struct Manager {
     pub sequenced: Vec<(Arc<History>, Arc<Message>)>,
     /// Histories with subscribers still resuming (see `store/history.rs`).
     pub resuming: Vec<Arc<History>>,
+    /// The other nodes' clients, when this node is in a cluster.
+    pub remote: remote::Remote,
 }
 
 /// Messages the manager has handled since start.
@@ -301,6 +309,7 @@ impl Manager {
             routes,
             sequenced: Vec::new(),
             resuming: Vec::new(),
+            remote: remote::Remote::default(),
         }
     }
 
@@ -421,6 +430,7 @@ impl Manager {
         if new == old {
             return;
         }
+        self.announce(id);
         let user = outbox.identity().user.clone();
         let mut told = Vec::new();
         for chan in self.channels.values() {
@@ -478,10 +488,11 @@ impl Manager {
                 addr,
                 transport,
             } => {
-                self.names.insert(name.clone(), outbox.id);
+                let id = outbox.id;
+                self.names.insert(name.clone(), id);
                 outbox.set_name(name.clone());
                 self.clients.insert(
-                    outbox.id,
+                    id,
                     Client {
                         outbox,
                         name,
@@ -495,6 +506,7 @@ impl Manager {
                         created: 0,
                     },
                 );
+                self.announce(id);
             }
             ChannelOp::Apply { id, commands } => {
                 *done += commands.len();
@@ -558,7 +570,7 @@ impl Manager {
             ChannelOp::Disconnect { id } => self.disconnect(id),
             ChannelOp::RolesChanged(old) => self.roles_changed(&old),
             ChannelOp::TableChange(note) => self.table_changed(note),
-            ChannelOp::Remote(batch) => self.deliver_remote(batch),
+            ChannelOp::Cluster(event) => self.cluster_event(*event),
             ChannelOp::Shutdown => return true,
             // Woken: the loop reads the new earliest deadline.
             ChannelOp::Deadline => {}
@@ -618,6 +630,9 @@ impl Manager {
         }
         if self.names.get(&c.name) == Some(&id) {
             self.names.remove(&c.name);
+        }
+        if let Some(backplane) = self.routes.backplane.get() {
+            backplane.client_left(id);
         }
         for (ch, filter) in &c.channels {
             if let Some(chan) = self.channels.get_mut(ch) {
@@ -748,7 +763,7 @@ impl Manager {
     /// them, so nobody is stalled for a crowded receiver, and they do not go back out.
     /// Consecutive ones on a plain channel (no history, no filters) go to each
     /// receiver as one run, as a local publisher's do.
-    fn deliver_remote(&mut self, batch: Vec<backplane::RemoteMessage>) {
+    pub(super) fn deliver_remote(&mut self, batch: Vec<backplane::RemoteMessage>) {
         let mut run: Vec<Arc<Message>> = Vec::new();
         for remote in batch {
             let Some(chan) = self.channels.get(&*remote.channel) else {

@@ -1,0 +1,181 @@
+//! What this node knows of the other nodes of its cluster: their clients, by node and
+//! by name, kept from the backplane's [`ClusterEvent`]s. Each node numbers its
+//! changes; a snapshot of a node (read from Redis after a gap) replaces what was known
+//! of it unless newer changes were applied already, and a change no newer than what
+//! is known is skipped, so events and snapshots may arrive in either order.
+
+use std::sync::Arc;
+
+use super::backplane::{ClientEntry, ClusterEvent};
+use super::Manager;
+use crate::collections::Map;
+use crate::protocol::push::{Message, MessageKind};
+use crate::protocol::Push;
+
+/// One other node, as last heard of.
+#[derive(Default)]
+struct NodeView {
+    /// The number of its last change applied here.
+    seq: u64,
+    clients: Map<u64, ClientEntry>,
+}
+
+/// The other nodes' clients.
+#[derive(Default)]
+pub struct Remote {
+    nodes: Map<Arc<str>, NodeView>,
+    /// Name → node and id (the last one heard of, when a user is on several nodes).
+    names: Map<Arc<str>, (Arc<str>, u64)>,
+}
+
+impl Remote {
+    /// The node a client named `name` is connected to, if another.
+    pub fn node_of(&self, name: &str) -> Option<&Arc<str>> {
+        self.names.get(name).map(|(node, _)| node)
+    }
+
+    /// Every other node's clients, by node.
+    pub fn clients(&self) -> impl Iterator<Item = (&Arc<str>, &ClientEntry)> {
+        self.nodes
+            .iter()
+            .flat_map(|(node, v)| v.clients.values().map(move |c| (node, c)))
+    }
+
+    /// Other nodes known.
+    pub fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn add(&mut self, node: &Arc<str>, client: ClientEntry) {
+        let view = self.nodes.entry(node.clone()).or_default();
+        if let Some(old) = view.clients.insert(client.id, client.clone()) {
+            unindex(&mut self.names, node, &old);
+        }
+        self.names
+            .insert(client.name.clone(), (node.clone(), client.id));
+    }
+
+    fn remove(&mut self, node: &Arc<str>, id: u64) {
+        if let Some(old) = self.nodes.get_mut(node).and_then(|v| v.clients.remove(&id)) {
+            unindex(&mut self.names, node, &old);
+        }
+    }
+
+    fn forget(&mut self, node: &Arc<str>) {
+        if let Some(view) = self.nodes.remove(node) {
+            for c in view.clients.values() {
+                unindex(&mut self.names, node, c);
+            }
+        }
+    }
+
+    /// Whether a change numbered `seq` of `node` is new here (and now the last).
+    fn fresh(&mut self, node: &Arc<str>, seq: u64) -> bool {
+        let view = self.nodes.entry(node.clone()).or_default();
+        if seq <= view.seq {
+            return false;
+        }
+        view.seq = seq;
+        true
+    }
+}
+
+/// Drops the name index entry of `client` of `node`, if it still points there.
+fn unindex(names: &mut Map<Arc<str>, (Arc<str>, u64)>, node: &Arc<str>, client: &ClientEntry) {
+    if names
+        .get(&client.name)
+        .is_some_and(|(n, id)| n == node && *id == client.id)
+    {
+        names.remove(&client.name);
+    }
+}
+
+impl Manager {
+    /// Applies what the backplane heard.
+    pub(super) fn cluster_event(&mut self, event: ClusterEvent) {
+        match event {
+            ClusterEvent::Messages(batch) => self.deliver_remote(batch),
+            ClusterEvent::Client { node, seq, client } => {
+                if self.remote.fresh(&node, seq) {
+                    self.remote.add(&node, client);
+                }
+            }
+            ClusterEvent::Left { node, seq, id } => {
+                if self.remote.fresh(&node, seq) {
+                    self.remote.remove(&node, id);
+                }
+            }
+            ClusterEvent::Snapshot { node, seq, clients } => {
+                let known = self.remote.nodes.get(&node).map_or(0, |v| v.seq);
+                if seq >= known {
+                    self.remote.forget(&node);
+                    self.remote.nodes.entry(node.clone()).or_default().seq = seq;
+                    for c in clients {
+                        self.remote.add(&node, c);
+                    }
+                }
+            }
+            ClusterEvent::Gone { node } => {
+                let n = self.remote.nodes.get(&node).map_or(0, |v| v.clients.len());
+                self.remote.forget(&node);
+                log::info!("cluster: node {node} left; forgot its {n} clients");
+            }
+            ClusterEvent::Direct { to, from, payload } => {
+                self.direct_from_remote(&to, from, payload)
+            }
+            ClusterEvent::NameLost { id, name } => self.name_lost(id, &name),
+        }
+    }
+
+    /// Tells the backplane of client `id` here as it is now.
+    pub(super) fn announce(&self, id: u64) {
+        let (Some(backplane), Some(c)) = (self.routes.backplane.get(), self.clients.get(&id))
+        else {
+            return;
+        };
+        let since = c
+            .since
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        backplane.client(ClientEntry {
+            id,
+            name: c.name.clone(),
+            since,
+            via: c.transport.as_str().into(),
+            addr: c.addr.to_string().into(),
+        });
+    }
+
+    fn direct_from_remote(&mut self, to: &str, from: Arc<str>, payload: crate::protocol::Payload) {
+        let Some(target) = self
+            .names
+            .get(to)
+            .and_then(|id| self.clients.get(id))
+            .map(|c| c.outbox.clone())
+        else {
+            log::debug!("cluster: a direct message for '{to}', who is not here (any more)");
+            return;
+        };
+        let msg = Message::new(MessageKind::Direct, Arc::from(""), from, payload);
+        self.counts.direct += 1;
+        self.push(&target, Push::Message(Arc::new(msg)));
+    }
+
+    /// Client `id` lost `name` to another node: it takes its default name.
+    fn name_lost(&mut self, id: u64, name: &str) {
+        let Some(c) = self.clients.get_mut(&id).filter(|c| &*c.name == name) else {
+            return;
+        };
+        let fresh: Arc<str> = super::default_name(id).into();
+        log::warn!(
+            "cluster: client {id} was '{name}' here while the cluster could not be reached; another node's client holds that name, so it is '{fresh}' now"
+        );
+        if self.names.get(name) == Some(&id) {
+            self.names.remove(name);
+        }
+        let old = std::mem::replace(&mut c.name, fresh.clone());
+        c.outbox.set_name(fresh.clone());
+        self.names.insert(fresh, id);
+        self.renamed(id, old);
+    }
+}
