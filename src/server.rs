@@ -276,8 +276,9 @@ impl Server {
                 let deliver = Box::new(move |m| {
                     let _ = ops.send(ChannelOp::Cluster(Box::new(m)));
                 });
-                let cluster = crate::cluster::Cluster::start(settings, stats.clone(), deliver)
-                    .map_err(io::Error::other)?;
+                let cluster =
+                    crate::cluster::Cluster::start(settings, stats.clone(), store.clone(), deliver)
+                        .map_err(io::Error::other)?;
                 let _ = routes.backplane.set(cluster.clone());
                 // Left if the start fails from here on.
                 Some(crate::cluster::Membership(cluster))
@@ -306,6 +307,7 @@ impl Server {
             ops: ops.clone(),
             store: store.clone(),
             files: files.clone(),
+            backplane: routes.backplane.get().cloned(),
         };
         let http_ctx = Arc::new(HttpContext::new(
             hub.clone(),

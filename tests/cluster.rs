@@ -132,17 +132,15 @@ fn drain(c: &mut Client, quiet: Duration) -> Vec<String> {
 fn publications_cross_nodes_once_in_order_and_never_come_back() {
     let Some(redis) = Redis::start() else { return };
     let (_dirs, a, b) = joined_pair(&redis);
-    // Channels are per node for now: each node creates the room.
     let mut pa = Client::connect(a.addr);
     let mut sa = Client::connect(a.addr);
     let mut sb = Client::connect(b.addr);
     let mut pb = Client::connect(b.addr);
-    for c in [&mut pa, &mut pb] {
-        assert_eq!(c.ok("CREATE room.1"), "+OK");
-    }
+    assert_eq!(pa.ok("CREATE room.1"), "+OK");
+    sub_when_there(&mut sb, "room.1");
     assert_eq!(sa.ok("SUB room.1"), "+OK");
     // By the channel and two patterns: each message once all the same.
-    for sub in ["SUB room.1", "SUB room.*", "SUB room.>"] {
+    for sub in ["SUB room.*", "SUB room.>"] {
         assert_eq!(sb.ok(sub), "+OK");
     }
     // Publishers on both nodes, pipelined: each one's messages in its own order.
@@ -231,6 +229,31 @@ fn publications_cross_nodes_once_in_order_and_never_come_back() {
         assert!(Instant::now() < deadline, "the killed node's key expires");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Subscribes `c` to `channel`, made on another node: it is there within moments.
+fn sub_when_there(c: &mut Client, channel: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = c.ok(&format!("SUB {channel}"));
+        if r.starts_with("+OK") {
+            return;
+        }
+        assert!(r.starts_with("-ERR no_such_channel"), "{r}");
+        assert!(Instant::now() < deadline, "{channel} reaches this node");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The channels `CHANNELS` lists on the node at `addr` (JSON), by name.
+fn channels(addr: std::net::SocketAddr) -> serde_json::Map<String, serde_json::Value> {
+    let r = Client::connect(addr).json(serde_json::json!({"op": "channels"}));
+    r["channels"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|ch| (ch["name"].as_str().unwrap().to_string(), ch.clone()))
+        .collect()
 }
 
 /// Waits (bounded) until `CLIENTS` on `c` says what `ready` looks for; returns its items.
@@ -361,6 +384,77 @@ fn names_clients_and_direct_messages_are_cluster_wide() {
 }
 
 #[test]
+fn channels_are_cluster_wide() {
+    let Some(redis) = Redis::start() else { return };
+    // A node that held a channel before it ever joined a cluster.
+    let dir_old = tempfile::tempdir().unwrap();
+    let alone = ServerProcess::start(dir_old.path(), &["--http-port", "0"]).unwrap();
+    let mut c = Client::connect(alone.addr);
+    assert_eq!(c.ok("CREATE old.news HISTORY 5"), "+OK");
+    drop(c);
+    let (status, _) = alone.signal_and_wait(libc::SIGTERM);
+    assert!(status.success(), "{status}");
+
+    let (_dirs, a, b) = joined_pair(&redis);
+    let mut ca = Client::connect(a.addr);
+    let mut cb = Client::connect(b.addr);
+    // Made once in the cluster: a second CREATE anywhere is channel_exists.
+    assert_eq!(ca.ok("CREATE news"), "+OK");
+    let r = cb.ok("CREATE news");
+    assert!(r.starts_with("-ERR channel_exists"), "{r}");
+    sub_when_there(&mut cb, "news");
+    assert_eq!(ca.ok("PUB news hello"), "+OK 0");
+    assert_eq!(cb.push(), format!("MSG news {} hello", ca.name));
+    // With its options.
+    assert_eq!(cb.ok("CREATE talk HISTORY 10 PRESENCE"), "+OK");
+    sub_when_there(&mut ca, "talk");
+    let talk = channels(a.addr)["talk"].clone();
+    assert_eq!(talk["history"], 10, "{talk}");
+    assert_eq!(talk["presence"], true, "{talk}");
+    // Concurrent CREATEs of one name on two nodes: exactly one wins.
+    let (mut xa, mut xb) = (Client::connect(a.addr), Client::connect(b.addr));
+    xa.send("CREATE race");
+    xb.send("CREATE race");
+    let (ra, rb) = (xa.reply().0.remove(0), xb.reply().0.remove(0));
+    assert_eq!(
+        [&ra, &rb].iter().filter(|r| r.as_str() == "+OK").count(),
+        1,
+        "{ra} / {rb}"
+    );
+    // DROP on one node drops it everywhere; its subscribers there are told.
+    assert_eq!(cb.ok("DROP news"), "+OK");
+    let mut dropped = None;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dropped.is_none() {
+        assert!(Instant::now() < deadline, "node a drops news too");
+        if !channels(a.addr).contains_key("news") {
+            dropped = Some(());
+        }
+    }
+    let r = ca.ok("PUB news again");
+    assert!(r.starts_with("-ERR no_such_channel"), "{r}");
+    assert_eq!(ca.ok("CREATE news"), "+OK");
+
+    // A node joining registers what it held, and learns what the others hold.
+    let old = ServerProcess::start(
+        dir_old.path(),
+        &["--http-port", "0", "--redis", &redis.url()],
+    )
+    .unwrap();
+    wait_joined(&old);
+    let mut co = Client::connect(old.addr);
+    sub_when_there(&mut co, "talk");
+    sub_when_there(&mut cb, "old.news");
+    let all = channels(old.addr);
+    for name in ["news", "talk", "race", "old.news"] {
+        assert!(all.contains_key(name), "{name}: {all:?}");
+    }
+    assert_eq!(channels(a.addr)["old.news"]["history"], 5);
+    let r = ca.ok("CREATE old.news");
+    assert!(r.starts_with("-ERR channel_exists"), "{r}");
+}
+
+#[test]
 fn a_redis_outage_keeps_local_traffic_and_heals() {
     let Some(redis) = Redis::start() else { return };
     let port = redis.port;
@@ -369,9 +463,8 @@ fn a_redis_outage_keeps_local_traffic_and_heals() {
     let mut sa = Client::connect(a.addr);
     let mut sb = Client::connect(b.addr);
     assert_eq!(pa.ok("CREATE room"), "+OK");
-    assert_eq!(sb.ok("CREATE room"), "+OK");
     assert_eq!(sa.ok("SUB room"), "+OK");
-    assert_eq!(sb.ok("SUB room"), "+OK");
+    sub_when_there(&mut sb, "room");
     assert_eq!(pa.ok("PUB room before"), "+OK 1");
     assert!(sa.push().ends_with(" before"));
     assert!(sb.push().ends_with(" before"));
@@ -411,6 +504,10 @@ fn a_redis_outage_keeps_local_traffic_and_heals() {
     assert!(!r.contains("redis://"), "no URL to clients: {r}");
     let r = pa.ok("SEND bob hi");
     assert!(r.starts_with("-ERR unavailable"), "{r}");
+    for cmd in ["CREATE lonely", "DROP room"] {
+        let r = pa.ok(cmd);
+        assert!(r.starts_with("-ERR unavailable"), "{cmd}: {r}");
+    }
 
     // Redis comes back on the same port: both nodes rejoin by themselves.
     let _redis = Redis::start_on(port, None);
@@ -487,8 +584,7 @@ fn nodes_log_in_to_a_redis_that_wants_a_password_and_never_show_it() {
     let dc = tempfile::tempdir().unwrap();
     let (mut pa, mut sb) = (Client::connect(a.addr), Client::connect(b.addr));
     assert_eq!(pa.ok("CREATE room"), "+OK");
-    assert_eq!(sb.ok("CREATE room"), "+OK");
-    assert_eq!(sb.ok("SUB room"), "+OK");
+    sub_when_there(&mut sb, "room");
     assert_eq!(pa.ok("PUB room with a password"), "+OK 0");
     assert_eq!(sb.push(), format!("MSG room {} with a password", pa.name));
     // A wrong password: the node serves alone and says why, without the password.

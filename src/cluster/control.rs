@@ -13,6 +13,11 @@
 //!   leave `CLIENTS`, its claims on names are freed).
 //! - **Names**: `NAME` claims its name in the hash `<prefix>:names` (name → `<node>/<id>`)
 //!   with a script that grants it when nobody holds it or its holder's node is gone.
+//! - **Channels**: `CREATE` registers its channel in the hash `<prefix>:channels` (name
+//!   → [`ChannelDef`]) with `HSETNX` before the channel is made, so a second `CREATE`
+//!   anywhere is `channel_exists`; the others make it when told on `<prefix>:ctl`, and
+//!   a node joining (or back from an outage) registers the channels it holds and makes
+//!   those it lacks. `DROP` unregisters it and tells the others.
 //!
 //! While Redis is away the thread keeps what changed here, and when it is back it
 //! writes it all again and claims its names again (re-announcing the node), then reads
@@ -23,10 +28,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::frame::{Ctl, CtlEvent};
+use super::frame::{ChannelDef, Ctl, CtlEvent};
 use super::{connect, Backoff, Shared, BATCH, BEAT, NODE_TTL, POLL};
 use crate::collections::{Map, Set};
 use crate::manager::backplane::{ClientEntry, ClusterEvent};
+use crate::store::{ChannelOptions, TableStore};
 
 /// How often every other node's clients are read again, whatever the events said.
 pub const FULL_READ: Duration = Duration::from_secs(10);
@@ -48,6 +54,15 @@ return 1
 /// Frees ARGV[1] if holder ARGV[2] holds it.
 const RELEASE: &str = r"
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+";
+
+/// Unregisters channel ARGV[1] if holder ARGV[2] registered it.
+const RELEASE_CHANNEL: &str = r"
+local def = redis.call('HGET', KEYS[1], ARGV[1])
+if def and cjson.decode(def).by == ARGV[2] then
   return redis.call('HDEL', KEYS[1], ARGV[1])
 end
 return 0
@@ -80,6 +95,22 @@ pub enum Control {
     },
     /// Client `holder` gives up its claim on `name`.
     Release { name: Arc<str>, holder: u64 },
+    /// Register channel `name` for client `holder` here; the answer goes to `done`.
+    ClaimChannel {
+        name: Arc<str>,
+        options: ChannelOptions,
+        holder: u64,
+        done: may::sync::mpsc::Sender<Claimed>,
+    },
+    /// Channel `name` was made here (after its registration): tell the others.
+    ChannelCreated {
+        name: Arc<str>,
+        options: ChannelOptions,
+    },
+    /// Take back `holder`'s registration of channel `name`.
+    ReleaseChannel { name: Arc<str>, holder: u64 },
+    /// Channel `name` was dropped here: unregister it and tell the others.
+    ChannelDropped { name: Arc<str> },
     /// Read this node's clients again (it said hello).
     Read(Arc<str>),
     /// Read every node's clients again (the receiving link was down).
@@ -120,6 +151,7 @@ struct State {
 /// Keys and channels, by name.
 struct Keys {
     names: String,
+    channels: String,
     clients: String,
     node: String,
     node_prefix: String,
@@ -132,6 +164,7 @@ impl Keys {
         let p = &shared.prefix;
         Keys {
             names: format!("{p}:names"),
+            channels: format!("{p}:channels"),
             clients: clients_key(p, &shared.node),
             node: shared.node_key(),
             node_prefix: format!("{p}:node:"),
@@ -156,6 +189,7 @@ type Link = Option<redis::Connection>;
 pub fn control_loop(
     shared: &Shared,
     client: &redis::Client,
+    store: &TableStore,
     rx: &Receiver<Control>,
     deliver: &dyn Fn(ClusterEvent),
 ) {
@@ -173,6 +207,8 @@ pub fn control_loop(
         if con.is_none() && Instant::now() >= backoff.next {
             let result = connect(client).and_then(|mut c| {
                 announce(shared, &keys, &mut st.mine, &mut c, deliver)?;
+                register_channels(shared, &keys, store, &mut c)?;
+                read_channels(&keys, &mut c, deliver)?;
                 Ok(c)
             });
             match result {
@@ -195,9 +231,13 @@ pub fn control_loop(
             if full {
                 next_full = Instant::now() + FULL_READ;
             }
-            let result = con
-                .as_mut()
-                .map_or(Ok(()), |c| beat(shared, &keys, &mut st, c, full, deliver));
+            let result = con.as_mut().map_or(Ok(()), |c| {
+                beat(shared, &keys, &mut st, c, full, deliver)?;
+                if full {
+                    read_channels(&keys, c, deliver)?;
+                }
+                Ok(())
+            });
             fail_on(shared, &mut con, &mut backoff, result);
         }
         let until = if con.is_some() {
@@ -249,6 +289,8 @@ fn apply(
     pipe.atomic();
     let mut changes = 0;
     let mut claims = Vec::new();
+    let mut channel_claims = Vec::new();
+    let mut channel_releases = Vec::new();
     let mine = &mut st.mine;
     for op in ops.drain(..) {
         let event = match op {
@@ -292,6 +334,24 @@ fn apply(
                 claims.push((name, holder, done));
                 continue;
             }
+            Control::ClaimChannel {
+                name,
+                options,
+                holder,
+                done,
+            } => {
+                channel_claims.push((name, options, holder, done));
+                continue;
+            }
+            Control::ReleaseChannel { name, holder } => {
+                channel_releases.push((name, holder));
+                continue;
+            }
+            Control::ChannelCreated { name, options } => CtlEvent::Channel { name, options },
+            Control::ChannelDropped { name } => {
+                pipe.cmd("HDEL").arg(&keys.channels).arg(&*name).ignore();
+                CtlEvent::Dropped { name }
+            }
             Control::Read(node) => {
                 st.to_read.insert(node);
                 continue;
@@ -321,7 +381,7 @@ fn apply(
                     .arg(seq)
                     .ignore();
             }
-            CtlEvent::Hello | CtlEvent::Bye => {}
+            _ => {}
         }
         let ctl = Ctl {
             node: shared.node.as_str().into(),
@@ -335,6 +395,9 @@ fn apply(
         for (_, _, done) in claims {
             let _ = done.send(Claimed::Down);
         }
+        for (_, _, _, done) in channel_claims {
+            let _ = done.send(Claimed::Down);
+        }
         return Ok(());
     };
     if changes > 0 {
@@ -346,9 +409,13 @@ fn apply(
             for (_, _, done) in claims {
                 let _ = done.send(Claimed::Down);
             }
+            for (_, _, _, done) in channel_claims {
+                let _ = done.send(Claimed::Down);
+            }
             return Err(e);
         }
     }
+    channels(keys, c, channel_claims, channel_releases)?;
     release(keys, &mut st.mine, c)?;
     let mut claims = claims.into_iter();
     while let Some((name, holder, done)) = claims.next() {
@@ -381,6 +448,120 @@ fn apply(
 
 fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
+}
+
+type ChannelClaim = (
+    Arc<str>,
+    ChannelOptions,
+    u64,
+    may::sync::mpsc::Sender<Claimed>,
+);
+
+/// Registers the channels claimed (each granted unless registered already) and takes
+/// back the registrations refused here.
+fn channels(
+    keys: &Keys,
+    c: &mut redis::Connection,
+    claims: Vec<ChannelClaim>,
+    releases: Vec<(Arc<str>, u64)>,
+) -> redis::RedisResult<()> {
+    let mut claims = claims.into_iter();
+    while let Some((name, options, holder, done)) = claims.next() {
+        let def = ChannelDef {
+            by: keys.holder(holder),
+            options,
+        };
+        let set = redis::cmd("HSETNX")
+            .arg(&keys.channels)
+            .arg(&*name)
+            .arg(json(&def))
+            .query::<bool>(c);
+        match set {
+            Ok(true) => drop(done.send(Claimed::Granted)),
+            Ok(false) => drop(done.send(Claimed::Taken)),
+            Err(e) => {
+                let _ = done.send(Claimed::Down);
+                for (_, _, _, done) in claims {
+                    let _ = done.send(Claimed::Down);
+                }
+                return Err(e);
+            }
+        }
+    }
+    for (name, holder) in releases {
+        redis::cmd("EVAL")
+            .arg(RELEASE_CHANNEL)
+            .arg(1)
+            .arg(&keys.channels)
+            .arg(&*name)
+            .arg(keys.holder(holder))
+            .query::<()>(c)?;
+    }
+    Ok(())
+}
+
+/// Registers every channel this node holds that the cluster lacks (made before it
+/// joined, or while it could not reach the cluster, or lost with a Redis restart),
+/// and tells the others of those.
+fn register_channels(
+    shared: &Shared,
+    keys: &Keys,
+    store: &TableStore,
+    c: &mut redis::Connection,
+) -> redis::RedisResult<()> {
+    let held = store.channels();
+    if held.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for (name, stored) in &held {
+        let def = ChannelDef {
+            by: keys.holder(0),
+            options: stored.options,
+        };
+        pipe.cmd("HSETNX")
+            .arg(&keys.channels)
+            .arg(name)
+            .arg(json(&def));
+    }
+    let set: Vec<bool> = pipe.query(c)?;
+    let mut news = redis::pipe();
+    let mut any = false;
+    for ((name, stored), _) in held.into_iter().zip(set).filter(|(_, new)| *new) {
+        any = true;
+        let ctl = Ctl {
+            node: shared.node.as_str().into(),
+            seq: 0,
+            event: CtlEvent::Channel {
+                name: name.into(),
+                options: stored.options,
+            },
+        };
+        news.cmd("PUBLISH").arg(&keys.ctl).arg(json(&ctl)).ignore();
+    }
+    if any {
+        news.query::<()>(c)?;
+    }
+    Ok(())
+}
+
+/// Reads every channel registered in the cluster, for the manager to make those it
+/// lacks.
+fn read_channels(
+    keys: &Keys,
+    c: &mut redis::Connection,
+    deliver: &dyn Fn(ClusterEvent),
+) -> redis::RedisResult<()> {
+    let all: Vec<(String, String)> = redis::cmd("HGETALL").arg(&keys.channels).query(c)?;
+    let channels = all
+        .into_iter()
+        .filter_map(|(name, def)| {
+            let def = serde_json::from_str::<ChannelDef>(&def).ok()?;
+            Some((Arc::from(name), def.options))
+        })
+        .collect();
+    deliver(ClusterEvent::Channels(channels));
+    Ok(())
 }
 
 /// Claims `name` for `holder`: granted when free, when its holder's node is gone, or

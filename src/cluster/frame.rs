@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::manager::backplane::{ClientEntry, PayloadRef};
 use crate::protocol::Payload;
+use crate::store::ChannelOptions;
 
 /// A node's news on the control channel (`<prefix>:ctl`), as one JSON object: its
 /// `seq`-th change, or a greeting.
@@ -30,10 +31,27 @@ pub enum CtlEvent {
     Client { client: ClientEntry },
     /// A client left.
     Left { id: u64 },
+    /// A channel was made (registered in `<prefix>:channels` first).
+    Channel {
+        name: Arc<str>,
+        options: ChannelOptions,
+    },
+    /// A channel was dropped.
+    Dropped { name: Arc<str> },
     /// The node (re)joined: read its clients.
     Hello,
     /// The node is leaving.
     Bye,
+}
+
+/// A channel as `<prefix>:channels` registers it: its options, and who registered it
+/// (`<node>/<id>`, so that a registration refused where it was made is taken back by
+/// that node only).
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChannelDef {
+    pub by: String,
+    #[serde(flatten)]
+    pub options: ChannelOptions,
 }
 
 /// The entry of a direct message to the client named `to` (it goes to the receiver's
@@ -189,6 +207,17 @@ mod tests {
         for event in [
             CtlEvent::Client { client },
             CtlEvent::Left { id: 7 },
+            CtlEvent::Channel {
+                name: "room.1".into(),
+                options: ChannelOptions {
+                    history: 10,
+                    ttl: Some(60),
+                    presence: true,
+                },
+            },
+            CtlEvent::Dropped {
+                name: "room.1".into(),
+            },
             CtlEvent::Hello,
             CtlEvent::Bye,
         ] {

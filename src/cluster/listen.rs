@@ -138,6 +138,10 @@ fn control(shared: &Shared, payload: &[u8], sinks: &Sinks<'_>) {
             let _ = sinks.control.send(Control::Read(node));
         }
         CtlEvent::Bye => (sinks.deliver)(ClusterEvent::Gone { node }),
+        CtlEvent::Channel { name, options } => {
+            (sinks.deliver)(ClusterEvent::Channel { name, options })
+        }
+        CtlEvent::Dropped { name } => (sinks.deliver)(ClusterEvent::ChannelDropped { name }),
     }
 }
 

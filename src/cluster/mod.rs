@@ -37,6 +37,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use crate::manager::backplane::{Backplane, ClientEntry, ClusterEvent, PayloadRef};
 use crate::manager::stats::Stats;
 use crate::protocol::ErrorReply;
+use crate::store::{ChannelOptions, TableStore};
 use control::{Claimed, Control};
 use publish::Outgoing;
 
@@ -145,6 +146,7 @@ impl Cluster {
     pub fn start(
         settings: &ClusterSettings,
         stats: Arc<Stats>,
+        store: Arc<TableStore>,
         deliver: Box<dyn Fn(ClusterEvent) + Send + Sync>,
     ) -> Result<Arc<Cluster>, String> {
         let client = redis::Client::open(settings.url.as_str())
@@ -202,7 +204,7 @@ impl Cluster {
         let s = shared.clone();
         threads.push(spawn(
             "control",
-            Box::new(move || control::control_loop(&s, &client, &control_rx, &*deliver)),
+            Box::new(move || control::control_loop(&s, &client, &store, &control_rx, &*deliver)),
         )?);
         log::info!(
             "cluster: node {} joining through Redis at {} (prefix '{}'); its clients are numbered from {first_id}",
@@ -327,33 +329,61 @@ impl Backplane for Cluster {
     }
 
     fn claim(&self, name: &str, holder: u64) -> Result<(), ErrorReply> {
-        let down = || {
-            ErrorReply::new(
-                "unavailable",
-                "names are claimed across the cluster, which this node cannot reach now; try again"
-                    .into(),
-            )
-        };
-        if !self.shared.control_up.load(Ordering::Acquire) {
-            return Err(down());
-        }
-        let (done, answer) = may::sync::mpsc::channel();
-        let ask = Control::Claim {
+        let answer = self.ask(|done| Control::Claim {
             name: name.into(),
             holder,
             done,
-        };
-        if self.control.send(ask).is_err() {
-            return Err(down());
-        }
-        match answer.recv_timeout(IO_TIMEOUT * 2) {
-            Ok(Claimed::Granted) => Ok(()),
-            Ok(Claimed::Taken) => Err(ErrorReply::new(
+        });
+        match answer {
+            Claimed::Granted => Ok(()),
+            Claimed::Taken => Err(ErrorReply::new(
                 "name_taken",
                 format!("the name '{name}' is taken by a client on another node"),
             )),
-            _ => Err(down()),
+            Claimed::Down => Err(unreachable("names are claimed")),
         }
+    }
+
+    fn claim_channel(
+        &self,
+        name: &str,
+        options: ChannelOptions,
+        holder: u64,
+    ) -> Result<(), ErrorReply> {
+        let answer = self.ask(|done| Control::ClaimChannel {
+            name: name.into(),
+            options,
+            holder,
+            done,
+        });
+        match answer {
+            Claimed::Granted => Ok(()),
+            Claimed::Taken => Err(ErrorReply::new(
+                "channel_exists",
+                format!("channel '{name}' already exists in the cluster"),
+            )),
+            Claimed::Down => Err(unreachable("channels are made")),
+        }
+    }
+
+    fn channel_created(&self, name: &str, options: ChannelOptions) {
+        let _ = self.control.send(Control::ChannelCreated {
+            name: name.into(),
+            options,
+        });
+    }
+
+    fn release_channel(&self, name: &str, holder: u64) {
+        let _ = self.control.send(Control::ReleaseChannel {
+            name: name.into(),
+            holder,
+        });
+    }
+
+    fn channel_dropped(&self, name: &str) {
+        let _ = self
+            .control
+            .send(Control::ChannelDropped { name: name.into() });
     }
 
     fn release(&self, name: &str, holder: u64) {
@@ -373,6 +403,30 @@ impl Backplane for Cluster {
         };
         self.tx.try_send(out).is_ok()
     }
+}
+
+impl Cluster {
+    /// Asks the control thread and waits for its answer, in the caller's coroutine
+    /// (never blocking its worker); [`Claimed::Down`] when the control link is down or
+    /// the answer takes longer than two round trips may.
+    fn ask(&self, question: impl FnOnce(may::sync::mpsc::Sender<Claimed>) -> Control) -> Claimed {
+        if !self.shared.control_up.load(Ordering::Acquire) {
+            return Claimed::Down;
+        }
+        let (done, answer) = may::sync::mpsc::channel();
+        if self.control.send(question(done)).is_err() {
+            return Claimed::Down;
+        }
+        answer.recv_timeout(IO_TIMEOUT * 2).unwrap_or(Claimed::Down)
+    }
+}
+
+/// The answer to a client whose command needs the cluster while it cannot be reached.
+fn unreachable(what: &str) -> ErrorReply {
+    ErrorReply::new(
+        "unavailable",
+        format!("{what} across the cluster, which this node cannot reach now; try again"),
+    )
 }
 
 /// A random node id, 16 hex digits.

@@ -17,7 +17,7 @@ use crate::protocol::args::clip;
 use crate::protocol::subject::{self, Target};
 use crate::protocol::{ErrorReply, Format, Item, Message, MessageKind, Payload, Push, Reply};
 use crate::store::expr::Expr;
-use crate::store::{ChannelOptions, StoredChannel};
+use crate::store::ChannelOptions;
 
 /// The channel family: channels, subscriptions, publishing, direct messages. Applied
 /// by the channel manager.
@@ -249,27 +249,8 @@ fn create(
         Some(c) => c.created += 1,
         None => {}
     }
-    let name: Arc<str> = name.into();
     // Saved with the tables: the +OK waits until the journal holds it.
-    let (history, durable) = m.store.channel_created(&name, options);
-    m.durable = durable;
-    let stored = StoredChannel { options, history };
-    let mut chan = Channel::new(name.clone(), m.routes.clone(), &stored);
-    // Pattern subscriptions made earlier cover the new channel, for those who may read it.
-    for (pattern, subs) in &m.patterns {
-        if subject::matches(pattern, &name) {
-            for sub in subs {
-                if let Some(c) = m.clients.get(sub) {
-                    if !pattern_reaches(&m.auth, &c.outbox.identity(), pattern, &name) {
-                        continue;
-                    }
-                    let filter = c.patterns.get(pattern).and_then(|f| f.as_ref());
-                    chan.add_ref(&c.outbox, filter);
-                }
-            }
-        }
-    }
-    m.channels.insert(name, chan);
+    m.durable = m.make_channel(name.into(), options);
     Ok(Reply::Done(None))
 }
 
@@ -278,25 +259,7 @@ fn drop_channel(m: &mut Manager, name: &str) -> Result<Reply, ErrorReply> {
         return Err(no_such_channel(name));
     }
     super::tables::writable(&m.store)?;
-    let chan = m
-        .channels
-        .remove(name)
-        .ok_or_else(|| no_such_channel(name))?;
-    m.durable = m.store.channel_dropped(name);
-    // Its route goes with the batch, before anyone is told.
-    m.routes.mark(&chan.name);
-    let told: Vec<Arc<Outbox>> = chan
-        .receivers()
-        .iter()
-        .chain(chan.filtered_receivers().map(|(o, _)| o))
-        .cloned()
-        .collect();
-    for outbox in told {
-        m.push(&outbox, Push::Dropped(chan.name.clone()));
-        if let Some(c) = m.clients.get_mut(&outbox.id) {
-            c.channels.remove(name);
-        }
-    }
+    m.durable = m.remove_channel(name);
     Ok(Reply::Done(None))
 }
 

@@ -60,6 +60,16 @@ impl Command {
             Command::Channel(_) | Command::Live(_) | Command::Service(_) => false,
         }
     }
+
+    /// Commands that hold for a whole cluster (a name, a channel): in one, they are
+    /// claimed across it before the manager applies them (`framework/cluster_wide.rs`).
+    pub fn is_cluster_wide(&self) -> bool {
+        matches!(
+            self,
+            Command::Session(super::session::SessionCommand::Name(_))
+                | Command::Channel(ChannelCommand::Create(..) | ChannelCommand::Drop(_))
+        )
+    }
 }
 
 impl Command {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-mod names;
+mod cluster_wide;
 mod services;
 
 use super::accounts::AccountEnv;
@@ -590,10 +590,10 @@ impl Session {
                 self.pending.push_back(Pending::Quit);
                 self.flush_ready();
             }
-            Ok(Command::Session(SessionCommand::Name(name)))
-                if self.ctx.routes.backplane.get().is_some() =>
+            Ok(command)
+                if command.is_cluster_wide() && self.ctx.routes.backplane.get().is_some() =>
             {
-                self.claim_name(name, req.format, req.id)
+                self.cluster_wide(command, req.format, req.id)
             }
             Ok(cmd) if cmd.is_local() => {
                 let (reply, seq) = commands::apply_local(cmd, &self.ctx.store);
@@ -687,6 +687,7 @@ impl Session {
             ops: self.ctx.ops.clone(),
             store: self.ctx.store.clone(),
             files: self.ctx.files.clone(),
+            backplane: self.ctx.routes.backplane.get().cloned(),
         }
     }
 

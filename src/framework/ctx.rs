@@ -12,6 +12,7 @@ use crate::auth::Identity;
 use crate::commands::channels::ChannelCommand;
 use crate::commands::table_api::{wait_durable, Tables};
 use crate::commands::{Command, Op};
+use crate::manager::backplane::Backplane;
 use crate::manager::outbox::ConnId;
 use crate::manager::{ChannelOp, ClientInfo, ServiceAsk, Transport, SERVER_ID, SERVER_NAME};
 use crate::protocol::{ErrorReply, Payload, Reply};
@@ -25,13 +26,25 @@ pub(crate) struct Hub {
     pub store: Arc<TableStore>,
     /// The files folder and its grants (`None` without a data folder).
     pub files: Option<Arc<Files>>,
+    /// The cluster's backplane, when the node is in one: names and channels are
+    /// claimed there first (`cluster_wide.rs`).
+    pub backplane: Option<Arc<dyn Backplane>>,
 }
 
 impl Hub {
     /// Applies `command` for connection `id` on the manager's thread and waits for its
     /// reply (and, for a journaled change, until it is durable). Waits without blocking
-    /// a worker when called from a coroutine.
+    /// a worker when called from a coroutine. In a cluster, a name or a channel is
+    /// claimed across the cluster first ([`Hub::apply_cluster_wide`]).
     pub fn apply(&self, id: ConnId, command: Command) -> Result<Reply, ErrorReply> {
+        match &self.backplane {
+            Some(backplane) => self.apply_cluster_wide(&**backplane, id, command),
+            None => self.apply_here(id, command),
+        }
+    }
+
+    /// Applies `command` on this node only.
+    pub(super) fn apply_here(&self, id: ConnId, command: Command) -> Result<Reply, ErrorReply> {
         let (tx, rx) = may::sync::mpsc::channel();
         let op = ChannelOp::Direct {
             id,

@@ -5,6 +5,7 @@
 //! `TASKS` and `AUTH`.
 
 mod action;
+mod cluster_wide;
 mod ctx;
 mod gate;
 mod model;

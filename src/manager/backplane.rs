@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::protocol::{ErrorReply, Payload};
+use crate::store::ChannelOptions;
 
 /// A payload as the publisher holds it, lent for the moment of handing it over.
 #[derive(Clone, Copy, Debug)]
@@ -57,6 +58,25 @@ pub trait Backplane: Send + Sync {
 
     /// Gives up `holder`'s claim on `name` (it was claimed, then refused here).
     fn release(&self, name: &str, holder: u64);
+
+    /// Registers channel `name` cluster-wide for client `holder` here before it is
+    /// made here, waiting as [`Backplane::claim`] does: `channel_exists` when another
+    /// node has it, `unavailable` while the cluster cannot be asked.
+    fn claim_channel(
+        &self,
+        name: &str,
+        options: ChannelOptions,
+        holder: u64,
+    ) -> Result<(), ErrorReply>;
+
+    /// Channel `name`, claimed by `holder`, was made here: the other nodes make it.
+    fn channel_created(&self, name: &str, options: ChannelOptions);
+
+    /// Gives up `holder`'s registration of channel `name` (it was refused here).
+    fn release_channel(&self, name: &str, holder: u64);
+
+    /// Channel `name` was dropped here: it is dropped on every node.
+    fn channel_dropped(&self, name: &str);
 
     /// Sends a direct message to the client named `to` on `node`. False when it cannot
     /// go now (the link is down).
@@ -110,6 +130,16 @@ pub enum ClusterEvent {
         from: Arc<str>,
         payload: Payload,
     },
+    /// Another node made channel `name`: it is made here too (unless it exists).
+    Channel {
+        name: Arc<str>,
+        options: ChannelOptions,
+    },
+    /// Another node dropped channel `name`: it is dropped here too.
+    ChannelDropped { name: Arc<str> },
+    /// Every channel of the cluster, as registered in Redis: those missing here are
+    /// made (a node joining, a link coming back).
+    Channels(Vec<(Arc<str>, ChannelOptions)>),
     /// Client `id` here lost its claim on `name` to a client of another node (claimed
     /// there while this node could not reach the cluster): it takes its default name.
     NameLost { id: u64, name: Arc<str> },

@@ -29,7 +29,7 @@ use crate::protocol::push::{ByeReason, MessageKind};
 use crate::protocol::{Message, Push, Reply};
 use crate::store::expr::Predicate;
 use crate::store::History;
-use crate::store::{ChangeNote, TableStore};
+use crate::store::{ChangeNote, ChannelOptions, StoredChannel, TableStore};
 use channel::{Channel, Filter};
 use outbox::{ConnId, OutItem, Outbox};
 use stage::{Staged, Stager};
@@ -756,6 +756,53 @@ impl Manager {
                 chan.release(outbox, filter);
             }
         }
+    }
+
+    /// Makes channel `name` (which does not exist yet) and saves it with the tables:
+    /// returns the journal record that holds it. Pattern subscriptions made earlier
+    /// cover it, for those who may read it.
+    pub fn make_channel(&mut self, name: Arc<str>, options: ChannelOptions) -> Option<u64> {
+        let (history, durable) = self.store.channel_created(&name, options);
+        let stored = StoredChannel { options, history };
+        let mut chan = Channel::new(name.clone(), self.routes.clone(), &stored);
+        for (pattern, subs) in &self.patterns {
+            if !crate::protocol::subject::matches(pattern, &name) {
+                continue;
+            }
+            for sub in subs {
+                if let Some(c) = self.clients.get(sub) {
+                    if !pattern_reaches(&self.auth, &c.outbox.identity(), pattern, &name) {
+                        continue;
+                    }
+                    let filter = c.patterns.get(pattern).and_then(|f| f.as_ref());
+                    chan.add_ref(&c.outbox, filter);
+                }
+            }
+        }
+        self.channels.insert(name, chan);
+        durable
+    }
+
+    /// Removes channel `name`, if there is one, and tells its receivers
+    /// (`DROPPED <channel>`): returns the journal record of its removal.
+    pub fn remove_channel(&mut self, name: &str) -> Option<u64> {
+        let chan = self.channels.remove(name)?;
+        let durable = self.store.channel_dropped(name);
+        // Its route goes with the batch, before anyone is told.
+        self.routes.mark(&chan.name);
+        let told: Vec<Arc<Outbox>> = chan
+            .receivers()
+            .iter()
+            .chain(chan.filtered_receivers().map(|(o, _)| o))
+            .cloned()
+            .collect();
+        for outbox in told {
+            self.push(&outbox, Push::Dropped(chan.name.clone()));
+            if let Some(c) = self.clients.get_mut(&outbox.id) {
+                c.channels.remove(name);
+            }
+        }
+        durable
     }
 
     /// Fans out publications other nodes made to this node's receivers of their

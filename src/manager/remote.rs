@@ -11,6 +11,7 @@ use super::Manager;
 use crate::collections::Map;
 use crate::protocol::push::{Message, MessageKind};
 use crate::protocol::Push;
+use crate::store::ChannelOptions;
 
 /// One other node, as last heard of.
 #[derive(Default)]
@@ -124,7 +125,35 @@ impl Manager {
                 self.direct_from_remote(&to, from, payload)
             }
             ClusterEvent::NameLost { id, name } => self.name_lost(id, &name),
+            ClusterEvent::Channel { name, options } => self.remote_channel(name, options),
+            ClusterEvent::Channels(all) => {
+                for (name, options) in all {
+                    self.remote_channel(name, options);
+                }
+            }
+            ClusterEvent::ChannelDropped { name } => {
+                self.remove_channel(&name);
+            }
         }
+    }
+
+    /// Makes channel `name`, which another node made, unless it is here already (made
+    /// here too, or before this node joined: then it keeps its own options) or this
+    /// node holds its maximum of channels (said in the log).
+    fn remote_channel(&mut self, name: Arc<str>, options: ChannelOptions) {
+        if self.channels.contains_key(&name) {
+            return;
+        }
+        if crate::protocol::subject::check_channel(&name).is_err() {
+            return log::debug!("cluster: skipped a channel with a bad name '{name}'");
+        }
+        if self.channels.len() >= self.settings.max_channels {
+            return log::warn!(
+                "cluster: channel '{name}' exists on another node but not here: this node holds its maximum of {} channels (--max-channels)",
+                self.settings.max_channels
+            );
+        }
+        self.make_channel(name, options);
     }
 
     /// Tells the backplane of client `id` here as it is now.
