@@ -454,6 +454,104 @@ fn channels_are_cluster_wide() {
     assert!(r.starts_with("-ERR channel_exists"), "{r}");
 }
 
+/// Waits (bounded) until `SERVICES` on `c` shows `service` with `remote=<n>`.
+fn services_until(c: &mut Client, service: &str, remote: u32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (reply, _) = c.request("SERVICES");
+        let want = format!(" remote={remote}");
+        let found = reply
+            .iter()
+            .any(|l| l.starts_with(&format!("* {service} ")) && l.ends_with(&want));
+        if found {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{service} remote={remote}: {reply:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The id of a `REQ` push a provider was given, after checking what it asks.
+fn request_id(push: &str, service: &str, from: &str, payload: &str) -> String {
+    let parts: Vec<&str> = push.splitn(5, ' ').collect();
+    assert_eq!(parts[0], "REQ", "{push}");
+    assert_eq!(&parts[2..], &[service, from, payload], "{push}");
+    parts[1].to_string()
+}
+
+#[test]
+fn service_requests_cross_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let (_dirs, a, b) = joined_pair(&redis);
+    let mut asker = Client::connect(a.addr);
+    let mut provider = Client::connect(b.addr);
+    let r = asker.ok("REQ weather oslo");
+    assert!(r.starts_with("-ERR no_responders"), "{r}");
+    assert_eq!(provider.ok("SERVE weather"), "+OK");
+    services_until(&mut asker, "weather", 1);
+    // Asked on one node, answered on another.
+    asker.send("REQ weather oslo");
+    let req = request_id(&provider.push(), "weather", &asker.name, "oslo");
+    assert_eq!(provider.ok(&format!("REPLY {req} sunny, -3")), "+OK");
+    assert_eq!(asker.reply().0, ["+OK sunny, -3"]);
+    // JSON both ways, and an id answered whenever ready.
+    asker.send(r#"{"op":"req","service":"weather","data":{"city":"bergen"},"id":7}"#);
+    let req = request_id(
+        &provider.push(),
+        "weather",
+        &asker.name,
+        r#"{"city":"bergen"}"#,
+    );
+    assert_eq!(
+        provider.ok(&format!(r#"REPLY {req} {{"rain":true}}"#)),
+        "+OK"
+    );
+    let r: serde_json::Value = serde_json::from_str(&asker.line()).unwrap();
+    assert_eq!(
+        r,
+        serde_json::json!({"ok": true, "data": {"rain": true}, "id": 7})
+    );
+    // A provider's FAIL crosses with its code.
+    asker.send("REQ weather atlantis");
+    let req = request_id(&provider.push(), "weather", &asker.name, "atlantis");
+    assert_eq!(
+        provider.ok(&format!("FAIL {req} no_city no such place")),
+        "+OK"
+    );
+    assert_eq!(asker.reply().0, ["-ERR no_city no such place"]);
+    // A provider that never answers: the asker hears timeout.
+    asker.send(r#"{"op":"req","service":"weather","data":"slow","timeout_ms":300}"#);
+    let _ = provider.push();
+    let r: serde_json::Value = serde_json::from_str(&asker.line()).unwrap();
+    assert_eq!(r["error"]["code"], "timeout", "{r}");
+    // A provider here goes first.
+    let mut local = Client::connect(a.addr);
+    assert_eq!(local.ok("SERVE weather"), "+OK");
+    asker.send("REQ weather here");
+    let req = request_id(&local.push(), "weather", &asker.name, "here");
+    assert_eq!(local.ok(&format!("REPLY {req} local")), "+OK");
+    assert_eq!(asker.reply().0, ["+OK local"]);
+    assert_eq!(local.ok("UNSERVE weather"), "+OK");
+    // The provider's node dies while a request waits: service_gone, within a beat or
+    // a few of its key's expiry.
+    asker.send(r#"{"op":"req","service":"weather","data":"doomed","timeout_ms":20000}"#);
+    let _ = provider.push();
+    let mut b = b;
+    b.child.kill().unwrap();
+    let _ = b.child.wait();
+    asker
+        .writer
+        .set_read_timeout(Some(Duration::from_secs(8)))
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_str(&asker.line()).unwrap();
+    assert_eq!(r["error"]["code"], "service_gone", "{r}");
+    let r = asker.ok("REQ weather again");
+    assert!(r.starts_with("-ERR no_responders"), "{r}");
+}
+
 #[test]
 fn a_redis_outage_keeps_local_traffic_and_heals() {
     let Some(redis) = Redis::start() else { return };
@@ -471,6 +569,9 @@ fn a_redis_outage_keeps_local_traffic_and_heals() {
     assert!(sa.ok("NAME keeper").starts_with("+OK"));
     assert!(sb.ok("NAME bob").starts_with("+OK"));
     clients_until(&mut pa, "node a lists bob", |i| listed(i, "bob").is_some());
+    let mut echo = Client::connect(b.addr);
+    assert_eq!(echo.ok("SERVE echo"), "+OK");
+    let node_b = node_of(&mut echo);
 
     drop(redis);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -510,7 +611,7 @@ fn a_redis_outage_keeps_local_traffic_and_heals() {
     }
 
     // Redis comes back on the same port: both nodes rejoin by themselves.
-    let _redis = Redis::start_on(port, None);
+    let redis = Redis::start_on(port, None);
     wait_joined(&a);
     wait_joined(&b);
     sb.writer.set_read_timeout(Some(common::WAIT)).unwrap();
@@ -525,6 +626,13 @@ fn a_redis_outage_keeps_local_traffic_and_heals() {
     });
     let r = sb.ok("NAME keeper");
     assert!(r.starts_with("-ERR name_taken"), "{r}");
+    // ... and what they serve.
+    let served = redis.query(&["HGET", &format!("leviathan:directory:{node_b}"), "svc:echo"]);
+    assert_eq!(served, Ok(redis::Value::BulkString(b"1".to_vec())));
+    pa.send("REQ echo ping");
+    let req = request_id(&echo.push(), "echo", &pa.name, "ping");
+    assert_eq!(echo.ok(&format!("REPLY {req} pong")), "+OK");
+    assert_eq!(pa.reply().0, ["+OK pong"]);
     assert_eq!(pa.ok("SEND bob back"), "+OK");
     assert_eq!(sb.push(), format!("DM {} back", pa.name));
     let log: Vec<String> = a.log.try_iter().collect();

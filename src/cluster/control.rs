@@ -1,13 +1,14 @@
 //! The control link: who is connected where, and which names are taken, kept in Redis
 //! by the `cluster-control` thread with a connection of its own.
 //!
-//! - **Clients**: each node keeps its clients in the hash `<prefix>:clients:<node>`
-//!   (id → [`ClientEntry`] as JSON, and `_seq`, the number of its last change) and
+//! - **Clients and services**: each node keeps its directory in the hash
+//!   `<prefix>:directory:<node>` (client id → [`ClientEntry`] as JSON, `svc:<service>` →
+//!   how many of its clients serve it, and `_seq`, the number of its last change) and
 //!   tells the others of each change on `<prefix>:ctl` ([`Ctl`]), in one transaction
 //!   with the hash. The others apply the changes as they come and read the hash after
 //!   a gap (the node is new to them, their link was down, or every [`FULL_READ`]): the
 //!   numbers say which is newer.
-//! - **Liveness**: the node's key `<prefix>:node:<node>` and its clients hash expire
+//! - **Liveness**: the node's key `<prefix>:node:<node>` and its directory expire
 //!   [`NODE_TTL`] after the last refresh, done every [`BEAT`]; each beat also lists the
 //!   nodes whose keys exist, and a node whose key is gone is forgotten (its clients
 //!   leave `CLIENTS`, its claims on names are freed).
@@ -87,6 +88,8 @@ pub enum Control {
     Client(ClientEntry),
     /// Client `id` here left.
     Left(u64),
+    /// `providers` clients here serve `service` now.
+    Serves { service: Arc<str>, providers: u32 },
     /// Claim `name` for client `holder` here; the answer goes to `done`.
     Claim {
         name: Arc<str>,
@@ -133,6 +136,8 @@ struct Mine {
     /// The number of the last change.
     seq: u64,
     clients: Map<u64, ClientEntry>,
+    /// Services served here, with how many providers each.
+    services: Map<Arc<str>, u32>,
     /// Names claimed in Redis, and for whom.
     claims: Map<Arc<str>, u64>,
     /// Claims given up that Redis has not been told of yet.
@@ -152,7 +157,7 @@ struct State {
 struct Keys {
     names: String,
     channels: String,
-    clients: String,
+    directory: String,
     node: String,
     node_prefix: String,
     ctl: String,
@@ -165,7 +170,7 @@ impl Keys {
         Keys {
             names: format!("{p}:names"),
             channels: format!("{p}:channels"),
-            clients: clients_key(p, &shared.node),
+            directory: directory_key(p, &shared.node),
             node: shared.node_key(),
             node_prefix: format!("{p}:node:"),
             ctl: format!("{p}:ctl"),
@@ -178,9 +183,12 @@ impl Keys {
     }
 }
 
-fn clients_key(prefix: &str, node: &str) -> String {
-    format!("{prefix}:clients:{node}")
+fn directory_key(prefix: &str, node: &str) -> String {
+    format!("{prefix}:directory:{node}")
 }
+
+/// A service's field in a node's directory (clients' fields are their ids).
+const SERVICE_FIELD: &str = "svc:";
 
 type Link = Option<redis::Connection>;
 
@@ -323,6 +331,14 @@ fn apply(
                 }
                 CtlEvent::Left { id }
             }
+            Control::Serves { service, providers } => {
+                if providers == 0 {
+                    mine.services.remove(&service);
+                } else {
+                    mine.services.insert(service.clone(), providers);
+                }
+                CtlEvent::Serves { service, providers }
+            }
             Control::Release { name, holder } => {
                 if mine.claims.get(&name) == Some(&holder) {
                     mine.claims.remove(&name);
@@ -366,7 +382,7 @@ fn apply(
         match &event {
             CtlEvent::Client { client } => {
                 pipe.cmd("HSET")
-                    .arg(&keys.clients)
+                    .arg(&keys.directory)
                     .arg(client.id)
                     .arg(json(client))
                     .arg("_seq")
@@ -374,9 +390,26 @@ fn apply(
                     .ignore();
             }
             CtlEvent::Left { id } => {
-                pipe.cmd("HDEL").arg(&keys.clients).arg(id).ignore();
+                pipe.cmd("HDEL").arg(&keys.directory).arg(id).ignore();
                 pipe.cmd("HSET")
-                    .arg(&keys.clients)
+                    .arg(&keys.directory)
+                    .arg("_seq")
+                    .arg(seq)
+                    .ignore();
+            }
+            CtlEvent::Serves { service, providers } => {
+                let field = format!("{SERVICE_FIELD}{service}");
+                if *providers == 0 {
+                    pipe.cmd("HDEL").arg(&keys.directory).arg(field).ignore();
+                } else {
+                    pipe.cmd("HSET")
+                        .arg(&keys.directory)
+                        .arg(field)
+                        .arg(providers)
+                        .ignore();
+                }
+                pipe.cmd("HSET")
+                    .arg(&keys.directory)
                     .arg("_seq")
                     .arg(seq)
                     .ignore();
@@ -402,7 +435,7 @@ fn apply(
     };
     if changes > 0 {
         pipe.cmd("PEXPIRE")
-            .arg(&keys.clients)
+            .arg(&keys.directory)
             .arg(NODE_TTL.as_millis() as u64)
             .ignore();
         if let Err(e) = pipe.query::<()>(c) {
@@ -628,15 +661,18 @@ fn announce(
     mine.seq += 1;
     let mut pipe = redis::pipe();
     pipe.atomic();
-    pipe.cmd("DEL").arg(&keys.clients).ignore();
+    pipe.cmd("DEL").arg(&keys.directory).ignore();
     let mut hset = redis::cmd("HSET");
-    hset.arg(&keys.clients).arg("_seq").arg(mine.seq);
+    hset.arg(&keys.directory).arg("_seq").arg(mine.seq);
     for client in mine.clients.values() {
         hset.arg(client.id).arg(json(client));
     }
+    for (service, n) in &mine.services {
+        hset.arg(format!("{SERVICE_FIELD}{service}")).arg(n);
+    }
     pipe.add_command(hset).ignore();
     pipe.cmd("PEXPIRE")
-        .arg(&keys.clients)
+        .arg(&keys.directory)
         .arg(NODE_TTL.as_millis() as u64)
         .ignore();
     pipe.cmd("SET")
@@ -684,7 +720,7 @@ fn beat(
         .arg(ttl)
         .ignore()
         .cmd("PEXPIRE")
-        .arg(&keys.clients)
+        .arg(&keys.directory)
         .arg(ttl)
         .ignore()
         .query::<()>(c)?;
@@ -755,13 +791,18 @@ fn read_node(
         return Ok(());
     }
     let fields: Vec<(String, String)> = redis::cmd("HGETALL")
-        .arg(clients_key(&shared.prefix, node))
+        .arg(directory_key(&shared.prefix, node))
         .query(c)?;
     let mut seq = 0;
     let mut clients = Vec::with_capacity(fields.len());
+    let mut services = Vec::new();
     for (field, value) in fields {
         if field == "_seq" {
             seq = value.parse().unwrap_or(0);
+        } else if let Some(service) = field.strip_prefix(SERVICE_FIELD) {
+            if let Ok(n) = value.parse::<u32>() {
+                services.push((Arc::from(service), n));
+            }
         } else if let Ok(client) = serde_json::from_str::<ClientEntry>(&value) {
             clients.push(client);
         } else {
@@ -772,6 +813,7 @@ fn read_node(
         node: node.clone(),
         seq,
         clients,
+        services,
     });
     Ok(())
 }
@@ -786,7 +828,7 @@ fn leave(shared: &Shared, keys: &Keys, c: &mut redis::Connection) {
     let _ = redis::pipe()
         .cmd("DEL")
         .arg(&keys.node)
-        .arg(&keys.clients)
+        .arg(&keys.directory)
         .ignore()
         .cmd("EVAL")
         .arg(FORGET)

@@ -38,10 +38,68 @@ pub enum CtlEvent {
     },
     /// A channel was dropped.
     Dropped { name: Arc<str> },
+    /// `providers` clients serve `service` now (0: none).
+    Serves { service: Arc<str>, providers: u32 },
     /// The node (re)joined: read its clients.
     Hello,
     /// The node is leaving.
     Bye,
+}
+
+/// A service request or its answer, sent to one node on its own channel
+/// (`<prefix>:to:<node>`) as one JSON object; `node` is the sender.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ToNode {
+    Request {
+        node: Arc<str>,
+        req: u64,
+        service: Arc<str>,
+        from: Arc<str>,
+        data: WirePayload,
+        timeout_ms: u64,
+    },
+    Answer {
+        node: Arc<str>,
+        req: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<WirePayload>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<WireError>,
+    },
+}
+
+/// A payload in a [`ToNode`] message: `{"text": "…"}` or `{"json": …}`.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WirePayload {
+    Text(String),
+    Json(serde_json::Value),
+}
+
+impl From<PayloadRef<'_>> for WirePayload {
+    fn from(p: PayloadRef<'_>) -> Self {
+        match p {
+            PayloadRef::Text(s) => WirePayload::Text(s.to_string()),
+            PayloadRef::Json(v) => WirePayload::Json(v.clone()),
+        }
+    }
+}
+
+impl From<WirePayload> for Payload {
+    fn from(p: WirePayload) -> Self {
+        match p {
+            WirePayload::Text(s) => Payload::Text(s),
+            WirePayload::Json(v) => Payload::Json(v),
+        }
+    }
+}
+
+/// An error answer in a [`ToNode`] message.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub struct WireError {
+    pub code: String,
+    pub message: String,
 }
 
 /// A channel as `<prefix>:channels` registers it: its options, and who registered it
@@ -218,6 +276,10 @@ mod tests {
             CtlEvent::Dropped {
                 name: "room.1".into(),
             },
+            CtlEvent::Serves {
+                service: "weather".into(),
+                providers: 2,
+            },
             CtlEvent::Hello,
             CtlEvent::Bye,
         ] {
@@ -234,6 +296,40 @@ mod tests {
             assert_eq!(serde_json::from_str::<Ctl>(&text).unwrap(), ctl);
         }
         assert!(serde_json::from_str::<Ctl>(r#"{"node":"x","seq":1,"ev":"nope"}"#).is_err());
+    }
+
+    #[test]
+    fn requests_and_answers_between_nodes_read_back() {
+        let notes = [
+            ToNode::Request {
+                node: "ab12".into(),
+                req: 9,
+                service: "weather".into(),
+                from: "alice".into(),
+                data: WirePayload::Text("oslo now".into()),
+                timeout_ms: 2000,
+            },
+            ToNode::Answer {
+                node: "cd34".into(),
+                req: 9,
+                data: Some(WirePayload::Json(json!({"temp": -3}))),
+                error: None,
+            },
+            ToNode::Answer {
+                node: "cd34".into(),
+                req: 10,
+                data: None,
+                error: Some(WireError {
+                    code: "no_city".into(),
+                    message: "where?".into(),
+                }),
+            },
+        ];
+        for note in notes {
+            let text = serde_json::to_string(&note).unwrap();
+            assert!(text.starts_with(r#"{"kind":"#), "{text}");
+            assert_eq!(serde_json::from_str::<ToNode>(&text).unwrap(), note);
+        }
     }
 
     #[test]

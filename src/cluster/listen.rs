@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::control::Control;
-use super::frame::{self, Ctl, CtlEvent};
+use super::frame::{self, Ctl, CtlEvent, ToNode};
 use super::{receive, Backoff, Shared, BATCH, IO_TIMEOUT, POLL};
 use crate::manager::backplane::{ClusterEvent, RemoteMessage};
+use crate::protocol::{ErrorReply, Payload};
 
 /// Where what arrives goes.
 pub struct Sinks<'a> {
@@ -142,11 +143,21 @@ fn control(shared: &Shared, payload: &[u8], sinks: &Sinks<'_>) {
             (sinks.deliver)(ClusterEvent::Channel { name, options })
         }
         CtlEvent::Dropped { name } => (sinks.deliver)(ClusterEvent::ChannelDropped { name }),
+        CtlEvent::Serves { service, providers } => (sinks.deliver)(ClusterEvent::Serves {
+            node,
+            seq,
+            service,
+            providers,
+        }),
     }
 }
 
-/// Direct messages other nodes sent to clients here.
+/// What other nodes sent to this one: direct messages to clients here (frames), and
+/// service requests and answers (JSON objects).
 fn direct(shared: &Shared, payload: &[u8], deliver: &dyn Fn(ClusterEvent)) {
+    if payload.first() == Some(&b'{') {
+        return to_node(payload, deliver);
+    }
     if frame::is_from(payload, &shared.node) {
         return;
     }
@@ -165,4 +176,39 @@ fn direct(shared: &Shared, payload: &[u8], deliver: &dyn Fn(ClusterEvent)) {
         }
         Err(e) => log::debug!("cluster: skipped a direct message: {e}"),
     }
+}
+
+/// A service request for a provider here, or the answer to one this node sent.
+fn to_node(payload: &[u8], deliver: &dyn Fn(ClusterEvent)) {
+    let note = match serde_json::from_slice::<ToNode>(payload) {
+        Ok(note) => note,
+        Err(e) => return log::debug!("cluster: skipped a message to this node: {e}"),
+    };
+    deliver(match note {
+        ToNode::Request {
+            node,
+            req,
+            service,
+            from,
+            data,
+            timeout_ms,
+        } => ClusterEvent::Request {
+            node,
+            req,
+            service,
+            from,
+            payload: data.into(),
+            timeout: Duration::from_millis(timeout_ms),
+        },
+        ToNode::Answer {
+            req, data, error, ..
+        } => ClusterEvent::Answer {
+            req,
+            answer: match (data, error) {
+                (_, Some(e)) => Err(ErrorReply::new(e.code, e.message)),
+                (Some(data), None) => Ok(data.into()),
+                (None, None) => Ok(Payload::Json(serde_json::Value::Null)),
+            },
+        },
+    });
 }

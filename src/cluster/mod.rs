@@ -34,9 +34,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 
-use crate::manager::backplane::{Backplane, ClientEntry, ClusterEvent, PayloadRef};
+use crate::manager::backplane::{Backplane, ClientEntry, ClusterEvent, PayloadRef, RemoteAsk};
 use crate::manager::stats::Stats;
-use crate::protocol::ErrorReply;
+use crate::protocol::{ErrorReply, Payload};
 use crate::store::{ChannelOptions, TableStore};
 use control::{Claimed, Control};
 use publish::Outgoing;
@@ -280,6 +280,7 @@ impl Backplane for Cluster {
         let out = Outgoing {
             target: format!("{}:msg:{channel}", self.shared.prefix).into(),
             entry: frame::entry(from, payload),
+            whole: false,
         };
         // A full queue with Redis up means Redis is behind: a publishing connection
         // waits for room (its coroutine sleeps), as it waits for a crowded subscriber,
@@ -400,12 +401,75 @@ impl Backplane for Cluster {
         let out = Outgoing {
             target: format!("{}:to:{node}", self.shared.prefix).into(),
             entry: frame::direct_entry(to, from, payload),
+            whole: false,
         };
         self.tx.try_send(out).is_ok()
+    }
+
+    fn serves(&self, service: &str, providers: usize) {
+        let _ = self.control.send(Control::Serves {
+            service: service.into(),
+            providers: u32::try_from(providers).unwrap_or(u32::MAX),
+        });
+    }
+
+    fn request(&self, node: &str, ask: RemoteAsk<'_>) -> bool {
+        let note = frame::ToNode::Request {
+            node: self.shared.node.as_str().into(),
+            req: ask.req,
+            service: ask.service.into(),
+            from: ask.from.into(),
+            data: ask.payload.into(),
+            timeout_ms: u64::try_from(ask.timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        self.to_node(node, &note)
+    }
+
+    fn answer(&self, node: &str, req: u64, answer: Result<Payload, ErrorReply>) {
+        let (data, error) = match answer {
+            Ok(p) => (Some(PayloadRef::from(&p).into()), None),
+            Err(e) => (
+                None,
+                Some(frame::WireError {
+                    code: e.code.into_owned(),
+                    message: e.message.into(),
+                }),
+            ),
+        };
+        let note = frame::ToNode::Answer {
+            node: self.shared.node.as_str().into(),
+            req,
+            data,
+            error,
+        };
+        if !self.to_node(node, &note) {
+            self.shared
+                .stats
+                .cluster
+                .dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
 impl Cluster {
+    /// Sends `note` to `node` (after what this node published before it). False when
+    /// the link is down or too far behind.
+    fn to_node(&self, node: &str, note: &frame::ToNode) -> bool {
+        if !self.shared.publishing_up.load(Ordering::Acquire) {
+            return false;
+        }
+        let Ok(entry) = serde_json::to_vec(note) else {
+            return false;
+        };
+        let out = Outgoing {
+            target: format!("{}:to:{node}", self.shared.prefix).into(),
+            entry,
+            whole: true,
+        };
+        self.tx.try_send(out).is_ok()
+    }
+
     /// Asks the control thread and waits for its answer, in the caller's coroutine
     /// (never blocking its worker); [`Claimed::Down`] when the control link is down or
     /// the answer takes longer than two round trips may.

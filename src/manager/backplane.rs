@@ -9,6 +9,7 @@
 //! beside it and is plugged in by the assembly layer.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -81,6 +82,26 @@ pub trait Backplane: Send + Sync {
     /// Sends a direct message to the client named `to` on `node`. False when it cannot
     /// go now (the link is down).
     fn direct(&self, node: &str, to: &str, from: &str, payload: PayloadRef<'_>) -> bool;
+
+    /// `providers` clients here serve `service` now (0: none does any more).
+    fn serves(&self, service: &str, providers: usize);
+
+    /// Sends request `req` for `service` from the client named `from` to `node`,
+    /// which serves it, to be answered within `timeout`. False when it cannot go now.
+    fn request(&self, node: &str, ask: RemoteAsk<'_>) -> bool;
+
+    /// Sends the answer to request `req` back to `node`, which sent it.
+    fn answer(&self, node: &str, req: u64, answer: Result<Payload, ErrorReply>);
+}
+
+/// A service request for another node.
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteAsk<'a> {
+    pub req: u64,
+    pub service: &'a str,
+    pub from: &'a str,
+    pub payload: PayloadRef<'a>,
+    pub timeout: Duration,
 }
 
 /// A publication another node made, to fan out here.
@@ -115,12 +136,34 @@ pub enum ClusterEvent {
     },
     /// Client `id` of `node` left.
     Left { node: Arc<str>, seq: u64, id: u64 },
-    /// All of `node`'s clients as of its `seq`-th change (read after a gap: a node
-    /// joining, a link coming back).
+    /// All of `node`'s clients and services as of its `seq`-th change (read after a
+    /// gap: a node joining, a link coming back).
     Snapshot {
         node: Arc<str>,
         seq: u64,
         clients: Vec<ClientEntry>,
+        services: Vec<(Arc<str>, u32)>,
+    },
+    /// `providers` clients of `node` serve `service` now (its `seq`-th change).
+    Serves {
+        node: Arc<str>,
+        seq: u64,
+        service: Arc<str>,
+        providers: u32,
+    },
+    /// A service request from a client of `node`, for a provider here.
+    Request {
+        node: Arc<str>,
+        req: u64,
+        service: Arc<str>,
+        from: Arc<str>,
+        payload: Payload,
+        timeout: Duration,
+    },
+    /// The answer to request `req` this node sent to another.
+    Answer {
+        req: u64,
+        answer: Result<Payload, ErrorReply>,
     },
     /// `node` left the cluster or went silent: its clients are gone.
     Gone { node: Arc<str> },

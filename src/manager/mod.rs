@@ -7,6 +7,7 @@ pub mod channel;
 pub mod liveness;
 pub mod outbox;
 pub mod remote;
+mod remote_services;
 pub mod requests;
 pub mod route;
 pub mod services;

@@ -19,14 +19,18 @@ struct NodeView {
     /// The number of its last change applied here.
     seq: u64,
     clients: Map<u64, ClientEntry>,
+    /// Services its clients serve, with how many serve each.
+    services: Map<Arc<str>, u32>,
 }
 
-/// The other nodes' clients.
+/// The other nodes' clients and services, and the requests sent to them.
 #[derive(Default)]
 pub struct Remote {
     nodes: Map<Arc<str>, NodeView>,
     /// Name → node and id (the last one heard of, when a user is on several nodes).
     names: Map<Arc<str>, (Arc<str>, u64)>,
+    /// Requests sent to other nodes' providers, waiting for their answers.
+    pub(super) requests: super::remote_services::Outstanding,
 }
 
 impl Remote {
@@ -45,6 +49,36 @@ impl Remote {
     /// Other nodes known.
     pub fn nodes(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// The other nodes serving `service`, with how many providers each.
+    pub fn providers_of<'a>(
+        &'a self,
+        service: &'a str,
+    ) -> impl Iterator<Item = (&'a Arc<str>, u32)> + 'a {
+        self.nodes
+            .iter()
+            .filter_map(move |(node, v)| Some((node, *v.services.get(service)?)))
+    }
+
+    /// Every service other nodes serve, with how many providers in all.
+    pub fn services(&self) -> Map<Arc<str>, u32> {
+        let mut all: Map<Arc<str>, u32> = Map::default();
+        for v in self.nodes.values() {
+            for (s, n) in &v.services {
+                *all.entry(s.clone()).or_default() += n;
+            }
+        }
+        all
+    }
+
+    fn set_serving(&mut self, node: &Arc<str>, service: Arc<str>, providers: u32) {
+        let view = self.nodes.entry(node.clone()).or_default();
+        if providers == 0 {
+            view.services.remove(&service);
+        } else {
+            view.services.insert(service, providers);
+        }
     }
 
     fn add(&mut self, node: &Arc<str>, client: ClientEntry) {
@@ -106,21 +140,49 @@ impl Manager {
                     self.remote.remove(&node, id);
                 }
             }
-            ClusterEvent::Snapshot { node, seq, clients } => {
+            ClusterEvent::Snapshot {
+                node,
+                seq,
+                clients,
+                services,
+            } => {
                 let known = self.remote.nodes.get(&node).map_or(0, |v| v.seq);
                 if seq >= known {
                     self.remote.forget(&node);
-                    self.remote.nodes.entry(node.clone()).or_default().seq = seq;
+                    let view = self.remote.nodes.entry(node.clone()).or_default();
+                    view.seq = seq;
+                    view.services = services.into_iter().collect();
                     for c in clients {
                         self.remote.add(&node, c);
                     }
                 }
             }
-            ClusterEvent::Gone { node } => {
-                let n = self.remote.nodes.get(&node).map_or(0, |v| v.clients.len());
-                self.remote.forget(&node);
-                log::info!("cluster: node {node} left; forgot its {n} clients");
+            ClusterEvent::Serves {
+                node,
+                seq,
+                service,
+                providers,
+            } => {
+                if self.remote.fresh(&node, seq) {
+                    self.remote.set_serving(&node, service, providers);
+                }
             }
+            ClusterEvent::Gone { node } => {
+                if let Some(n) = self.remote.nodes.get(&node).map(|v| v.clients.len()) {
+                    self.remote.forget(&node);
+                    log::info!("cluster: node {node} left; forgot its {n} clients");
+                }
+                self.fail_requests_to(&node);
+            }
+            ClusterEvent::Request {
+                node,
+                req,
+                service,
+                from,
+                payload,
+                timeout,
+            } => self.request_from_remote(node, req, &service, from, payload, timeout),
+            ClusterEvent::Answer { req, answer } => self.remote_answer(req, answer),
             ClusterEvent::Direct { to, from, payload } => {
                 self.direct_from_remote(&to, from, payload)
             }

@@ -130,6 +130,13 @@ pub struct Ask {
     pub requester: Requester,
 }
 
+/// A request no provider took, given back with why: boxed, as requests are placed on
+/// the hot path and refused on a cold one.
+pub struct Refused {
+    pub ask: Ask,
+    pub error: ErrorReply,
+}
+
 /// A request entered at its provider's desk, for the caller to hand over.
 pub struct Placed {
     /// Held until the push is handed over (see [`ServiceRoutes::set`]).
@@ -211,6 +218,11 @@ impl ServiceRoutes {
         }
     }
 
+    /// How long a request may wait for its answer unless it says otherwise.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// When the manager must look for requests that timed out (none before).
     pub fn next_deadline(&self) -> Option<Instant> {
         match self.earliest.load(Ordering::SeqCst) {
@@ -220,12 +232,17 @@ impl ServiceRoutes {
     }
 
     /// Enters a request for `service` at one provider's desk: the one holding the
-    /// fewest requests, ties in turn. Gives the requester back, with `no_responders`,
-    /// when nobody serves it.
-    pub fn place(&self, service: &str, ask: Ask) -> Result<Placed, (Requester, ErrorReply)> {
-        let no_one = |requester| (requester, no_responders(service, None));
+    /// fewest requests, ties in turn. Gives the request back, with `no_responders`,
+    /// when nobody here serves it.
+    pub fn place(&self, service: &str, ask: Ask) -> Result<Placed, Box<Refused>> {
+        let no_one = |ask| {
+            Box::new(Refused {
+                ask,
+                error: no_responders(service, None),
+            })
+        };
         let Some(route) = self.get(service) else {
-            return Err(no_one(ask.requester));
+            return Err(no_one(ask));
         };
         let n = route.providers.len();
         let load = |i: usize| {
@@ -236,14 +253,15 @@ impl ServiceRoutes {
         let start = route.turn.load(Ordering::Relaxed);
         let in_turn = (0..n).map(|k| (start + k) % n);
         let Some(best) = in_turn.clone().min_by_key(|&i| load(i)) else {
-            return Err(no_one(ask.requester));
+            return Err(no_one(ask));
         };
         route.turn.store((best + 1) % n, Ordering::Relaxed);
         // The best one may have stopped serving since the route was read: then the
         // others, in turn.
         let order = std::iter::once(best).chain(in_turn.filter(|&i| i != best));
         let candidates = order.map(|i| route.providers[i].clone());
-        self.place_first(&route, candidates, ask).map_err(no_one)
+        self.place_first(&route, candidates, ask)
+            .map_err(|ask| no_one(*ask))
     }
 
     /// Enters a request for `service` at the desk of `provider` (named `to`), if it
@@ -254,22 +272,27 @@ impl ServiceRoutes {
         to: &str,
         service: &str,
         ask: Ask,
-    ) -> Result<Placed, (Requester, ErrorReply)> {
+    ) -> Result<Placed, Box<Refused>> {
         let placed = match (self.get(service), provider) {
             (Some(route), Some(p)) => self.place_first(&route, std::iter::once(p.clone()), ask),
-            _ => Err(ask.requester),
+            _ => Err(Box::new(ask)),
         };
-        placed.map_err(|requester| (requester, no_responders(service, Some(to))))
+        placed.map_err(|ask| {
+            Box::new(Refused {
+                ask: *ask,
+                error: no_responders(service, Some(to)),
+            })
+        })
     }
 
     /// Enters the request at the desk of the first of `candidates` still serving the
-    /// route's service; gives the requester back when none does.
+    /// route's service; gives it back when none does.
     fn place_first(
         &self,
         route: &Arc<ServiceRoute>,
         candidates: impl Iterator<Item = Arc<Outbox>>,
         ask: Ask,
-    ) -> Result<Placed, Requester> {
+    ) -> Result<Placed, Box<Ask>> {
         let Ask {
             from,
             data,
@@ -289,7 +312,12 @@ impl ServiceRoutes {
                 Err(r) => requester = r,
             }
         }
-        Err(requester)
+        Err(Box::new(Ask {
+            from,
+            data,
+            timeout,
+            requester,
+        }))
     }
 
     /// Enters a request at `provider`'s desk if it still serves the route's service.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::outbox::{ConnId, Outbox};
-use super::requests::{self, Ask, Figures, Placed, Requester, ServiceRoute};
+use super::requests::{self, Ask, Figures, Placed, Refused, Requester, ServiceRoute};
 use super::Manager;
 use crate::collections::Map;
 use crate::protocol::{ErrorReply, Item, Payload, Reply};
@@ -36,6 +36,14 @@ impl Manager {
     /// Publishes `name`'s providers for requesters, and forgets a service nobody
     /// serves that never answered anything.
     fn publish_service(&mut self, name: &Arc<str>) {
+        if let Some(backplane) = self.routes.backplane.get() {
+            let n = self
+                .services
+                .by_name
+                .get(name)
+                .map_or(0, |s| s.providers.len());
+            backplane.serves(name, n);
+        }
         let routes = &self.routes.services;
         match self.services.by_name.get(name) {
             Some(s) if !s.providers.is_empty() => {
@@ -165,7 +173,12 @@ impl Manager {
                     }
                 }
             }
-            Err((requester, e)) => requester.answer(Reply::Error(e)),
+            // Nobody here serves it: in a cluster, another node may.
+            Err(refused) if to.is_none() && refused.error.code == "no_responders" => {
+                let Refused { ask, error } = *refused;
+                self.forward_request(service, ask, error)
+            }
+            Err(refused) => refused.ask.requester.answer(Reply::Error(refused.error)),
         }
     }
 
@@ -182,14 +195,30 @@ impl Manager {
         requests::answer(&c.outbox, req, answer).map(|()| Reply::Done(None))
     }
 
-    /// `SERVICES`.
+    /// `SERVICES`: this node's services; in a cluster, also those only other nodes
+    /// serve, each with `remote=<providers on other nodes>`.
     pub fn services_list(&self) -> Reply {
+        let clustered = self.routes.backplane.get().is_some();
+        let remote = self.remote.services();
         let mut names: Vec<&Arc<str>> = self.services.by_name.keys().collect();
+        names.extend(
+            remote
+                .keys()
+                .filter(|n| !self.services.by_name.contains_key(*n)),
+        );
         names.sort();
         let items = names
             .into_iter()
             .map(|name| {
-                let s = &self.services.by_name[name];
+                let elsewhere = remote.get(name).copied().unwrap_or(0);
+                let Some(s) = self.services.by_name.get(name) else {
+                    return Item {
+                        text: format!("{name} providers=0 pending=0 served=0 failed=0 latency_ms=0 remote={elsewhere}"),
+                        json: json!({"service": &**name, "providers": 0, "pending": 0,
+                                     "served": 0, "failed": 0, "latency_ms": 0.0,
+                                     "remote": elsewhere}),
+                    };
+                };
                 let pending: usize = s
                     .providers
                     .iter()
@@ -205,7 +234,7 @@ impl Manager {
                 } else {
                     (latency_us as f64 / answered as f64 / 100.0).round() / 10.0
                 };
-                Item {
+                let mut item = Item {
                     text: format!(
                         "{name} providers={} pending={pending} served={served} failed={failed} latency_ms={latency_ms}",
                         s.providers.len(),
@@ -213,7 +242,12 @@ impl Manager {
                     json: json!({"service": &**name, "providers": s.providers.len(),
                                  "pending": pending, "served": served, "failed": failed,
                                  "latency_ms": latency_ms}),
+                };
+                if clustered {
+                    item.text.push_str(&format!(" remote={elsewhere}"));
+                    item.json["remote"] = json!(elsewhere);
                 }
+                item
             })
             .collect();
         Reply::List {
@@ -247,12 +281,17 @@ impl Manager {
 
     /// When to look for requests that timed out (none before).
     pub fn next_request_deadline(&self) -> Option<std::time::Instant> {
-        self.routes.services.next_deadline()
+        let here = self.routes.services.next_deadline();
+        match (here, self.remote.requests.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Fails the requests whose time is up with `timeout`.
     pub(super) fn expire_requests(&mut self) {
         let desks = self.services.providers.values().map(|(o, _)| o);
         self.routes.services.expire(desks);
+        self.expire_remote_requests();
     }
 }

@@ -90,7 +90,20 @@ impl Session {
                     self.ending = Some(Ending::ManagerGone);
                 }
             }
-            Err((_, e)) => self.answer(token, Reply::Error(e)),
+            // Nobody here serves it; in a cluster, the manager knows who elsewhere does.
+            Err(refused)
+                if refused.error.code == "no_responders"
+                    && self.ctx.routes.backplane.get().is_some() =>
+            {
+                self.batch
+                    .push(Command::Service(Box::new(ServiceCommand::Req {
+                        service,
+                        data: refused.ask.data,
+                        timeout_ms,
+                        token,
+                    })));
+            }
+            Err(refused) => self.answer(token, Reply::Error(refused.error)),
         }
     }
 
