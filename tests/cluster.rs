@@ -552,6 +552,68 @@ fn service_requests_cross_nodes() {
     assert!(r.starts_with("-ERR no_responders"), "{r}");
 }
 
+/// The next push on `c` that is not about `skip` (its own presence, say).
+fn push_not_about(c: &mut Client, skip: &str) -> String {
+    loop {
+        let p = c.push();
+        if !p.ends_with(&format!(" {skip}")) {
+            return p;
+        }
+    }
+}
+
+#[test]
+fn presence_crosses_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let (_dirs, a, b) = joined_pair(&redis);
+    let (mut alice, mut bob) = (Client::connect(a.addr), Client::connect(b.addr));
+    assert!(alice.ok("NAME alice").starts_with("+OK"));
+    assert!(bob.ok("NAME bob").starts_with("+OK"));
+    assert_eq!(alice.ok("CREATE lobby PRESENCE"), "+OK");
+    assert_eq!(alice.ok("SUB lobby"), "+OK");
+    sub_when_there(&mut bob, "lobby");
+    assert_eq!(push_not_about(&mut alice, "alice"), "JOIN lobby bob");
+    // Everyone, on every node.
+    for c in [&mut alice, &mut bob] {
+        let (reply, _) = c.request("PRESENCE lobby");
+        let mut names: Vec<&str> = reply.iter().filter_map(|l| l.split(' ').nth(1)).collect();
+        names.sort();
+        assert_eq!(names, ["2", "alice", "bob"], "{reply:?}");
+        assert!(reply[0].contains(" since="), "{reply:?}");
+    }
+    let mut dave = Client::connect(a.addr);
+    assert!(dave.ok("NAME dave").starts_with("+OK"));
+    assert_eq!(dave.ok("SUB lobby"), "+OK");
+    // (Bob may hear of alice too: her JOIN can reach his node after his SUB did.)
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("JOIN lobby dave") {
+        assert!(seen.len() < 3, "{seen:?}");
+        seen.push(push_not_about(&mut bob, "bob"));
+    }
+    assert_eq!(push_not_about(&mut alice, "alice"), "JOIN lobby dave");
+    // A rename is a LEAVE and a JOIN elsewhere too; so is an UNSUB.
+    assert!(bob.ok("NAME bobby").starts_with("+OK"));
+    assert_eq!(push_not_about(&mut alice, "alice"), "LEAVE lobby bob");
+    assert_eq!(alice.push(), "JOIN lobby bobby");
+    assert_eq!(bob.ok("UNSUB lobby"), "+OK");
+    assert_eq!(push_not_about(&mut alice, "alice"), "LEAVE lobby bobby");
+    // A node that dies: its members leave, once its key expires.
+    let mut carol = Client::connect(b.addr);
+    assert!(carol.ok("NAME carol").starts_with("+OK"));
+    assert_eq!(carol.ok("SUB lobby"), "+OK");
+    assert_eq!(push_not_about(&mut alice, "alice"), "JOIN lobby carol");
+    let mut b = b;
+    b.child.kill().unwrap();
+    let _ = b.child.wait();
+    alice
+        .writer
+        .set_read_timeout(Some(Duration::from_secs(8)))
+        .unwrap();
+    assert_eq!(push_not_about(&mut alice, "alice"), "LEAVE lobby carol");
+    let (reply, _) = alice.request("PRESENCE lobby");
+    assert_eq!(reply.len(), 3, "alice and dave: {reply:?}");
+}
+
 #[test]
 fn a_redis_outage_keeps_local_traffic_and_heals() {
     let Some(redis) = Redis::start() else { return };

@@ -3,7 +3,8 @@
 //!
 //! - **Clients and services**: each node keeps its directory in the hash
 //!   `<prefix>:directory:<node>` (client id → [`ClientEntry`] as JSON, `svc:<service>` →
-//!   how many of its clients serve it, and `_seq`, the number of its last change) and
+//!   how many of its clients serve it, `p:<id>:<channel>` → a [`MemberEntry`] of a
+//!   presence channel, and `_seq`, the number of its last change) and
 //!   tells the others of each change on `<prefix>:ctl` ([`Ctl`]), in one transaction
 //!   with the hash. The others apply the changes as they come and read the hash after
 //!   a gap (the node is new to them, their link was down, or every [`FULL_READ`]): the
@@ -32,7 +33,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use super::frame::{ChannelDef, Ctl, CtlEvent};
 use super::{connect, Backoff, Shared, BATCH, BEAT, NODE_TTL, POLL};
 use crate::collections::{Map, Set};
-use crate::manager::backplane::{ClientEntry, ClusterEvent};
+use crate::manager::backplane::{ClientEntry, ClusterEvent, MemberEntry};
 use crate::store::{ChannelOptions, TableStore};
 
 /// How often every other node's clients are read again, whatever the events said.
@@ -90,6 +91,12 @@ pub enum Control {
     Left(u64),
     /// `providers` clients here serve `service` now.
     Serves { service: Arc<str>, providers: u32 },
+    /// Client `id` here is a member of presence channel `channel`, or no longer one.
+    Member {
+        channel: Arc<str>,
+        id: u64,
+        member: Option<MemberEntry>,
+    },
     /// Claim `name` for client `holder` here; the answer goes to `done`.
     Claim {
         name: Arc<str>,
@@ -138,6 +145,8 @@ struct Mine {
     clients: Map<u64, ClientEntry>,
     /// Services served here, with how many providers each.
     services: Map<Arc<str>, u32>,
+    /// Memberships of presence channels here: (channel, client id) → member.
+    members: Map<(Arc<str>, u64), MemberEntry>,
     /// Names claimed in Redis, and for whom.
     claims: Map<Arc<str>, u64>,
     /// Claims given up that Redis has not been told of yet.
@@ -189,6 +198,8 @@ fn directory_key(prefix: &str, node: &str) -> String {
 
 /// A service's field in a node's directory (clients' fields are their ids).
 const SERVICE_FIELD: &str = "svc:";
+/// A membership's field, `p:<id>:<channel>`.
+const MEMBER_FIELD: &str = "p:";
 
 type Link = Option<redis::Connection>;
 
@@ -331,6 +342,21 @@ fn apply(
                 }
                 CtlEvent::Left { id }
             }
+            Control::Member {
+                channel,
+                id,
+                member,
+            } => {
+                match &member {
+                    Some(m) => mine.members.insert((channel.clone(), id), m.clone()),
+                    None => mine.members.remove(&(channel.clone(), id)),
+                };
+                CtlEvent::Member {
+                    channel,
+                    id,
+                    member,
+                }
+            }
             Control::Serves { service, providers } => {
                 if providers == 0 {
                     mine.services.remove(&service);
@@ -391,6 +417,27 @@ fn apply(
             }
             CtlEvent::Left { id } => {
                 pipe.cmd("HDEL").arg(&keys.directory).arg(id).ignore();
+                pipe.cmd("HSET")
+                    .arg(&keys.directory)
+                    .arg("_seq")
+                    .arg(seq)
+                    .ignore();
+            }
+            CtlEvent::Member {
+                channel,
+                id,
+                member,
+            } => {
+                let field = format!("{MEMBER_FIELD}{id}:{channel}");
+                match member {
+                    Some(m) => pipe
+                        .cmd("HSET")
+                        .arg(&keys.directory)
+                        .arg(field)
+                        .arg(json(m)),
+                    None => pipe.cmd("HDEL").arg(&keys.directory).arg(field),
+                };
+                pipe.ignore();
                 pipe.cmd("HSET")
                     .arg(&keys.directory)
                     .arg("_seq")
@@ -670,6 +717,10 @@ fn announce(
     for (service, n) in &mine.services {
         hset.arg(format!("{SERVICE_FIELD}{service}")).arg(n);
     }
+    for ((channel, id), m) in &mine.members {
+        hset.arg(format!("{MEMBER_FIELD}{id}:{channel}"))
+            .arg(json(m));
+    }
     pipe.add_command(hset).ignore();
     pipe.cmd("PEXPIRE")
         .arg(&keys.directory)
@@ -796,9 +847,16 @@ fn read_node(
     let mut seq = 0;
     let mut clients = Vec::with_capacity(fields.len());
     let mut services = Vec::new();
+    let mut members = Vec::new();
     for (field, value) in fields {
         if field == "_seq" {
             seq = value.parse().unwrap_or(0);
+        } else if let Some(rest) = field.strip_prefix(MEMBER_FIELD) {
+            let parsed = rest.split_once(':').and_then(|(id, channel)| {
+                let member = serde_json::from_str::<MemberEntry>(&value).ok()?;
+                Some((Arc::from(channel), id.parse().ok()?, member))
+            });
+            members.extend(parsed);
         } else if let Some(service) = field.strip_prefix(SERVICE_FIELD) {
             if let Ok(n) = value.parse::<u32>() {
                 services.push((Arc::from(service), n));
@@ -814,6 +872,7 @@ fn read_node(
         seq,
         clients,
         services,
+        members,
     });
     Ok(())
 }

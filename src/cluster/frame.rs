@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::manager::backplane::{ClientEntry, PayloadRef};
+use crate::manager::backplane::{ClientEntry, MemberEntry, PayloadRef};
 use crate::protocol::Payload;
 use crate::store::ChannelOptions;
 
@@ -40,6 +40,13 @@ pub enum CtlEvent {
     Dropped { name: Arc<str> },
     /// `providers` clients serve `service` now (0: none).
     Serves { service: Arc<str>, providers: u32 },
+    /// Client `id` is a member of presence channel `channel` now, or no longer one.
+    Member {
+        channel: Arc<str>,
+        id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        member: Option<MemberEntry>,
+    },
     /// The node (re)joined: read its clients.
     Hello,
     /// The node is leaving.
@@ -279,6 +286,20 @@ mod tests {
             CtlEvent::Serves {
                 service: "weather".into(),
                 providers: 2,
+            },
+            CtlEvent::Member {
+                channel: "room".into(),
+                id: 4,
+                member: Some(MemberEntry {
+                    name: "bob".into(),
+                    user: None,
+                    since: 5,
+                }),
+            },
+            CtlEvent::Member {
+                channel: "room".into(),
+                id: 4,
+                member: None,
             },
             CtlEvent::Hello,
             CtlEvent::Bye,

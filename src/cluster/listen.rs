@@ -143,6 +143,17 @@ fn control(shared: &Shared, payload: &[u8], sinks: &Sinks<'_>) {
             (sinks.deliver)(ClusterEvent::Channel { name, options })
         }
         CtlEvent::Dropped { name } => (sinks.deliver)(ClusterEvent::ChannelDropped { name }),
+        CtlEvent::Member {
+            channel,
+            id,
+            member,
+        } => (sinks.deliver)(ClusterEvent::Member {
+            node,
+            seq,
+            channel,
+            id,
+            member,
+        }),
         CtlEvent::Serves { service, providers } => (sinks.deliver)(ClusterEvent::Serves {
             node,
             seq,

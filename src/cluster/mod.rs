@@ -34,7 +34,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 
-use crate::manager::backplane::{Backplane, ClientEntry, ClusterEvent, PayloadRef, RemoteAsk};
+use crate::manager::backplane::{
+    Backplane, ClientEntry, ClusterEvent, MemberEntry, PayloadRef, RemoteAsk,
+};
 use crate::manager::stats::Stats;
 use crate::protocol::{ErrorReply, Payload};
 use crate::store::{ChannelOptions, TableStore};
@@ -404,6 +406,14 @@ impl Backplane for Cluster {
             whole: false,
         };
         self.tx.try_send(out).is_ok()
+    }
+
+    fn member(&self, channel: &str, id: u64, member: Option<MemberEntry>) {
+        let _ = self.control.send(Control::Member {
+            channel: channel.into(),
+            id,
+            member,
+        });
     }
 
     fn serves(&self, service: &str, providers: usize) {

@@ -4,6 +4,7 @@
 //! nothing: `store/history.rs`.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
@@ -249,13 +250,19 @@ pub fn presence(m: &Manager, channel: &str) -> Result<Reply, ErrorReply> {
             ),
         ));
     }
-    let mut members: Vec<_> = chan.members().collect();
-    members.sort_by_key(|(_, since)| *since);
+    // Everyone here, and in a cluster everyone on the other nodes.
+    let mut members: Vec<(Arc<str>, Option<Arc<str>>, SystemTime)> = chan
+        .members()
+        .map(|(o, since)| (o.name(), o.identity().user.clone(), since))
+        .collect();
+    members.extend(m.remote.members.of(channel).map(|e| {
+        let since = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(e.since);
+        (e.name.clone(), e.user.clone(), since)
+    }));
+    members.sort_by_key(|(_, _, since)| *since);
     let items = members
         .into_iter()
-        .map(|(o, since)| {
-            let name = o.name();
-            let user = o.identity().user.clone();
+        .map(|(name, user, since)| {
             let since = super::session::time(since);
             let text = match &user {
                 Some(u) => format!("{name} user={u} since={since}"),

@@ -83,6 +83,10 @@ pub trait Backplane: Send + Sync {
     /// go now (the link is down).
     fn direct(&self, node: &str, to: &str, from: &str, payload: PayloadRef<'_>) -> bool;
 
+    /// Client `id` here is a member of presence channel `channel` as `member` says, or
+    /// no longer one (`None`).
+    fn member(&self, channel: &str, id: u64, member: Option<MemberEntry>);
+
     /// `providers` clients here serve `service` now (0: none does any more).
     fn serves(&self, service: &str, providers: usize);
 
@@ -123,6 +127,16 @@ pub struct ClientEntry {
     pub addr: Arc<str>,
 }
 
+/// A member of a presence channel, as the cluster lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberEntry {
+    pub name: Arc<str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Arc<str>>,
+    /// Member since, in milliseconds since the Unix epoch.
+    pub since: u64,
+}
+
 /// What the backplane tells the manager, in the order it learned it.
 #[derive(Debug)]
 pub enum ClusterEvent {
@@ -143,6 +157,17 @@ pub enum ClusterEvent {
         seq: u64,
         clients: Vec<ClientEntry>,
         services: Vec<(Arc<str>, u32)>,
+        /// Channel, client id, member.
+        members: Vec<(Arc<str>, u64, MemberEntry)>,
+    },
+    /// Client `id` of `node` is a member of presence channel `channel` as `member`
+    /// says, or no longer one (`None`): its `seq`-th change.
+    Member {
+        node: Arc<str>,
+        seq: u64,
+        channel: Arc<str>,
+        id: u64,
+        member: Option<MemberEntry>,
     },
     /// `providers` clients of `node` serve `service` now (its `seq`-th change).
     Serves {

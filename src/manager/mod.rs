@@ -7,6 +7,7 @@ pub mod channel;
 pub mod liveness;
 pub mod outbox;
 pub mod remote;
+mod remote_presence;
 mod remote_services;
 pub mod requests;
 pub mod route;
@@ -438,6 +439,7 @@ impl Manager {
             if !chan.presence || !chan.has_member(id) {
                 continue;
             }
+            self.announce_member(&chan.name, &outbox, true);
             let receivers: Vec<Arc<Outbox>> = chan.members().map(|(o, _)| o.clone()).collect();
             for (joined, name) in [(false, &old), (true, &new)] {
                 let event = Arc::new(PresenceEvent {
@@ -463,6 +465,7 @@ impl Manager {
         let receivers: Vec<Arc<Outbox>> = chan.members().map(|(o, _)| o.clone()).collect();
         let channel = chan.name.clone();
         for (outbox, joined) in comings {
+            self.announce_member(&channel, &outbox, joined);
             let event = Arc::new(PresenceEvent {
                 joined,
                 channel: channel.clone(),

@@ -31,6 +31,8 @@ pub struct Remote {
     names: Map<Arc<str>, (Arc<str>, u64)>,
     /// Requests sent to other nodes' providers, waiting for their answers.
     pub(super) requests: super::remote_services::Outstanding,
+    /// Members of presence channels on other nodes.
+    pub members: super::remote_presence::RemoteMembers,
 }
 
 impl Remote {
@@ -145,6 +147,7 @@ impl Manager {
                 seq,
                 clients,
                 services,
+                members,
             } => {
                 let known = self.remote.nodes.get(&node).map_or(0, |v| v.seq);
                 if seq >= known {
@@ -155,6 +158,18 @@ impl Manager {
                     for c in clients {
                         self.remote.add(&node, c);
                     }
+                    self.remote_members(&node, members);
+                }
+            }
+            ClusterEvent::Member {
+                node,
+                seq,
+                channel,
+                id,
+                member,
+            } => {
+                if self.remote.fresh(&node, seq) {
+                    self.remote_member(&node, channel, id, member);
                 }
             }
             ClusterEvent::Serves {
@@ -173,6 +188,7 @@ impl Manager {
                     log::info!("cluster: node {node} left; forgot its {n} clients");
                 }
                 self.fail_requests_to(&node);
+                self.remote_members(&node, Vec::new());
             }
             ClusterEvent::Request {
                 node,
