@@ -280,6 +280,7 @@ impl Server {
                     crate::cluster::Cluster::start(settings, stats.clone(), store.clone(), deliver)
                         .map_err(io::Error::other)?;
                 let _ = routes.backplane.set(cluster.clone());
+                store.set_node(cluster.node());
                 // Left if the start fails from here on.
                 Some(crate::cluster::Membership(cluster))
             }

@@ -170,7 +170,7 @@ fn a_reconnection_restores_the_session_and_says_what_it_could_not() {
         "restored: SUB jobs.>",
         "NOT restored: SUB news: error (no_such_channel): no channel named 'news' (CREATE it first; CHANNELS lists them)",
         // Sent as JSON, answered as JSON.
-        r#"NOT restored: {"op":"watch","table":"t"}: {"ok":false,"error":{"code":"no_such_table","message":"no table named 't' (TABLES lists them)"}}"#,
+        r#"NOT restored: {"op":"watch","table":"t"}: {"ok":false,"error":{"code":"no_such_table","message":"no table named 't' (TABLES lists them; DEFINE creates one)"}}"#,
         "2 part(s) of this session could not be restored",
     ]);
     assert!(

@@ -335,6 +335,16 @@ fn names_clients_and_direct_messages_are_cluster_wide() {
     assert_eq!(ca.push(), r#"DM jay {"x":[1,2]}"#);
     let none = ca.ok("SEND nobody hi");
     assert!(none.starts_with("-ERR no_such_client"), "{none}");
+    // Tables stay on their node, and a question about one elsewhere says so.
+    assert_eq!(cb.ok("DEFINE scores name:str points:int"), "+OK");
+    let r = ca.ok("SELECT scores");
+    assert!(r.starts_with("-ERR no_such_table"), "{r}");
+    assert!(
+        r.contains(&format!(
+            "each node holds its own tables, and this is node {node_a}"
+        )),
+        "{r}"
+    );
     // A name given up on one node can be taken on another.
     assert!(ca.ok("NAME alice2").starts_with("+OK"));
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -127,12 +127,10 @@ fn watch(
     filter: Option<crate::store::expr::Expr>,
     since: Option<u64>,
 ) -> Result<Reply, ErrorReply> {
-    let tref = m.store.get(&table).ok_or_else(|| {
-        ErrorReply::new(
-            "no_such_table",
-            format!("no table named '{}' (TABLES lists them)", clip(&table)),
-        )
-    })?;
+    let tref = m
+        .store
+        .get(&table)
+        .ok_or_else(|| super::tables::no_such_table(&m.store, &table))?;
     let max = m.settings.max_subscriptions;
     let Some(client) = m.clients.get_mut(&id) else {
         return Ok(Reply::Done(None));

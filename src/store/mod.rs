@@ -79,6 +79,9 @@ pub struct TableStore {
     /// Snapshots taken since start, and how long the last one took (milliseconds).
     pub snapshots: std::sync::atomic::AtomicU64,
     pub last_snapshot_millis: std::sync::atomic::AtomicU64,
+    /// The cluster node these tables belong to, when the server is one of several:
+    /// tables stay on their node, and a question about a missing one says so.
+    node: OnceLock<String>,
 }
 
 /// A channel's durable copy: its options, and its history when it keeps one.
@@ -156,6 +159,16 @@ impl TableStore {
             limits,
             ..TableStore::default()
         }
+    }
+
+    /// These tables belong to cluster node `node` (each node holds its own).
+    pub fn set_node(&self, node: &str) {
+        let _ = self.node.set(node.to_string());
+    }
+
+    /// The cluster node these tables belong to, if the server is in a cluster.
+    pub fn node(&self) -> Option<&str> {
+        self.node.get().map(String::as_str)
     }
 
     /// Estimated bytes of all rows of all tables.

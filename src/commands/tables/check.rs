@@ -9,14 +9,17 @@ use crate::store::table::{Table, TableError};
 use crate::store::value::Value;
 use crate::store::{TableRef, TableStore};
 
-pub(super) fn no_such_table(name: &str) -> ErrorReply {
-    ErrorReply::new(
-        "no_such_table",
-        format!(
-            "no table named '{}' (TABLES lists them; DEFINE creates one)",
-            clip(name)
-        ),
-    )
+pub(crate) fn no_such_table(store: &TableStore, name: &str) -> ErrorReply {
+    let mut message = format!(
+        "no table named '{}' (TABLES lists them; DEFINE creates one)",
+        clip(name)
+    );
+    if let Some(node) = store.node() {
+        message.push_str(&format!(
+            "; in a cluster each node holds its own tables, and this is node {node}: ask the node that holds it"
+        ));
+    }
+    ErrorReply::new("no_such_table", message)
 }
 
 /// Checks an expression against a table, with the table commands' error codes.
@@ -133,7 +136,7 @@ pub(super) fn typed(t: &Table, values: &Assignments) -> Result<Vec<(usize, Value
 }
 
 pub(crate) fn table_ref(store: &TableStore, name: &str) -> Result<TableRef, ErrorReply> {
-    store.get(name).ok_or_else(|| no_such_table(name))
+    store.get(name).ok_or_else(|| no_such_table(store, name))
 }
 
 /// Refuses a write while the journal cannot write, before anything changes.

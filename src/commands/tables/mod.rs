@@ -5,6 +5,7 @@
 //! `write.rs`, `read.rs` or `select.rs` (the streaming cursor).
 
 mod check;
+pub(crate) use check::no_such_table;
 mod parse;
 mod read;
 pub mod select;

@@ -42,7 +42,7 @@ pub(super) fn undefine(store: &TableStore, table: String) -> Applied {
             store.notify(ChangeNote::Dropped { table });
             Ok((Reply::Done(None), seq))
         }
-        None => Err(no_such_table(&table)),
+        None => Err(no_such_table(store, &table)),
     }
 }
 
