@@ -211,6 +211,11 @@ fn publications_cross_nodes_once_in_order_and_never_come_back() {
         );
     }
     assert!(common::metric(a.http_addr(), "cluster_sent_total") >= n as f64);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while common::metric(b.http_addr(), "cluster_nodes") != 1.0 {
+        assert!(Instant::now() < deadline, "node b sees node a");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(common::metric(b.http_addr(), "cluster_received_total") >= n as f64);
     let nodes = || match redis.query(&["KEYS", "leviathan:node:*"]) {
         Ok(redis::Value::Array(k)) => k.len(),
@@ -622,6 +627,53 @@ fn presence_crosses_nodes() {
     assert_eq!(push_not_about(&mut alice, "alice"), "LEAVE lobby carol");
     let (reply, _) = alice.request("PRESENCE lobby");
     assert_eq!(reply.len(), 3, "alice and dave: {reply:?}");
+}
+
+#[test]
+fn an_action_asks_a_named_client_on_another_node() {
+    let Some(redis) = Redis::start() else { return };
+    // A program embedding leviathan, with an action that asks one client's service.
+    let app = leviathan::App::new()
+        .config(leviathan::Config {
+            data_dir: None,
+            http: leviathan::server::HttpPort::Off,
+            cluster: Some(leviathan::cluster::ClusterSettings {
+                url: redis.url(),
+                prefix: "leviathan".into(),
+            }),
+            ..leviathan::Config::default()
+        })
+        .action(
+            "probe",
+            "asks one client's status",
+            |ctx: &mut leviathan::framework::Ctx, client: String| {
+                let answer =
+                    ctx.request_client(&client, "status", "how are you", Duration::from_secs(2))?;
+                Ok(leviathan::framework::Answer::new(answer))
+            },
+        );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = app.start(listener).expect("the program starts");
+    let dir = tempfile::tempdir().unwrap();
+    let b = node(dir.path(), &redis);
+    wait_joined(&b);
+    let mut bob = Client::connect(b.addr);
+    assert!(bob.ok("NAME bob").starts_with("+OK"));
+    assert_eq!(bob.ok("SERVE status"), "+OK");
+    let mut ann = Client::connect(a.local_addr());
+    clients_until(&mut ann, "the program's node lists bob", |i| {
+        listed(i, "bob").is_some()
+    });
+    ann.send(r#"CALL probe "bob""#);
+    let req = request_id(&bob.push(), "status", &ann.name, "how are you");
+    assert_eq!(bob.ok(&format!("REPLY {req} fine")), "+OK");
+    assert_eq!(ann.reply().0, ["+OK fine"]);
+    // A named client elsewhere that does not serve it: no_responders, from its node.
+    let mut carl = Client::connect(b.addr);
+    assert!(carl.ok("NAME carl").starts_with("+OK"));
+    clients_until(&mut ann, "carl", |i| listed(i, "carl").is_some());
+    let r = ann.ok(r#"CALL probe "carl""#);
+    assert!(r.starts_with("-ERR no_responders"), "{r}");
 }
 
 #[test]

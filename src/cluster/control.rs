@@ -787,6 +787,11 @@ fn beat(
             .query::<()>(c)?;
         deliver(ClusterEvent::Gone { node });
     }
+    shared
+        .stats
+        .cluster
+        .nodes
+        .store(live.len() as u64, std::sync::atomic::Ordering::Relaxed);
     for node in live {
         if full || !st.known.contains(&node) {
             st.to_read.insert(node.clone());

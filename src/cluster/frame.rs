@@ -62,6 +62,8 @@ pub enum ToNode {
         node: Arc<str>,
         req: u64,
         service: Arc<str>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<Arc<str>>,
         from: Arc<str>,
         data: WirePayload,
         timeout_ms: u64,
@@ -326,6 +328,7 @@ mod tests {
                 node: "ab12".into(),
                 req: 9,
                 service: "weather".into(),
+                to: Some("bob".into()),
                 from: "alice".into(),
                 data: WirePayload::Text("oslo now".into()),
                 timeout_ms: 2000,

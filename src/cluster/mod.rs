@@ -428,6 +428,7 @@ impl Backplane for Cluster {
             node: self.shared.node.as_str().into(),
             req: ask.req,
             service: ask.service.into(),
+            to: ask.to.map(Arc::from),
             from: ask.from.into(),
             data: ask.payload.into(),
             timeout_ms: u64::try_from(ask.timeout.as_millis()).unwrap_or(u64::MAX),

@@ -70,6 +70,12 @@ fn cluster(out: &mut String, c: &ClusterStats) {
             up,
         ),
         (
+            "cluster_nodes",
+            "gauge",
+            "Other nodes of the cluster seen alive at the last look (every second).",
+            c.nodes.load(Relaxed) as f64,
+        ),
+        (
             "cluster_sent_total",
             "counter",
             "Publications handed to the other nodes through Redis.",

@@ -103,6 +103,8 @@ pub trait Backplane: Send + Sync {
 pub struct RemoteAsk<'a> {
     pub req: u64,
     pub service: &'a str,
+    /// The client asked, for a reverse request (else any provider there).
+    pub to: Option<&'a str>,
     pub from: &'a str,
     pub payload: PayloadRef<'a>,
     pub timeout: Duration,
@@ -181,6 +183,8 @@ pub enum ClusterEvent {
         node: Arc<str>,
         req: u64,
         service: Arc<str>,
+        /// The client asked, for a reverse request.
+        to: Option<Arc<str>>,
         from: Arc<str>,
         payload: Payload,
         timeout: Duration,

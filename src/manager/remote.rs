@@ -194,10 +194,14 @@ impl Manager {
                 node,
                 req,
                 service,
+                to,
                 from,
                 payload,
                 timeout,
-            } => self.request_from_remote(node, req, &service, from, payload, timeout),
+            } => {
+                let ask = (from, payload, timeout);
+                self.request_from_remote(node, req, &service, to.as_deref(), ask)
+            }
             ClusterEvent::Answer { req, answer } => self.remote_answer(req, answer),
             ClusterEvent::Direct { to, from, payload } => {
                 self.direct_from_remote(&to, from, payload)

@@ -49,18 +49,32 @@ fn answer_of(reply: Reply) -> Result<Payload, ErrorReply> {
 }
 
 impl Manager {
-    /// Sends `ask` for `service`, which nobody here serves, to another node that does;
-    /// answers `no_such` (the local `no_responders`) when none does.
-    pub(super) fn forward_request(&mut self, service: &str, ask: Ask, no_such: ErrorReply) {
+    /// Sends `ask` for `service`, which nobody here serves, to another node that does
+    /// (the node of client `to`, for a reverse request); answers `no_such` (the local
+    /// `no_responders`) when none does.
+    pub(super) fn forward_request(
+        &mut self,
+        service: &str,
+        to: Option<&str>,
+        ask: Ask,
+        no_such: ErrorReply,
+    ) {
         let Some(backplane) = self.routes.backplane.get().cloned() else {
             return ask.requester.answer(Reply::Error(no_such));
         };
-        let mut nodes: Vec<Arc<str>> = self
-            .remote
-            .providers_of(service)
-            .filter(|(_, n)| *n > 0)
-            .map(|(node, _)| node.clone())
-            .collect();
+        let mut nodes: Vec<Arc<str>> = match to {
+            // The client's own node says whether it serves it.
+            Some(to) if !self.names.contains_key(to) => {
+                self.remote.node_of(to).cloned().into_iter().collect()
+            }
+            Some(_) => Vec::new(),
+            None => self
+                .remote
+                .providers_of(service)
+                .filter(|(_, n)| *n > 0)
+                .map(|(node, _)| node.clone())
+                .collect(),
+        };
         if nodes.is_empty() {
             return ask.requester.answer(Reply::Error(no_such));
         }
@@ -76,6 +90,7 @@ impl Manager {
             RemoteAsk {
                 req,
                 service,
+                to,
                 from: &ask.from,
                 payload: PayloadRef::from(&ask.data),
                 timeout,
@@ -99,16 +114,16 @@ impl Manager {
         );
     }
 
-    /// A request from a client of `node` for a provider here: placed like a local one,
-    /// its answer sent back. It is never sent on to a third node.
+    /// A request from a client of `node` for a provider here (client `to`, for a
+    /// reverse request): placed like a local one, its answer sent back. It is never
+    /// sent on to a third node.
     pub(super) fn request_from_remote(
         &mut self,
         node: Arc<str>,
         req: u64,
         service: &str,
-        from: Arc<str>,
-        data: Payload,
-        timeout: Duration,
+        to: Option<&str>,
+        (from, data, timeout): (Arc<str>, Payload, Duration),
     ) {
         let Some(backplane) = self.routes.backplane.get().cloned() else {
             return;
@@ -122,7 +137,15 @@ impl Manager {
             timeout: Some(timeout),
             requester,
         };
-        match self.routes.services.place(service, ask) {
+        let services = &self.routes.services;
+        let placed = match to {
+            None => services.place(service, ask),
+            Some(to) => {
+                let provider = self.names.get(to).and_then(|id| self.clients.get(id));
+                services.place_at(provider.map(|c| &c.outbox), to, service, ask)
+            }
+        };
+        match placed {
             Ok(Placed { provider, push, .. }) => {
                 self.push(&provider, push);
             }

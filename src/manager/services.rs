@@ -174,9 +174,9 @@ impl Manager {
                 }
             }
             // Nobody here serves it: in a cluster, another node may.
-            Err(refused) if to.is_none() && refused.error.code == "no_responders" => {
+            Err(refused) if refused.error.code == "no_responders" => {
                 let Refused { ask, error } = *refused;
-                self.forward_request(service, ask, error)
+                self.forward_request(service, to, ask, error)
             }
             Err(refused) => refused.ask.requester.answer(Reply::Error(refused.error)),
         }

@@ -41,8 +41,10 @@ pub struct Stats {
 pub struct ClusterStats {
     /// Whether the node is in a cluster at all.
     pub enabled: AtomicBool,
-    /// Whether both links (publishing, receiving) are up now.
+    /// Whether all its links (publishing, receiving, control) are up now.
     pub up: AtomicBool,
+    /// Other nodes whose keys were there at the last look.
+    pub nodes: AtomicU64,
     /// Publications handed to the backplane.
     pub sent: AtomicU64,
     /// Publications received from other nodes.
