@@ -153,6 +153,22 @@ struct Mine {
     unreleased: Vec<(Arc<str>, u64)>,
 }
 
+impl Mine {
+    /// Client `id` gives up the names it claimed (all, or all but `keep`).
+    fn give_up(&mut self, id: u64, keep: Option<&str>) {
+        let held: Vec<Arc<str>> = self
+            .claims
+            .iter()
+            .filter(|(n, h)| **h == id && keep != Some(&***n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in held {
+            self.claims.remove(&n);
+            self.unreleased.push((n, id));
+        }
+    }
+}
+
 /// The control thread's state.
 struct State {
     mine: Mine,
@@ -293,9 +309,38 @@ fn fail_on(shared: &Shared, con: &mut Link, backoff: &mut Backoff, result: redis
     }
 }
 
+/// A question for Redis a client waits on: a name claim or a channel registration.
+enum Question {
+    Name {
+        name: Arc<str>,
+        holder: u64,
+        done: may::sync::mpsc::Sender<Claimed>,
+    },
+    Channel {
+        name: Arc<str>,
+        options: ChannelOptions,
+        holder: u64,
+        done: may::sync::mpsc::Sender<Claimed>,
+    },
+}
+
+/// Questions not answered yet: whatever is left when this is dropped (the link
+/// failed, or there is none) is answered [`Claimed::Down`], so no client waits long.
+#[derive(Default)]
+struct Questions(std::collections::VecDeque<Question>);
+
+impl Drop for Questions {
+    fn drop(&mut self) {
+        for q in self.0.drain(..) {
+            let (Question::Name { done, .. } | Question::Channel { done, .. }) = q;
+            let _ = done.send(Claimed::Down);
+        }
+    }
+}
+
 /// Applies what was asked: this node's changes go out in one transaction, then the
-/// claims and reads are answered. Without a link, changes are kept for the next
-/// announcement and claims are answered [`Claimed::Down`].
+/// questions are answered and the nodes to read are read. Without a link, changes are
+/// kept for the next announcement and questions are answered [`Claimed::Down`].
 fn apply(
     shared: &Shared,
     keys: &Keys,
@@ -307,177 +352,17 @@ fn apply(
     let mut pipe = redis::pipe();
     pipe.atomic();
     let mut changes = 0;
-    let mut claims = Vec::new();
-    let mut channel_claims = Vec::new();
-    let mut channel_releases = Vec::new();
-    let mine = &mut st.mine;
+    let mut questions = Questions::default();
+    let mut unregistered = Vec::new();
     for op in ops.drain(..) {
-        let event = match op {
-            Control::Client(c) => {
-                // A renamed client no longer holds the name it had.
-                let old: Vec<Arc<str>> = mine
-                    .claims
-                    .iter()
-                    .filter(|(n, h)| **h == c.id && **n != c.name)
-                    .map(|(n, _)| n.clone())
-                    .collect();
-                for n in old {
-                    mine.claims.remove(&n);
-                    mine.unreleased.push((n, c.id));
-                }
-                mine.clients.insert(c.id, c.clone());
-                CtlEvent::Client { client: c }
-            }
-            Control::Left(id) => {
-                mine.clients.remove(&id);
-                let held: Vec<Arc<str>> = mine
-                    .claims
-                    .iter()
-                    .filter(|(_, h)| **h == id)
-                    .map(|(n, _)| n.clone())
-                    .collect();
-                for n in held {
-                    mine.claims.remove(&n);
-                    mine.unreleased.push((n, id));
-                }
-                CtlEvent::Left { id }
-            }
-            Control::Member {
-                channel,
-                id,
-                member,
-            } => {
-                match &member {
-                    Some(m) => mine.members.insert((channel.clone(), id), m.clone()),
-                    None => mine.members.remove(&(channel.clone(), id)),
-                };
-                CtlEvent::Member {
-                    channel,
-                    id,
-                    member,
-                }
-            }
-            Control::Serves { service, providers } => {
-                if providers == 0 {
-                    mine.services.remove(&service);
-                } else {
-                    mine.services.insert(service.clone(), providers);
-                }
-                CtlEvent::Serves { service, providers }
-            }
-            Control::Release { name, holder } => {
-                if mine.claims.get(&name) == Some(&holder) {
-                    mine.claims.remove(&name);
-                    mine.unreleased.push((name, holder));
-                }
-                continue;
-            }
-            Control::Claim { name, holder, done } => {
-                claims.push((name, holder, done));
-                continue;
-            }
-            Control::ClaimChannel {
-                name,
-                options,
-                holder,
-                done,
-            } => {
-                channel_claims.push((name, options, holder, done));
-                continue;
-            }
-            Control::ReleaseChannel { name, holder } => {
-                channel_releases.push((name, holder));
-                continue;
-            }
-            Control::ChannelCreated { name, options } => CtlEvent::Channel { name, options },
-            Control::ChannelDropped { name } => {
-                pipe.cmd("HDEL").arg(&keys.channels).arg(&*name).ignore();
-                CtlEvent::Dropped { name }
-            }
-            Control::Read(node) => {
-                st.to_read.insert(node);
-                continue;
-            }
-            Control::ReadAll => {
-                st.to_read.extend(st.known.iter().cloned());
-                continue;
-            }
+        let Some(event) = take(st, op, &mut questions, &mut unregistered) else {
+            continue;
         };
-        mine.seq += 1;
-        let seq = mine.seq;
-        match &event {
-            CtlEvent::Client { client } => {
-                pipe.cmd("HSET")
-                    .arg(&keys.directory)
-                    .arg(client.id)
-                    .arg(json(client))
-                    .arg("_seq")
-                    .arg(seq)
-                    .ignore();
-            }
-            CtlEvent::Left { id } => {
-                pipe.cmd("HDEL").arg(&keys.directory).arg(id).ignore();
-                pipe.cmd("HSET")
-                    .arg(&keys.directory)
-                    .arg("_seq")
-                    .arg(seq)
-                    .ignore();
-            }
-            CtlEvent::Member {
-                channel,
-                id,
-                member,
-            } => {
-                let field = format!("{MEMBER_FIELD}{id}:{channel}");
-                match member {
-                    Some(m) => pipe
-                        .cmd("HSET")
-                        .arg(&keys.directory)
-                        .arg(field)
-                        .arg(json(m)),
-                    None => pipe.cmd("HDEL").arg(&keys.directory).arg(field),
-                };
-                pipe.ignore();
-                pipe.cmd("HSET")
-                    .arg(&keys.directory)
-                    .arg("_seq")
-                    .arg(seq)
-                    .ignore();
-            }
-            CtlEvent::Serves { service, providers } => {
-                let field = format!("{SERVICE_FIELD}{service}");
-                if *providers == 0 {
-                    pipe.cmd("HDEL").arg(&keys.directory).arg(field).ignore();
-                } else {
-                    pipe.cmd("HSET")
-                        .arg(&keys.directory)
-                        .arg(field)
-                        .arg(providers)
-                        .ignore();
-                }
-                pipe.cmd("HSET")
-                    .arg(&keys.directory)
-                    .arg("_seq")
-                    .arg(seq)
-                    .ignore();
-            }
-            _ => {}
-        }
-        let ctl = Ctl {
-            node: shared.node.as_str().into(),
-            seq,
-            event,
-        };
-        pipe.cmd("PUBLISH").arg(&keys.ctl).arg(json(&ctl)).ignore();
+        st.mine.seq += 1;
+        stage(&mut pipe, shared, keys, st.mine.seq, event);
         changes += 1;
     }
     let Some(c) = con.as_mut() else {
-        for (_, _, done) in claims {
-            let _ = done.send(Claimed::Down);
-        }
-        for (_, _, _, done) in channel_claims {
-            let _ = done.send(Claimed::Down);
-        }
         return Ok(());
     };
     if changes > 0 {
@@ -485,90 +370,9 @@ fn apply(
             .arg(&keys.directory)
             .arg(NODE_TTL.as_millis() as u64)
             .ignore();
-        if let Err(e) = pipe.query::<()>(c) {
-            for (_, _, done) in claims {
-                let _ = done.send(Claimed::Down);
-            }
-            for (_, _, _, done) in channel_claims {
-                let _ = done.send(Claimed::Down);
-            }
-            return Err(e);
-        }
+        pipe.query::<()>(c)?;
     }
-    channels(keys, c, channel_claims, channel_releases)?;
-    release(keys, &mut st.mine, c)?;
-    let mut claims = claims.into_iter();
-    while let Some((name, holder, done)) = claims.next() {
-        match claim(keys, &st.mine, c, &name, holder) {
-            Ok(answer) => {
-                if answer == Claimed::Granted {
-                    if st.mine.clients.contains_key(&holder) {
-                        st.mine.claims.insert(name, holder);
-                    } else {
-                        // It left while its claim was on its way.
-                        st.mine.unreleased.push((name, holder));
-                    }
-                }
-                let _ = done.send(answer);
-            }
-            Err(e) => {
-                let _ = done.send(Claimed::Down);
-                for (_, _, done) in claims {
-                    let _ = done.send(Claimed::Down);
-                }
-                return Err(e);
-            }
-        }
-    }
-    for node in std::mem::take(&mut st.to_read) {
-        read_node(shared, &node, c, deliver)?;
-    }
-    Ok(())
-}
-
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_default()
-}
-
-type ChannelClaim = (
-    Arc<str>,
-    ChannelOptions,
-    u64,
-    may::sync::mpsc::Sender<Claimed>,
-);
-
-/// Registers the channels claimed (each granted unless registered already) and takes
-/// back the registrations refused here.
-fn channels(
-    keys: &Keys,
-    c: &mut redis::Connection,
-    claims: Vec<ChannelClaim>,
-    releases: Vec<(Arc<str>, u64)>,
-) -> redis::RedisResult<()> {
-    let mut claims = claims.into_iter();
-    while let Some((name, options, holder, done)) = claims.next() {
-        let def = ChannelDef {
-            by: keys.holder(holder),
-            options,
-        };
-        let set = redis::cmd("HSETNX")
-            .arg(&keys.channels)
-            .arg(&*name)
-            .arg(json(&def))
-            .query::<bool>(c);
-        match set {
-            Ok(true) => drop(done.send(Claimed::Granted)),
-            Ok(false) => drop(done.send(Claimed::Taken)),
-            Err(e) => {
-                let _ = done.send(Claimed::Down);
-                for (_, _, _, done) in claims {
-                    let _ = done.send(Claimed::Down);
-                }
-                return Err(e);
-            }
-        }
-    }
-    for (name, holder) in releases {
+    for (name, holder) in unregistered {
         redis::cmd("EVAL")
             .arg(RELEASE_CHANNEL)
             .arg(1)
@@ -577,7 +381,192 @@ fn channels(
             .arg(keys.holder(holder))
             .query::<()>(c)?;
     }
+    release(keys, &mut st.mine, c)?;
+    while let Some(q) = questions.0.front() {
+        let answer = match q {
+            Question::Name { name, holder, .. } => {
+                let answer = claim(keys, &st.mine, c, name, *holder)?;
+                if answer == Claimed::Granted {
+                    if st.mine.clients.contains_key(holder) {
+                        st.mine.claims.insert(name.clone(), *holder);
+                    } else {
+                        // It left while its claim was on its way.
+                        st.mine.unreleased.push((name.clone(), *holder));
+                    }
+                }
+                answer
+            }
+            Question::Channel {
+                name,
+                options,
+                holder,
+                ..
+            } => register(keys, c, name, *options, *holder)?,
+        };
+        if let Some(Question::Name { done, .. } | Question::Channel { done, .. }) =
+            questions.0.pop_front()
+        {
+            let _ = done.send(answer);
+        }
+    }
+    for node in std::mem::take(&mut st.to_read) {
+        read_node(shared, &node, c, deliver)?;
+    }
     Ok(())
+}
+
+/// Takes in one op: what this node holds is kept up to date, questions and reads are
+/// queued, and a change to tell the others is returned.
+fn take(
+    st: &mut State,
+    op: Control,
+    questions: &mut Questions,
+    unregistered: &mut Vec<(Arc<str>, u64)>,
+) -> Option<CtlEvent> {
+    let mine = &mut st.mine;
+    Some(match op {
+        Control::Client(c) => {
+            // A renamed client no longer holds the name it had.
+            mine.give_up(c.id, Some(&c.name));
+            mine.clients.insert(c.id, c.clone());
+            CtlEvent::Client { client: c }
+        }
+        Control::Left(id) => {
+            mine.clients.remove(&id);
+            mine.give_up(id, None);
+            CtlEvent::Left { id }
+        }
+        Control::Member {
+            channel,
+            id,
+            member,
+        } => {
+            match &member {
+                Some(m) => mine.members.insert((channel.clone(), id), m.clone()),
+                None => mine.members.remove(&(channel.clone(), id)),
+            };
+            CtlEvent::Member {
+                channel,
+                id,
+                member,
+            }
+        }
+        Control::Serves { service, providers } => {
+            if providers == 0 {
+                mine.services.remove(&service);
+            } else {
+                mine.services.insert(service.clone(), providers);
+            }
+            CtlEvent::Serves { service, providers }
+        }
+        Control::ChannelCreated { name, options } => CtlEvent::Channel { name, options },
+        Control::ChannelDropped { name } => CtlEvent::Dropped { name },
+        Control::Release { name, holder } => {
+            if mine.claims.get(&name) == Some(&holder) {
+                mine.claims.remove(&name);
+                mine.unreleased.push((name, holder));
+            }
+            return None;
+        }
+        Control::Claim { name, holder, done } => {
+            questions.0.push_back(Question::Name { name, holder, done });
+            return None;
+        }
+        Control::ClaimChannel {
+            name,
+            options,
+            holder,
+            done,
+        } => {
+            questions.0.push_back(Question::Channel {
+                name,
+                options,
+                holder,
+                done,
+            });
+            return None;
+        }
+        Control::ReleaseChannel { name, holder } => {
+            unregistered.push((name, holder));
+            return None;
+        }
+        Control::Read(node) => {
+            st.to_read.insert(node);
+            return None;
+        }
+        Control::ReadAll => {
+            st.to_read.extend(st.known.iter().cloned());
+            return None;
+        }
+    })
+}
+
+/// Adds the `seq`-th change of this node to `pipe`: its directory (or the channel
+/// registry) as it now is, and the news for the others.
+fn stage(pipe: &mut redis::Pipeline, shared: &Shared, keys: &Keys, seq: u64, event: CtlEvent) {
+    let dir = &keys.directory;
+    let mut set = |field: String, value: Option<String>| {
+        match value {
+            Some(v) => pipe.cmd("HSET").arg(dir).arg(field).arg(v),
+            None => pipe.cmd("HDEL").arg(dir).arg(field),
+        };
+        pipe.ignore();
+        pipe.cmd("HSET").arg(dir).arg("_seq").arg(seq).ignore();
+    };
+    match &event {
+        CtlEvent::Client { client } => set(client.id.to_string(), Some(json(client))),
+        CtlEvent::Left { id } => set(id.to_string(), None),
+        CtlEvent::Member {
+            channel,
+            id,
+            member,
+        } => set(
+            format!("{MEMBER_FIELD}{id}:{channel}"),
+            member.as_ref().map(json),
+        ),
+        CtlEvent::Serves { service, providers } => set(
+            format!("{SERVICE_FIELD}{service}"),
+            (*providers > 0).then(|| providers.to_string()),
+        ),
+        CtlEvent::Dropped { name } => {
+            pipe.cmd("HDEL").arg(&keys.channels).arg(&**name).ignore();
+        }
+        CtlEvent::Channel { .. } | CtlEvent::Hello | CtlEvent::Bye => {}
+    }
+    let ctl = Ctl {
+        node: shared.node.as_str().into(),
+        seq,
+        event,
+    };
+    pipe.cmd("PUBLISH").arg(&keys.ctl).arg(json(&ctl)).ignore();
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// Registers channel `name` for `holder` unless the cluster has it already.
+fn register(
+    keys: &Keys,
+    c: &mut redis::Connection,
+    name: &str,
+    options: ChannelOptions,
+    holder: u64,
+) -> redis::RedisResult<Claimed> {
+    let def = ChannelDef {
+        by: keys.holder(holder),
+        options,
+    };
+    let set: bool = redis::cmd("HSETNX")
+        .arg(&keys.channels)
+        .arg(name)
+        .arg(json(&def))
+        .query(c)?;
+    Ok(if set {
+        Claimed::Granted
+    } else {
+        Claimed::Taken
+    })
 }
 
 /// Registers every channel this node holds that the cluster lacks (made before it

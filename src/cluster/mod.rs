@@ -337,14 +337,12 @@ impl Backplane for Cluster {
             holder,
             done,
         });
-        match answer {
-            Claimed::Granted => Ok(()),
-            Claimed::Taken => Err(ErrorReply::new(
+        answer.into_result("names are claimed", || {
+            ErrorReply::new(
                 "name_taken",
                 format!("the name '{name}' is taken by a client on another node"),
-            )),
-            Claimed::Down => Err(unreachable("names are claimed")),
-        }
+            )
+        })
     }
 
     fn claim_channel(
@@ -359,14 +357,12 @@ impl Backplane for Cluster {
             holder,
             done,
         });
-        match answer {
-            Claimed::Granted => Ok(()),
-            Claimed::Taken => Err(ErrorReply::new(
+        answer.into_result("channels are made", || {
+            ErrorReply::new(
                 "channel_exists",
                 format!("channel '{name}' already exists in the cluster"),
-            )),
-            Claimed::Down => Err(unreachable("channels are made")),
-        }
+            )
+        })
     }
 
     fn channel_created(&self, name: &str, options: ChannelOptions) {
@@ -496,12 +492,19 @@ impl Cluster {
     }
 }
 
-/// The answer to a client whose command needs the cluster while it cannot be reached.
-fn unreachable(what: &str) -> ErrorReply {
-    ErrorReply::new(
-        "unavailable",
-        format!("{what} across the cluster, which this node cannot reach now; try again"),
-    )
+impl Claimed {
+    /// The answer for a client: `taken()` when another holds it, `unavailable` (saying
+    /// `what` needs the cluster) when the cluster could not be asked.
+    fn into_result(self, what: &str, taken: impl FnOnce() -> ErrorReply) -> Result<(), ErrorReply> {
+        match self {
+            Claimed::Granted => Ok(()),
+            Claimed::Taken => Err(taken()),
+            Claimed::Down => Err(ErrorReply::new(
+                "unavailable",
+                format!("{what} across the cluster, which this node cannot reach now; try again"),
+            )),
+        }
+    }
 }
 
 /// A random node id, 16 hex digits.

@@ -175,6 +175,11 @@ impl Channel {
         self.members.contains_key(&id)
     }
 
+    /// Since when connection `id` receives this channel, if it does.
+    pub fn member_since(&self, id: ConnId) -> Option<SystemTime> {
+        self.members.get(&id).map(|m| m.since)
+    }
+
     /// Those who receive this channel and since when.
     pub fn members(&self) -> impl Iterator<Item = (&Arc<Outbox>, SystemTime)> {
         self.fanout.iter().chain(&self.filtered).map(|o| {

@@ -61,8 +61,8 @@ impl Manager {
             let since = self
                 .channels
                 .get(channel)
-                .and_then(|c| c.members().find(|(o, _)| o.id == outbox.id))
-                .map_or(SystemTime::now(), |(_, since)| since);
+                .and_then(|c| c.member_since(outbox.id))
+                .unwrap_or_else(SystemTime::now);
             MemberEntry {
                 name: outbox.name(),
                 user: outbox.identity().user.clone(),

@@ -31,12 +31,16 @@ pub struct Outstanding {
     next: u64,
     /// Where the next choice among the nodes serving a service starts.
     turn: usize,
+    /// No later than the first deadline of those waiting (answers leave it as it was:
+    /// that costs one look too many, where finding the minimum on every look would
+    /// cost a pass over them all).
+    earliest: Option<Instant>,
 }
 
 impl Outstanding {
-    /// When the first of them times out.
+    /// When to look for requests that timed out.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.sent.values().map(|s| s.deadline).min()
+        self.earliest
     }
 }
 
@@ -103,13 +107,15 @@ impl Manager {
             );
             return ask.requester.answer(Reply::Error(e));
         }
+        let deadline = Instant::now() + timeout + GRACE;
+        out.earliest = Some(out.earliest.map_or(deadline, |e| e.min(deadline)));
         out.sent.insert(
             req,
             Sent {
                 node,
                 service: service.into(),
                 requester: ask.requester,
-                deadline: Instant::now() + timeout + GRACE,
+                deadline,
             },
         );
     }
@@ -137,15 +143,7 @@ impl Manager {
             timeout: Some(timeout),
             requester,
         };
-        let services = &self.routes.services;
-        let placed = match to {
-            None => services.place(service, ask),
-            Some(to) => {
-                let provider = self.names.get(to).and_then(|id| self.clients.get(id));
-                services.place_at(provider.map(|c| &c.outbox), to, service, ask)
-            }
-        };
-        match placed {
+        match self.place_request(service, to, ask) {
             Ok(Placed { provider, push, .. }) => {
                 self.push(&provider, push);
             }
@@ -188,13 +186,16 @@ impl Manager {
     /// Fails the requests sent to other nodes whose time is up with `timeout`.
     pub(super) fn expire_remote_requests(&mut self) {
         let now = Instant::now();
-        let expired: Vec<Sent> = self
-            .remote
-            .requests
+        let out = &mut self.remote.requests;
+        if out.earliest.is_none_or(|e| e > now) {
+            return;
+        }
+        let expired: Vec<Sent> = out
             .sent
             .extract_if(|_, s| s.deadline <= now)
             .map(|(_, s)| s)
             .collect();
+        out.earliest = out.sent.values().map(|s| s.deadline).min();
         for s in expired {
             let e = ErrorReply::new("timeout", format!("'{}' did not answer in time", s.service));
             s.requester.answer(Reply::Error(e));

@@ -154,15 +154,7 @@ impl Manager {
             timeout,
             requester,
         };
-        let services = &self.routes.services;
-        let placed = match to {
-            None => services.place(service, ask),
-            Some(to) => {
-                let provider = self.names.get(to).and_then(|id| self.clients.get(id));
-                services.place_at(provider.map(|c| &c.outbox), to, service, ask)
-            }
-        };
-        match placed {
+        match self.place_request(service, to, ask) {
             Ok(Placed { provider, push, .. }) => {
                 if self.push(&provider, push) {
                     // As with a publisher and a crowded subscriber: the requester pauses
@@ -179,6 +171,24 @@ impl Manager {
                 self.forward_request(service, to, ask, error)
             }
             Err(refused) => refused.ask.requester.answer(Reply::Error(refused.error)),
+        }
+    }
+
+    /// Enters `ask` at the desk of one provider of `service` here, or of the client
+    /// named `to` (a reverse request).
+    pub(super) fn place_request(
+        &self,
+        service: &str,
+        to: Option<&str>,
+        ask: Ask,
+    ) -> Result<Placed, Box<Refused>> {
+        let services = &self.routes.services;
+        match to {
+            None => services.place(service, ask),
+            Some(to) => {
+                let provider = self.names.get(to).and_then(|id| self.clients.get(id));
+                services.place_at(provider.map(|c| &c.outbox), to, service, ask)
+            }
         }
     }
 
