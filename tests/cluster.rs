@@ -9,6 +9,14 @@ use std::time::{Duration, Instant};
 
 use common::{Client, ServerProcess};
 
+/// One test at a time: each starts a redis-server and two or three nodes, which a
+/// 2-core machine running all of them at once would starve.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A redis-server of the test's own on a free loopback port, without persistence;
 /// killed when dropped.
 struct Redis {
@@ -130,6 +138,7 @@ fn drain(c: &mut Client, quiet: Duration) -> Vec<String> {
 
 #[test]
 fn publications_cross_nodes_once_in_order_and_never_come_back() {
+    let _serial = one_at_a_time();
     let Some(redis) = Redis::start() else { return };
     let (_dirs, a, b) = joined_pair(&redis);
     let mut pa = Client::connect(a.addr);
@@ -291,6 +300,7 @@ fn node_of(c: &mut Client) -> String {
 
 #[test]
 fn names_clients_and_direct_messages_are_cluster_wide() {
+    let _serial = one_at_a_time();
     let Some(redis) = Redis::start() else { return };
     let (_dirs, a, b) = joined_pair(&redis);
     let mut ca = Client::connect(a.addr);
@@ -400,6 +410,7 @@ fn names_clients_and_direct_messages_are_cluster_wide() {
 
 #[test]
 fn channels_are_cluster_wide() {
+    let _serial = one_at_a_time();
     let Some(redis) = Redis::start() else { return };
     // A node that held a channel before it ever joined a cluster.
     let dir_old = tempfile::tempdir().unwrap();
@@ -499,6 +510,7 @@ fn request_id(push: &str, service: &str, from: &str, payload: &str) -> String {
 
 #[test]
 fn service_requests_cross_nodes() {
+    let _serial = one_at_a_time();
     let Some(redis) = Redis::start() else { return };
     let (_dirs, a, b) = joined_pair(&redis);
     let mut asker = Client::connect(a.addr);
@@ -579,6 +591,7 @@ fn push_not_about(c: &mut Client, skip: &str) -> String {
 
 #[test]
 fn presence_crosses_nodes() {
+    let _serial = one_at_a_time();
     let Some(redis) = Redis::start() else { return };
     let (_dirs, a, b) = joined_pair(&redis);
     let (mut alice, mut bob) = (Client::connect(a.addr), Client::connect(b.addr));
@@ -631,6 +644,7 @@ fn presence_crosses_nodes() {
 
 #[test]
 fn an_action_asks_a_named_client_on_another_node() {
+    let _serial = one_at_a_time();
     let Some(redis) = Redis::start() else { return };
     // A program embedding leviathan, with an action that asks one client's service.
     let app = leviathan::App::new()
@@ -678,6 +692,7 @@ fn an_action_asks_a_named_client_on_another_node() {
 
 #[test]
 fn a_redis_outage_keeps_local_traffic_and_heals() {
+    let _serial = one_at_a_time();
     let Some(redis) = Redis::start() else { return };
     let port = redis.port;
     let (_dirs, a, b) = joined_pair(&redis);
@@ -769,6 +784,7 @@ fn a_redis_outage_keeps_local_traffic_and_heals() {
 
 #[test]
 fn a_bad_redis_url_or_prefix_stops_the_start_and_no_password_is_shown() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let err = ServerProcess::start(dir.path(), &["--in-memory", "--redis", "http://nope"])
         .err()
@@ -804,6 +820,7 @@ fn a_bad_redis_url_or_prefix_stops_the_start_and_no_password_is_shown() {
 
 #[test]
 fn nodes_log_in_to_a_redis_that_wants_a_password_and_never_show_it() {
+    let _serial = one_at_a_time();
     if Redis::start().is_none() {
         return;
     }
