@@ -206,6 +206,18 @@ impl Keys {
     fn holder(&self, id: u64) -> String {
         format!("{}{id}", self.holder_prefix)
     }
+
+    /// Registers channel `name` for `holder` unless the cluster has it (answers
+    /// whether it was registered now).
+    fn registration(&self, name: &str, options: ChannelOptions, holder: u64) -> redis::Cmd {
+        let def = ChannelDef {
+            by: self.holder(holder),
+            options,
+        };
+        let mut cmd = redis::cmd("HSETNX");
+        cmd.arg(&self.channels).arg(name).arg(json(&def));
+        cmd
+    }
 }
 
 fn directory_key(prefix: &str, node: &str) -> String {
@@ -553,15 +565,7 @@ fn register(
     options: ChannelOptions,
     holder: u64,
 ) -> redis::RedisResult<Claimed> {
-    let def = ChannelDef {
-        by: keys.holder(holder),
-        options,
-    };
-    let set: bool = redis::cmd("HSETNX")
-        .arg(&keys.channels)
-        .arg(name)
-        .arg(json(&def))
-        .query(c)?;
+    let set: bool = keys.registration(name, options, holder).query(c)?;
     Ok(if set {
         Claimed::Granted
     } else {
@@ -584,14 +588,7 @@ fn register_channels(
     }
     let mut pipe = redis::pipe();
     for (name, stored) in &held {
-        let def = ChannelDef {
-            by: keys.holder(0),
-            options: stored.options,
-        };
-        pipe.cmd("HSETNX")
-            .arg(&keys.channels)
-            .arg(name)
-            .arg(json(&def));
+        pipe.add_command(keys.registration(name, stored.options, 0));
     }
     let set: Vec<bool> = pipe.query(c)?;
     let mut news = redis::pipe();

@@ -256,7 +256,7 @@ pub fn presence(m: &Manager, channel: &str) -> Result<Reply, ErrorReply> {
         .map(|(o, since)| (o.name(), o.identity().user.clone(), since))
         .collect();
     members.extend(m.remote.members.of(channel).map(|e| {
-        let since = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(e.since);
+        let since = crate::manager::backplane::from_epoch_millis(e.since);
         (e.name.clone(), e.user.clone(), since)
     }));
     members.sort_by_key(|(_, _, since)| *since);

@@ -482,7 +482,7 @@ fn clients(m: &Manager, addresses: bool) -> Reply {
         })
         .collect();
     list.extend(m.remote.clients().map(|(node, c)| {
-        let since = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(c.since);
+        let since = crate::manager::backplane::from_epoch_millis(c.since);
         let row = ClientRow {
             id: c.id,
             name: &c.name,

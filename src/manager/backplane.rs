@@ -9,7 +9,7 @@
 //! beside it and is plugged in by the assembly layer.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -116,6 +116,17 @@ pub struct RemoteMessage {
     pub channel: Arc<str>,
     pub from: Arc<str>,
     pub payload: Payload,
+}
+
+/// A time as the cluster's entries carry it: milliseconds since the Unix epoch.
+pub fn epoch_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The time an entry's milliseconds since the Unix epoch stand for.
+pub fn from_epoch_millis(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 /// A connected client as the cluster lists it.

@@ -48,11 +48,6 @@ impl Remote {
             .flat_map(|(node, v)| v.clients.values().map(move |c| (node, c)))
     }
 
-    /// Other nodes known.
-    pub fn nodes(&self) -> usize {
-        self.nodes.len()
-    }
-
     /// The other nodes serving `service`, with how many providers each.
     pub fn providers_of<'a>(
         &'a self,
@@ -244,14 +239,10 @@ impl Manager {
         else {
             return;
         };
-        let since = c
-            .since
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         backplane.client(ClientEntry {
             id,
             name: c.name.clone(),
-            since,
+            since: super::backplane::epoch_millis(c.since),
             via: c.transport.as_str().into(),
             addr: c.addr.to_string().into(),
         });

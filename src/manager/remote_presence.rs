@@ -4,9 +4,9 @@
 //! that leaves (or goes silent) is seen leaving every channel.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use super::backplane::MemberEntry;
+use super::backplane::{epoch_millis, MemberEntry};
 use super::outbox::{ConnId, Outbox};
 use super::Manager;
 use crate::collections::Map;
@@ -44,12 +44,6 @@ impl RemoteMembers {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Manager {
     /// Tells the backplane that `outbox`'s client joined presence channel `channel`
     /// (as it is named now), or left it.
@@ -66,7 +60,7 @@ impl Manager {
             MemberEntry {
                 name: outbox.name(),
                 user: outbox.identity().user.clone(),
-                since: millis(since),
+                since: epoch_millis(since),
             }
         });
         backplane.member(channel, outbox.id, member);
