@@ -69,6 +69,39 @@ fn half_closed_connections_are_answered_and_released() {
 }
 
 #[test]
+fn a_last_line_and_the_end_arriving_together_are_both_seen() {
+    // The connection reads no more after a read that emptied the socket until the next
+    // wake; an end that arrived with the last line must not be waited for in vain.
+    let server = start_with(Config::default());
+    let addr = server.local_addr();
+    for i in 0..30 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"PING\n").unwrap();
+        let mut hello = [0u8; 256];
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = Vec::new();
+        while !got.ends_with(b"+PONG\n") {
+            let n = s.read(&mut hello).expect("greeting and PONG");
+            assert!(
+                n > 0,
+                "{i}: closed early: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&hello[..n]);
+        }
+        // Greeted and idle: now a line and the end in one go.
+        s.write_all(b"PING\n").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let text = read_to_eof(&mut s, Duration::from_secs(10));
+        assert_eq!(text, "+PONG\n", "{i}");
+    }
+    let stats = server.stats();
+    wait_for("every slot released", Duration::from_secs(10), || {
+        stats.connections_current.load(Ordering::Acquire) == 0
+    });
+}
+
+#[test]
 fn a_cut_slow_consumer_is_closed_at_once_and_leaves_clients() {
     let server = start_with(Config {
         outbox_limit: 256 << 10,

@@ -181,13 +181,20 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
     let mut written = 0usize;
     let mut stack = crate::coop::StackReleaser::default();
     let mut eof = false;
+    // The last read found the socket empty (it filled less than it could): anything
+    // that arrives after it wakes the wait below, so the pass that follows need not
+    // ask again (a read that would only say "nothing", one per message at low rates).
+    // Not after a wake that brought the peer's end: the read that shows it (0) is
+    // still to come, and no further event would.
+    let mut drained = false;
+    let mut hung_up = false;
     loop {
         let mut progress = session.pump(OUT_BUDGET);
         progress |= handle_lines(&mut reader, &mut session, max_line, &busy);
-        if !eof && session.wants_input(OUT_BUDGET) {
+        if !eof && session.wants_input(OUT_BUDGET) && !std::mem::take(&mut drained) {
             session.pause_if_crowding();
             match read_into(&mut stream, &mut reader) {
-                Ok(0) => {
+                Ok((0, _)) => {
                     eof = true;
                     progress = true;
                     if let Some(first) = reader.end_of_input() {
@@ -199,8 +206,9 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
                         );
                     }
                 }
-                Ok(n) => {
+                Ok((n, short)) => {
                     progress = true;
+                    drained = short && !hung_up;
                     stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                     session.outbox.note_input();
                     if let Some(answers) = reader.telnet_replies() {
@@ -272,7 +280,8 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
             .lendable()
             .filter(|format| session.outbox.lend(stream.as_raw_fd(), *format))
             .map(|_| Lending(&session.outbox));
-        stream.wait_io();
+        let events = stream.wait_io() as libc::c_int;
+        hung_up = events & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0;
         if let Some(lent) = lent {
             stats.bytes_out.fetch_add(lent.end(), Ordering::Relaxed);
         }
@@ -400,16 +409,18 @@ fn handle_lines(
 /// Lines run between two looks at the clock: a few microseconds of work.
 const LINES_PER_CLOCK: u32 = 8;
 
-/// One non-blocking read into the reader's spare room.
-fn read_into(stream: &mut TcpStream, reader: &mut LineReader) -> io::Result<usize> {
+/// One non-blocking read into the reader's spare room: how many bytes, and whether that
+/// was less than there was room for (so the socket was empty when read).
+fn read_into(stream: &mut TcpStream, reader: &mut LineReader) -> io::Result<(usize, bool)> {
     let spare = reader.spare();
     if spare.is_empty() {
         // Full of an overlong line the next pass reports; report "progress".
         return Err(io::ErrorKind::Interrupted.into());
     }
+    let room = spare.len();
     let n = stream.inner_mut().read(spare)?;
     reader.filled(n);
-    Ok(n)
+    Ok((n, n < room))
 }
 
 /// Writes as much of `out[*written..]` as the socket takes; returns how many bytes.
