@@ -6,7 +6,8 @@
 //! leviathan and, in the same run with the same load generator, for NATS and Redis
 //! when `nats-server` and `redis-server` are installed (`LEVIATHAN_PEERS=0` leaves them
 //! out), with leviathan's ratio to the best of them. Throughput and latency figures
-//! are medians of 3 runs, the servers taking turns.
+//! are medians of 3 runs (latency: of 5, and p99 also over every sample; with
+//! `LEVIATHAN_ROUNDS=N`: of N), the servers taking turns.
 //! `cargo bench --bench pubsub -- quick` runs a shorter version of each; naming
 //! scenarios (`1to1 fanout channels latency memory storm history cluster`) runs only those;
 //! `history` compares channels with and without a history (`pubsub/history.rs`);
@@ -430,14 +431,14 @@ fn fanout_between(
     (total as f64 / secs, cpu * 1e6 / total.max(1) as f64)
 }
 
-/// One-way latency percentiles (µs) at `rate` messages per second for `secs` seconds,
-/// through `target`: a message carrying `ts=<send time>` in, the same out.
-fn latency(target: &Target, rate: u64, secs: u64) -> (f64, f64, f64) {
+/// One-way latencies at `rate` messages per second for `secs` seconds, through
+/// `target`: a message carrying `ts=<send time>` in, the same out.
+fn latency(target: &Target, rate: u64, secs: u64) -> Latencies {
     latency_between(target, target, rate, secs)
 }
 
 /// As [`latency`], published through `target` and received from `subs_at`.
-fn latency_between(target: &Target, subs_at: &Target, rate: u64, secs: u64) -> (f64, f64, f64) {
+fn latency_between(target: &Target, subs_at: &Target, rate: u64, secs: u64) -> Latencies {
     static RUNS: AtomicU64 = AtomicU64::new(0);
     let ch = format!("lat{}x{}", target.pid, RUNS.fetch_add(1, Ordering::Relaxed));
     target.create(&ch);
@@ -459,7 +460,7 @@ fn latency_between(target: &Target, subs_at: &Target, rate: u64, secs: u64) -> (
 /// The same measurement through the simplest possible relay: one blocking thread
 /// copying bytes from the sending socket to the receiving one. It is the floor this
 /// machine's loopback and scheduler allow for one hop through another process.
-fn baseline_latency(rate: u64, secs: u64) -> (f64, f64, f64) {
+fn baseline_latency(rate: u64, secs: u64) -> Latencies {
     let (relay_addr, relay) = spawn_relay();
     let rx = TcpStream::connect(relay_addr).unwrap();
     let tx = TcpStream::connect(relay_addr).unwrap();
@@ -512,7 +513,7 @@ fn paced_latency(
     rate: u64,
     secs: u64,
     frame: &dyn Fn(&str) -> String,
-) -> (f64, f64, f64) {
+) -> Latencies {
     let epoch = Instant::now();
     let n = rate * secs;
     let reader = thread::spawn(move || {
@@ -553,12 +554,32 @@ fn paced_latency(
     }
     let mut samples = reader.join().unwrap();
     samples.sort_unstable();
-    let pct = |p: f64| {
-        samples
-            .get(((samples.len() as f64 * p) as usize).min(samples.len().saturating_sub(1)))
+    Latencies(samples)
+}
+
+/// One-way latencies measured, in nanoseconds, sorted.
+struct Latencies(Vec<u64>);
+
+impl Latencies {
+    /// The `p` quantile (0.99 for p99), in µs.
+    fn at(&self, p: f64) -> f64 {
+        let s = &self.0;
+        s.get(((s.len() as f64 * p) as usize).min(s.len().saturating_sub(1)))
             .map_or(f64::NAN, |&ns| ns as f64 / 1000.0)
-    };
-    (pct(0.50), pct(0.99), pct(0.999))
+    }
+
+    /// p50, p99 and p99.9 in µs, as the bench prints them.
+    fn line(&self) -> String {
+        let (p50, p99, p999) = (self.at(0.50), self.at(0.99), self.at(0.999));
+        format!("p50 {p50:.1} us, p99 {p99:.1} us, p99.9 {p999:.1} us")
+    }
+
+    /// Every sample of `runs` together.
+    fn pooled(runs: &[Latencies]) -> Latencies {
+        let mut all: Vec<u64> = runs.iter().flat_map(|r| r.0.iter().copied()).collect();
+        all.sort_unstable();
+        Latencies(all)
+    }
 }
 
 /// `n` clients connecting at once from `threads` threads, each subscribing to a channel:
@@ -685,13 +706,84 @@ fn peer_targets(
         .collect()
 }
 
-/// Runs of each throughput and latency figure (`quick`: one).
+/// Runs of each throughput figure (`quick`: one; `LEVIATHAN_ROUNDS=N`: N).
 const ROUNDS: usize = 3;
+
+/// Runs of the latency figure: its tail varies most from run to run on a shared machine.
+const LATENCY_ROUNDS: usize = 5;
+
+/// `default` runs, or `LEVIATHAN_ROUNDS` when set, or one when `quick`.
+fn rounds(quick: bool, default: usize) -> usize {
+    let asked = std::env::var("LEVIATHAN_ROUNDS").ok();
+    match asked.and_then(|v| v.parse::<usize>().ok()) {
+        Some(n) if n > 0 => n,
+        _ if quick => 1,
+        _ => default,
+    }
+}
 
 /// The order `n` targets take their turns in round `round`: each round starts with
 /// the next one, so none always runs first (on the coldest machine) or last.
 fn turns(n: usize, round: usize) -> impl Iterator<Item = usize> {
     (0..n).map(move |i| (i + round) % n)
+}
+
+/// One-way latency at 20,000 msgs/s through each target, in rounds, each server
+/// warmed by an unmeasured second first. The tail moves with whatever else this
+/// machine runs, so p99 is given two ways: the median of the rounds' p99s, and the
+/// p99 of every sample of every round; a plain relay process, measured in each round,
+/// shows the floor.
+fn latency_scenario(targets: &[(&str, Target)], quick: bool) {
+    let secs = if quick { 1 } else { 5 };
+    let rounds = rounds(quick, LATENCY_ROUNDS);
+    for (_, target) in targets {
+        let _ = latency(target, 20_000, 1);
+    }
+    let mut runs: Vec<Vec<Latencies>> = targets.iter().map(|_| Vec::new()).collect();
+    let mut relay = Vec::new();
+    for round in 0..rounds {
+        for i in turns(targets.len(), round) {
+            let (who, target) = &targets[i];
+            let measured = latency(target, 20_000, secs);
+            println!(
+                "one-way latency at 20000 msgs/s:   {who:<10} {}",
+                measured.line()
+            );
+            runs[i].push(measured);
+        }
+        let measured = baseline_latency(20_000, secs);
+        println!(
+            "  baseline (plain relay process):             {}",
+            measured.line()
+        );
+        relay.push(measured);
+    }
+    let of_runs = |runs: &[Latencies], p: f64| median(runs.iter().map(|r| r.at(p)).collect());
+    let p50s: Vec<f64> = runs.iter().map(|r| of_runs(r, 0.50)).collect();
+    let p99s: Vec<f64> = runs.iter().map(|r| of_runs(r, 0.99)).collect();
+    let pooled: Vec<Latencies> = runs.iter().map(|r| Latencies::pooled(r)).collect();
+    if rounds > 1 {
+        for (i, (who, _)) in targets.iter().enumerate() {
+            println!(
+                "  medians of {rounds}: {who:<10} p50 {:.1} us, p99 {:.1} us",
+                p50s[i], p99s[i]
+            );
+        }
+        let whos = targets.iter().map(|(who, _)| *who).chain(["relay"]);
+        for (who, all) in whos.zip(pooled.iter().chain([&Latencies::pooled(&relay)])) {
+            println!("  all {rounds} rounds: {who:<10} {}", all.line());
+        }
+    }
+    let best = |v: &[f64]| v[1..].iter().cloned().reduce(f64::min);
+    let pooled_p99s: Vec<f64> = pooled.iter().map(|l| l.at(0.99)).collect();
+    if let (Some(b50), Some(b99), Some(a99)) = (best(&p50s), best(&p99s), best(&pooled_p99s)) {
+        println!(
+            "  leviathan / best peer: p50 {:.2}x, p99 {:.2}x (median of rounds), p99 {:.2}x (all samples) (lower is better)",
+            p50s[0] / b50,
+            p99s[0] / b99,
+            pooled_p99s[0] / a99
+        );
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -748,7 +840,7 @@ fn main() {
     // Each figure is the median of `rounds` runs, the targets taking turns within a
     // round (and a different one going first each round): one run of any server swings
     // by 20% here with which core each connection lands on.
-    let rounds = if quick { 1 } else { ROUNDS };
+    let rounds = rounds(quick, ROUNDS);
     for (name, what, pubs, subs, per_pub) in scenarios {
         if !run(name) {
             continue;
@@ -775,42 +867,7 @@ fn main() {
         }
     }
     if run("latency") {
-        let secs = if quick { 1 } else { 5 };
-        let mut p50s = vec![Vec::new(); targets.len()];
-        let mut p99s = vec![Vec::new(); targets.len()];
-        for round in 0..rounds {
-            for i in turns(targets.len(), round) {
-                let (who, target) = &targets[i];
-                let (p50, p99, p999) = latency(target, 20_000, secs);
-                println!(
-                    "one-way latency at 20000 msgs/s:   {who:<10} p50 {p50:.1} us, p99 {p99:.1} us, p99.9 {p999:.1} us"
-                );
-                p50s[i].push(p50);
-                p99s[i].push(p99);
-            }
-            let (b50, b99, b999) = baseline_latency(20_000, secs);
-            println!(
-                "  baseline (plain relay process):             p50 {b50:.1} us, p99 {b99:.1} us, p99.9 {b999:.1} us"
-            );
-        }
-        let p50s: Vec<f64> = p50s.into_iter().map(median).collect();
-        let p99s: Vec<f64> = p99s.into_iter().map(median).collect();
-        if rounds > 1 {
-            for (i, (who, _)) in targets.iter().enumerate() {
-                println!(
-                    "  medians of {rounds}: {who:<10} p50 {:.1} us, p99 {:.1} us",
-                    p50s[i], p99s[i]
-                );
-            }
-        }
-        let best = |v: &[f64]| v[1..].iter().cloned().reduce(f64::min);
-        if let (Some(b50), Some(b99)) = (best(&p50s), best(&p99s)) {
-            println!(
-                "  leviathan / best peer: p50 {:.2}x, p99 {:.2}x (lower is better)",
-                p50s[0] / b50,
-                p99s[0] / b99
-            );
-        }
+        latency_scenario(&targets, quick);
     }
     if run("history") {
         history::run(&server, quick);

@@ -26,7 +26,7 @@ pub fn run(alone: &Server, quick: bool) {
         ("across two nodes", &a, &b),
     ];
     let scale = if quick { 10 } else { 1 };
-    let rounds = if quick { 1 } else { ROUNDS };
+    let rounds = rounds(quick, ROUNDS);
     for (what, subs, per_pub) in [
         ("1 publisher -> 1 subscriber:", 1, 1_000_000),
         ("1 publisher -> 100 subscribers:", 100, 50_000),
@@ -57,12 +57,13 @@ pub fn run(alone: &Server, quick: bool) {
     for round in 0..rounds {
         for i in turns(runs.len(), round) {
             let (who, at, subs_at) = runs[i];
-            let (p50, p99, p999) = latency_between(at, subs_at, 20_000, secs);
+            let measured = latency_between(at, subs_at, 20_000, secs);
             println!(
-                "one-way latency at 20000 msgs/s:   {who:<24} p50 {p50:.1} us, p99 {p99:.1} us, p99.9 {p999:.1} us"
+                "one-way latency at 20000 msgs/s:   {who:<24} {}",
+                measured.line()
             );
-            p50s[i].push(p50);
-            p99s[i].push(p99);
+            p50s[i].push(measured.at(0.50));
+            p99s[i].push(measured.at(0.99));
         }
     }
     let p50s: Vec<f64> = p50s.into_iter().map(median).collect();
