@@ -276,9 +276,13 @@ impl Server {
                 let deliver = Box::new(move |m| {
                     let _ = ops.send(ChannelOp::Cluster(Box::new(m)));
                 });
-                let cluster =
-                    crate::cluster::Cluster::start(settings, stats.clone(), store.clone(), deliver)
-                        .map_err(io::Error::other)?;
+                let parts = crate::cluster::NodeParts {
+                    stats: stats.clone(),
+                    store: store.clone(),
+                    routes: routes.clone(),
+                };
+                let cluster = crate::cluster::Cluster::start(settings, parts, deliver)
+                    .map_err(io::Error::other)?;
                 let _ = routes.backplane.set(cluster.clone());
                 store.set_node(cluster.node());
                 // Left if the start fails from here on.

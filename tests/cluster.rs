@@ -691,6 +691,59 @@ fn an_action_asks_a_named_client_on_another_node() {
 }
 
 #[test]
+fn a_slow_subscriber_on_another_node_is_paced_not_cut() {
+    let _serial = one_at_a_time();
+    let Some(redis) = Redis::start() else { return };
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = node(dirs[0].path(), &redis);
+    // A small outbox: what the subscriber has not read crowds it soon.
+    let args = [
+        "--in-memory",
+        "--http-port",
+        "0",
+        "--outbox-limit",
+        "2097152",
+    ];
+    let b = ServerProcess::start(
+        dirs[1].path(),
+        &[&args[..], &["--redis", &redis.url()]].concat(),
+    )
+    .expect("servermain starts");
+    wait_joined(&a);
+    wait_joined(&b);
+    let mut publisher = Client::connect(a.addr);
+    assert_eq!(publisher.ok("CREATE burst"), "+OK");
+    let mut sub = Client::connect(b.addr);
+    sub_when_there(&mut sub, "burst");
+    // 15 MB, more than the subscriber's outbox and the sockets between hold, published
+    // at full speed on the other node to a subscriber that reads slower (it pauses
+    // 100 ms every 5,000 messages, so 3 s in all): its node takes from Redis only as
+    // fast as the subscriber reads, instead of overflowing its outbox.
+    let n = 150_000;
+    let from = publisher.name.clone();
+    sub.writer.set_read_timeout(Some(common::WAIT)).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut line = String::new();
+        for got in 0..n {
+            if got % 5_000 == 0 {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            line.clear();
+            let read = std::io::BufRead::read_line(&mut sub.reader, &mut line).expect("a line");
+            assert!(read > 0, "the subscriber was cut after {got} messages");
+            assert!(
+                line.starts_with(&format!("MSG burst {from} {got:06} ")),
+                "{got}: {line}"
+            );
+        }
+    });
+    let body = "x".repeat(90);
+    publisher.pipelined((0..n).map(|i| format!("PUB burst {i:06} {body}")), 1000);
+    reader.join().expect("every message arrives, in order");
+    assert_eq!(common::metric(b.http_addr(), "slow_consumers_total"), 0.0);
+}
+
+#[test]
 fn a_redis_outage_keeps_local_traffic_and_heals() {
     let _serial = one_at_a_time();
     let Some(redis) = Redis::start() else { return };

@@ -15,12 +15,15 @@ use super::control::Control;
 use super::frame::{self, Ctl, CtlEvent, ToNode};
 use super::{receive, Backoff, Shared, BATCH, IO_TIMEOUT, POLL};
 use crate::manager::backplane::{ClusterEvent, RemoteMessage};
+use crate::manager::route::Routes;
 use crate::protocol::{ErrorReply, Payload};
 
 /// Where what arrives goes.
 pub struct Sinks<'a> {
     pub deliver: &'a dyn Fn(ClusterEvent),
     pub control: Sender<Control>,
+    /// Says when a receiver here is crowded by what this link hands over.
+    pub routes: Arc<Routes>,
 }
 
 /// The receiving thread: runs until the node stops.
@@ -61,7 +64,7 @@ pub fn receive_loop(shared: &Shared, client: &redis::Client, sinks: &Sinks<'_>) 
                 }
                 Ok(Some(p)) => {
                     // In arrival order: what came before goes first.
-                    hand_over(shared, sinks.deliver, &mut batch);
+                    hand_over(shared, sinks, &mut batch);
                     if p.channel == ctl.as_bytes() {
                         control(shared, &p.payload, sinks);
                     } else if p.channel == mine.as_bytes() {
@@ -76,24 +79,29 @@ pub fn receive_loop(shared: &Shared, client: &redis::Client, sinks: &Sinks<'_>) 
                 }
             }
             if batch.len() >= BATCH || !sub.readable(Duration::ZERO) {
-                hand_over(shared, sinks.deliver, &mut batch);
+                hand_over(shared, sinks, &mut batch);
             }
         }
         // What arrived before the link broke still goes out.
-        hand_over(shared, sinks.deliver, &mut batch);
+        hand_over(shared, sinks, &mut batch);
     }
 }
 
-fn hand_over(shared: &Shared, deliver: &dyn Fn(ClusterEvent), batch: &mut Vec<RemoteMessage>) {
-    if !batch.is_empty() {
-        let n = batch.len() as u64;
-        shared
-            .stats
-            .cluster
-            .received
-            .fetch_add(n, Ordering::Relaxed);
-        deliver(ClusterEvent::Messages(std::mem::take(batch)));
+/// Hands `batch` to the manager, paced to what the receivers here read
+/// (`manager/pacing.rs`): a subscriber that reads slower than another node publishes
+/// is paced, not cut as a slow consumer.
+fn hand_over(shared: &Shared, sinks: &Sinks<'_>, batch: &mut Vec<RemoteMessage>) {
+    if batch.is_empty() {
+        return;
     }
+    sinks.routes.remote.before_hand_over();
+    let n = batch.len() as u64;
+    shared
+        .stats
+        .cluster
+        .received
+        .fetch_add(n, Ordering::Relaxed);
+    (sinks.deliver)(ClusterEvent::Messages(std::mem::take(batch)));
 }
 
 /// Adds the publications in `p` to `batch`, as this node delivers them: none when

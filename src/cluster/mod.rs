@@ -137,6 +137,15 @@ pub struct Cluster {
     threads: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// What of the node the cluster's threads use.
+pub struct NodeParts {
+    pub stats: Arc<Stats>,
+    /// The channels it holds, registered when it joins.
+    pub store: Arc<TableStore>,
+    /// Where the manager says a receiver is crowded by other nodes' publications.
+    pub routes: Arc<crate::manager::route::Routes>,
+}
+
 /// Connection ids a node hands out before it reaches the next node's: a node's clients
 /// are `client-<ordinal>000000001` and on, unique in the cluster.
 const IDS_PER_NODE: u64 = 1_000_000_000;
@@ -147,10 +156,14 @@ impl Cluster {
     /// (the node serves locally and joins when Redis answers).
     pub fn start(
         settings: &ClusterSettings,
-        stats: Arc<Stats>,
-        store: Arc<TableStore>,
+        parts: NodeParts,
         deliver: Box<dyn Fn(ClusterEvent) + Send + Sync>,
     ) -> Result<Arc<Cluster>, String> {
+        let NodeParts {
+            stats,
+            store,
+            routes,
+        } = parts;
         let client = redis::Client::open(settings.url.as_str())
             .map_err(|e| format!("--redis {}: {e}", without_password(&settings.url)))?;
         if settings.prefix.is_empty() || settings.prefix.contains(['*', '?', '[', ' ']) {
@@ -199,6 +212,7 @@ impl Cluster {
                 let sinks = listen::Sinks {
                     deliver: &*d,
                     control: ctl,
+                    routes,
                 };
                 listen::receive_loop(&s, &c, &sinks)
             }),

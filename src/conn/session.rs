@@ -40,14 +40,6 @@ const MAX_IN_FLIGHT: usize = 1024;
 /// Actions one connection may have running at once before it stops reading.
 const MAX_CALLS: usize = 64;
 
-/// How often a stalled sender looks at the receiver it waits for.
-const STALL: std::time::Duration = std::time::Duration::from_millis(1);
-/// The longest a sender waits for one crowded receiver.
-const STALL_MAX: std::time::Duration = std::time::Duration::from_secs(2);
-/// A receiver that takes nothing from its outbox this long is not reading: the sender
-/// goes on (and the receiver is cut once its outbox overflows).
-const STALL_NO_PROGRESS: std::time::Duration = std::time::Duration::from_millis(250);
-
 /// Why a connection is ending.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ending {
@@ -318,19 +310,7 @@ impl Session {
         // What this connection published is handed over before it waits for a receiver
         // to catch up on it.
         self.publisher.flush(&self.ctx.stats);
-        let started = std::time::Instant::now();
-        let (mut takes, mut progress_at) = (receiver.takes(), started);
-        while receiver.is_crowded()
-            && !receiver.is_closed()
-            && started.elapsed() < STALL_MAX
-            && progress_at.elapsed() < STALL_NO_PROGRESS
-        {
-            crate::coop::nap(STALL);
-            if receiver.takes() != takes {
-                takes = receiver.takes();
-                progress_at = std::time::Instant::now();
-            }
-        }
+        receiver.wait_while_crowded(crate::coop::nap);
     }
 
     /// Whether `out` may be written. Replies to table writes wait until the journal holds
@@ -973,6 +953,9 @@ impl Session {
                 OutItem::Bytes(bytes) => self.out.extend_from_slice(&bytes),
                 OutItem::Answer(token, reply) => self.answer(token, reply),
             }
+        }
+        if progressed {
+            self.outbox.note_progress();
         }
         progressed
     }

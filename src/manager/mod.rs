@@ -6,6 +6,7 @@ pub mod backplane;
 pub mod channel;
 pub mod liveness;
 pub mod outbox;
+pub mod pacing;
 pub mod remote;
 mod remote_presence;
 mod remote_services;
@@ -260,6 +261,8 @@ pub struct Manager {
     pub resuming: Vec<Arc<History>>,
     /// The other nodes' clients, when this node is in a cluster.
     pub remote: remote::Remote,
+    /// Batches of other nodes' publications staged since the last hand-over.
+    remote_batches: u64,
 }
 
 /// Messages the manager has handled since start.
@@ -312,6 +315,7 @@ impl Manager {
             sequenced: Vec::new(),
             resuming: Vec::new(),
             remote: remote::Remote::default(),
+            remote_batches: 0,
         }
     }
 
@@ -377,6 +381,11 @@ impl Manager {
         self.stats.manager_flushing.store(true, Ordering::SeqCst);
         self.hand_over();
         self.stats.manager_flushing.store(false, Ordering::Release);
+        if self.remote_batches > 0 {
+            self.routes
+                .remote
+                .fanned_out(std::mem::take(&mut self.remote_batches));
+        }
     }
 
     /// Hands what was staged to the connections. Messages to channels that keep a
@@ -839,8 +848,11 @@ impl Manager {
             if let Some(h) = history {
                 self.sequenced.push((h, msg.clone()));
             }
-            let (n, _) = self.fan_out(&remote.channel, Push::Message(msg));
+            let (n, crowded) = self.fan_out(&remote.channel, Push::Message(msg));
             self.counts.delivered += n;
+            if let Some(o) = crowded {
+                self.routes.remote.crowded(&o);
+            }
         }
         self.fan_out_run(run);
     }
@@ -854,8 +866,11 @@ impl Manager {
             let msg = run.swap_remove(0);
             msg.encoded(crate::protocol::Format::Text);
             let channel = msg.channel.clone();
-            let (n, _) = self.fan_out(&channel, Push::Message(msg));
+            let (n, crowded) = self.fan_out(&channel, Push::Message(msg));
             self.counts.delivered += n;
+            if let Some(o) = crowded {
+                self.routes.remote.crowded(&o);
+            }
             return;
         }
         let size: usize = run.iter().map(|m| m.approx_len()).sum();
@@ -863,8 +878,11 @@ impl Manager {
         let run = Arc::new(crate::protocol::push::MessageRun::new(run));
         for outbox in chan.receivers() {
             let item = OutItem::Run(run.clone());
-            if let Staged::Queued { .. } = self.stager.stage(outbox, item, size) {
+            if let Staged::Queued { crowded } = self.stager.stage(outbox, item, size) {
                 self.counts.delivered += count;
+                if crowded {
+                    self.routes.remote.crowded(outbox);
+                }
             }
         }
     }

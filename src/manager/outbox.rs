@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use may::io::WaitIoWaker;
 use parking_lot::Mutex;
@@ -56,6 +57,13 @@ pub fn direct_write(receivers: usize, bytes: usize) -> bool {
 const DIRECT_MAX_RECEIVERS: usize = 4;
 /// ...and a few small messages are what a batch of a flow that is not saturated holds.
 const DIRECT_MAX_BYTES: usize = 4096;
+
+/// How often a stalled sender looks at the receiver it waits for.
+const STALL: Duration = Duration::from_millis(1);
+/// The longest a sender waits for one crowded receiver.
+const STALL_MAX: Duration = Duration::from_secs(2);
+/// A receiver that makes no progress (see [`Outbox::progress`]) this long is not reading.
+const STALL_NO_PROGRESS: Duration = Duration::from_millis(250);
 
 /// What became of a batch given to [`Outbox::push_batch`].
 #[derive(Debug, PartialEq, Eq)]
@@ -109,8 +117,9 @@ pub struct Outbox {
     stall: AtomicBool,
     /// That someone (the latest of them).
     stall_on: Mutex<Option<Weak<Outbox>>>,
-    /// How many times the consumer has taken what was queued: its progress.
-    takes: AtomicU64,
+    /// Grows as the consumer takes what was queued and writes it out: a sender
+    /// waiting for it sees that it reads.
+    progress: AtomicU64,
     /// Bytes written to the lent socket by others since the connection took it back.
     sent_direct: AtomicU64,
     waker: WaitIoWaker,
@@ -147,7 +156,7 @@ impl Outbox {
             wake_pending: AtomicBool::new(false),
             stall: AtomicBool::new(false),
             stall_on: Mutex::new(None),
-            takes: AtomicU64::new(0),
+            progress: AtomicU64::new(0),
             waker,
             limit,
             stage: AtomicU64::new(u64::MAX),
@@ -417,10 +426,36 @@ impl Outbox {
         self.queued_bytes() * 2 > self.limit
     }
 
-    /// How many times the consumer has taken its queue so far (it grows while the
-    /// client reads).
-    pub fn takes(&self) -> u64 {
-        self.takes.load(Ordering::Relaxed)
+    /// Grows while the client reads (see [`Outbox::note_progress`]).
+    pub fn progress(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    /// The consumer wrote some of what it took to its socket: a sender waiting for it
+    /// is not waiting for a client that stopped reading, even while the consumer
+    /// still holds much of what it took (it takes everything queued at once).
+    pub fn note_progress(&self) {
+        self.progress.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A sender that crowds this outbox waits here, napping with `nap` (a coroutine's
+    /// or a thread's), while it stays crowded: [`STALL_MAX`] at most, and less if the
+    /// connection makes no progress for [`STALL_NO_PROGRESS`] (it is not reading: the
+    /// sender goes on, and the connection is cut once its outbox overflows).
+    pub fn wait_while_crowded(&self, nap: impl Fn(Duration)) {
+        let started = Instant::now();
+        let (mut progress, mut progress_at) = (self.progress(), started);
+        while self.is_crowded()
+            && !self.is_closed()
+            && started.elapsed() < STALL_MAX
+            && progress_at.elapsed() < STALL_NO_PROGRESS
+        {
+            nap(STALL);
+            if self.progress() != progress {
+                progress = self.progress();
+                progress_at = Instant::now();
+            }
+        }
     }
 
     /// Wakes the connection's coroutine out of `wait_io`.
@@ -466,7 +501,7 @@ impl Outbox {
         if !q.items.is_empty() {
             std::mem::swap(&mut q.items, dst);
             self.queued_bytes.store(0, Ordering::Relaxed);
-            self.takes.fetch_add(1, Ordering::Relaxed);
+            self.progress.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

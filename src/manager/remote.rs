@@ -126,7 +126,12 @@ impl Manager {
     /// Applies what the backplane heard.
     pub(super) fn cluster_event(&mut self, event: ClusterEvent) {
         match event {
-            ClusterEvent::Messages(batch) => self.deliver_remote(batch),
+            ClusterEvent::Messages(batch) => {
+                self.deliver_remote(batch);
+                // Counted as fanned out once handed over (`settle`): only then does a
+                // receiver's outbox show what it crowds.
+                self.remote_batches += 1;
+            }
             ClusterEvent::Client { node, seq, client } => {
                 if self.remote.fresh(&node, seq) {
                     self.remote.add(&node, client);

@@ -18,6 +18,7 @@ use parking_lot::{Mutex, RwLock};
 use super::backplane::Backplane;
 use super::channel::Filter;
 use super::outbox::{OutItem, Outbox};
+use super::pacing::RemotePacing;
 use super::requests::ServiceRoutes;
 use super::stage::{Staged, Stager};
 use crate::collections::Map;
@@ -52,6 +53,8 @@ pub struct Routes {
     /// The cluster's backplane, when this node is in one: every publication here is
     /// also handed to it (set once, at start).
     pub backplane: OnceLock<Arc<dyn Backplane>>,
+    /// Other nodes' publications, paced to what the receivers here read.
+    pub remote: RemotePacing,
 }
 
 /// Longest the manager waits for publishers to let go of a replaced route. They hold
@@ -69,6 +72,7 @@ impl Routes {
             version: AtomicU64::new(0),
             services: ServiceRoutes::new(request_timeout),
             backplane: OnceLock::new(),
+            remote: RemotePacing::default(),
         }
     }
 
