@@ -282,6 +282,9 @@ fn run_lines(mut stream: TcpStream, addr: SocketAddr, initial: Vec<u8>, ctx: Arc
             .map(|_| Lending(&session.outbox));
         let events = stream.wait_io() as libc::c_int;
         hung_up = events & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0;
+        // The wait took in what arrived since that read: it must be read now (a pass
+        // that did not want input left `drained` untaken).
+        drained = false;
         if let Some(lent) = lent {
             stats.bytes_out.fetch_add(lent.end(), Ordering::Relaxed);
         }
