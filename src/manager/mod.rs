@@ -844,17 +844,25 @@ impl Manager {
                 run.push(msg);
                 continue;
             }
-            msg.encoded(crate::protocol::Format::Text);
             if let Some(h) = history {
                 self.sequenced.push((h, msg.clone()));
             }
-            let (n, crowded) = self.fan_out(&remote.channel, Push::Message(msg));
-            self.counts.delivered += n;
-            if let Some(o) = crowded {
-                self.routes.remote.crowded(&o);
-            }
+            self.fan_out_remote(msg);
         }
         self.fan_out_run(run);
+    }
+
+    /// Stages one message of another node's for each receiver of its channel, and
+    /// tells the receiving link of a receiver it crowds (`pacing.rs`).
+    fn fan_out_remote(&mut self, msg: Arc<Message>) {
+        // Encoded once here, not by each receiver.
+        msg.encoded(crate::protocol::Format::Text);
+        let channel = msg.channel.clone();
+        let (n, crowded) = self.fan_out(&channel, Push::Message(msg));
+        self.counts.delivered += n;
+        if let Some(o) = crowded {
+            self.routes.remote.crowded(&o);
+        }
     }
 
     /// Stages `run` (messages on one plain channel) for each receiver of the channel.
@@ -863,15 +871,7 @@ impl Manager {
             return;
         };
         if run.len() == 1 {
-            let msg = run.swap_remove(0);
-            msg.encoded(crate::protocol::Format::Text);
-            let channel = msg.channel.clone();
-            let (n, crowded) = self.fan_out(&channel, Push::Message(msg));
-            self.counts.delivered += n;
-            if let Some(o) = crowded {
-                self.routes.remote.crowded(&o);
-            }
-            return;
+            return self.fan_out_remote(run.swap_remove(0));
         }
         let size: usize = run.iter().map(|m| m.approx_len()).sum();
         let count = run.len() as u64;

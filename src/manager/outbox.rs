@@ -501,7 +501,7 @@ impl Outbox {
         if !q.items.is_empty() {
             std::mem::swap(&mut q.items, dst);
             self.queued_bytes.store(0, Ordering::Relaxed);
-            self.progress.fetch_add(1, Ordering::Relaxed);
+            self.note_progress();
         }
     }
 }

@@ -14,7 +14,7 @@ use super::outbox::Outbox;
 
 /// Batches handed to the manager and not yet fanned out, at most: enough to keep it
 /// busy, few enough that a receiver they crowd is known before it overflows.
-pub const AHEAD: u64 = 2;
+const AHEAD: u64 = 2;
 
 /// Longest the receiving thread waits for the manager to fan out a batch (it is busy
 /// with many other things, but never this long unless it is stuck).
